@@ -1,0 +1,107 @@
+"""Command line: ``python -m viz {render,layers,precompute,bench} ...``.
+
+Bad arguments end with exit status 2 and one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import VizError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage dump
+        raise VizError(f"{message} (see {self.prog} --help)")
+
+
+def _common_render_args(p: argparse.ArgumentParser) -> None:
+    from .methods import DEFAULT_METHOD
+    from .settings import DEFAULT_SIZE, DEFAULT_STEPS, MAX_SIZE, MIN_SIZE
+
+    p.add_argument("--method", default=DEFAULT_METHOD, help="fourier (default, modern) or seed (the naive baseline)")
+    p.add_argument("--size", default=str(DEFAULT_SIZE), help=f"image side in pixels, {MIN_SIZE}-{MAX_SIZE} (default {DEFAULT_SIZE})")
+    p.add_argument("--steps", default=str(DEFAULT_STEPS), help=f"optimization steps (default {DEFAULT_STEPS})")
+    p.add_argument("--lr", default=None, help="learning rate (default: the method's)")
+    p.add_argument("--seed", default="0", help="random seed (default 0)")
+    p.add_argument("--weights", default="auto", help="oxford, torchvision or a path to a state dict (default: "
+                   "torchvision if cached, else oxford)")
+    p.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda or mps")
+    p.add_argument("--activation", default=None, choices=["pre", "post"], help="objective before or after the ReLU")
+    p.add_argument("--precision", default="auto", help="auto, fp32 or bf16 (auto: bf16 only on hardware with native bf16)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m viz", description="VGG16 Feature Atlas: activation maximization for VGG16.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    r = sub.add_parser("render", help="render one channel to a PNG and print a JSON line")
+    r.add_argument("--layer", required=True, help="conv1_1 ... conv5_3")
+    r.add_argument("--channel", required=True, help="channel number")
+    _common_render_args(r)
+    r.add_argument("--out", required=True, help="output .png path")
+
+    sub.add_parser("layers", help="print the layer table as JSON lines")
+
+    return parser
+
+
+def _notice(msg: str) -> None:
+    print(f"note: {msg}", file=sys.stderr)
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from .device import resolve_device
+    from .images import save_png
+    from .layers import get_layer, parse_channel
+    from .progress import ProgressBar
+    from .render import render
+    from .settings import make_settings
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".png":
+        raise VizError(f"--out must be a .png file, got {args.out[:60]!r}")
+    if out.exists() and out.is_dir():
+        raise VizError(f"--out {args.out[:60]!r} is a directory")
+    device = resolve_device(args.device)
+    settings = make_settings(args.layer, args.method, args.size, args.steps, args.lr, args.seed, args.weights,
+                             args.activation, args.precision, device)
+    channel = parse_channel(get_layer(settings.layer), args.channel)
+    bar = ProgressBar(settings.steps, f"{settings.layer}:{channel} {settings.method}", unit="step")
+    every = max(1, settings.steps // 200)
+    result = render(settings, [channel], device, every=every, notice=_notice,
+                    callback=lambda s: bar.update(s.step, f"act {s.activation[0]:.3g}"))
+    bar.close()
+    try:
+        save_png(out, result.images[0])
+    except OSError as exc:
+        raise VizError(f"cannot write {args.out[:60]!r}: {exc.strerror}") from None
+    rec = result.record(0)
+    rec["out"] = str(out)
+    print(json.dumps(rec))
+    return 0
+
+
+def cmd_layers(args: argparse.Namespace) -> int:
+    from .layers import LAYERS
+
+    for layer in LAYERS.values():
+        print(json.dumps({"name": layer.name, "index": layer.index, "channels": layer.channels,
+                          "receptive_field": layer.receptive_field, "stride": layer.stride}))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        handler = {"render": cmd_render, "layers": cmd_layers}.get(args.command) or args.handler
+        return handler(args)
+    except VizError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130

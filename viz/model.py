@@ -1,0 +1,110 @@
+"""VGG16's conv base, loaded once per (weights, device), cut at a target layer ("model modifiers").
+
+A cut network runs only the modules up to the target conv: nothing above it, no classifier. By default it
+returns the conv's pre-ReLU output; ``relu=True`` returns the post-ReLU map instead. All parameters are frozen and
+the modules are in eval mode, so one instance can be shared between threads (forward passes keep no state).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+from torch import nn
+
+from .layers import LAYERS, Layer
+from .weights import Normalization, Weights, load_weights
+
+
+class Normalize(nn.Module):
+    """RGB in [0, 1] -> whatever the weights were trained on."""
+
+    def __init__(self, norm: Normalization):
+        super().__init__()
+        self.order = list(norm.order)
+        self.scale = norm.scale
+        self.register_buffer("mean", torch.tensor(norm.mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(norm.std).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.order != [0, 1, 2]:
+            x = x[:, self.order]
+        return (x * self.scale - self.mean) / self.std
+
+
+def build_features() -> nn.Sequential:
+    """The layout of ``torchvision.models.vgg16().features`` (same module indices), without allocating a classifier."""
+    mods: list[nn.Module] = []
+    block = 0
+    for layer in LAYERS.values():
+        if layer.block != block and block:
+            mods.append(nn.MaxPool2d(kernel_size=2, stride=2))
+        block = layer.block
+        mods += [nn.Conv2d(layer.in_channels, layer.channels, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
+    mods.append(nn.MaxPool2d(kernel_size=2, stride=2))
+    return nn.Sequential(*mods)
+
+
+class VGGFeatures(nn.Module):
+    """Normalization + the 31 ``features`` modules, frozen, for one weight set on one device."""
+
+    def __init__(self, weights: Weights):
+        super().__init__()
+        self.weights_name = weights.name
+        self.weights = weights
+        self.normalize = Normalize(weights.normalization)
+        self.features = build_features()
+        self.features.load_state_dict({k.removeprefix("features."): v for k, v in weights.state_dict.items()})
+        self.requires_grad_(False)
+        self.eval()
+
+    def cut(self, layer: Layer, relu: bool = False) -> "CutModel":
+        return CutModel(self, layer, relu)
+
+
+class CutModel(nn.Module):
+    """Image (B, 3, H, W) RGB in [0, 1] -> the target layer's map (B, C, H', W'), pre-ReLU unless ``relu``."""
+
+    def __init__(self, base: VGGFeatures, layer: Layer, relu: bool = False):
+        super().__init__()
+        self.layer = layer
+        self.relu = relu
+        self.weights_name = base.weights_name
+        self.normalize = base.normalize
+        # The shared base's ReLUs work in place; the cut ends at the conv and adds its own ReLU when asked.
+        body = list(base.features[: layer.index + 1])
+        if relu:
+            body.append(nn.ReLU(inplace=False))
+        self.body = nn.Sequential(*body)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(self.normalize(x))
+
+
+_cache: dict[tuple[str, str, bool], VGGFeatures] = {}
+_cache_lock = threading.Lock()
+
+
+def load_model(weights: str | None = None, device: torch.device | str = "cpu", channels_last: bool = False,
+               notice=None) -> VGGFeatures:
+    """The frozen conv base for ``weights`` on ``device``, built once and shared (thread-safe)."""
+    from .weights import resolve_weights_name
+
+    name = resolve_weights_name(weights)
+    key = (name, str(device), channels_last)
+    with _cache_lock:
+        model = _cache.get(key)
+        if model is None:
+            w = load_weights(weights, notice=notice)
+            model = VGGFeatures(w).to(device)
+            if channels_last:
+                model = model.to(memory_format=torch.channels_last)
+            _cache[key] = model
+        elif weights in (None, "", "auto") and name == "oxford" and notice:
+            notice("torchvision's VGG16 checkpoint is not cached: using the original oxford weights")
+    return model
+
+
+def clear_model_cache() -> None:
+    with _cache_lock:
+        _cache.clear()

@@ -1,0 +1,138 @@
+"""Random transformations applied to the image before every step ("transformation robustness").
+
+Each transform is a small callable ``t(images, rng) -> images``. Geometric ones (jitter, scale, rotation) are
+affine maps; :class:`Compose` multiplies consecutive ones into a single resampling, so a stack of them costs one
+``grid_sample``. Every image draws its own random values from its own generator (:class:`BatchRNG`).
+Distances are fractions of the image side, so a recipe means the same thing at 32 px and at 512 px.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+class BatchRNG:
+    """Per-image random draws: element i of every result comes from generator i."""
+
+    def __init__(self, gens: list[torch.Generator]):
+        self.gens = gens
+
+    def uniform(self, low: float, high: float) -> torch.Tensor:
+        return torch.cat([low + (high - low) * torch.rand(1, generator=g) for g in self.gens])
+
+    def choice(self, values: Sequence[float]) -> torch.Tensor:
+        vals = torch.tensor(values, dtype=torch.float32)
+        return torch.cat([vals[torch.randint(len(vals), (1,), generator=g)] for g in self.gens])
+
+
+class Transform:
+    def __call__(self, x: torch.Tensor, rng: BatchRNG) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class AffineTransform(Transform):
+    """A transform given by per-image 3x3 sampling matrices (output coords -> input coords, normalised)."""
+
+    def matrices(self, rng: BatchRNG) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, x: torch.Tensor, rng: BatchRNG) -> torch.Tensor:
+        return resample(x, self.matrices(rng))
+
+
+def resample(x: torch.Tensor, m: torch.Tensor, fill: float = 0.5) -> torch.Tensor:
+    """Bilinear resampling of ``x`` by sampling matrices ``m`` (B, 3, 3); outside the image is ``fill`` grey."""
+    theta = m[:, :2, :].to(device=x.device, dtype=x.dtype)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + fill
+
+
+def _eye(n: int) -> torch.Tensor:
+    return torch.eye(3).repeat(n, 1, 1)
+
+
+class Jitter(AffineTransform):
+    """Shift by up to ``frac`` of the side in each direction."""
+
+    def __init__(self, frac: float):
+        self.frac = frac
+
+    def matrices(self, rng: BatchRNG) -> torch.Tensor:
+        m = _eye(len(rng.gens))
+        m[:, 0, 2] = rng.uniform(-2 * self.frac, 2 * self.frac)  # normalised coords span 2
+        m[:, 1, 2] = rng.uniform(-2 * self.frac, 2 * self.frac)
+        return m
+
+
+class RandomScale(AffineTransform):
+    """Zoom by a factor drawn from ``scales`` (>1 magnifies)."""
+
+    def __init__(self, scales: Sequence[float]):
+        self.scales = list(scales)
+
+    def matrices(self, rng: BatchRNG) -> torch.Tensor:
+        s = rng.choice(self.scales)
+        m = _eye(len(rng.gens))
+        m[:, 0, 0] = 1 / s
+        m[:, 1, 1] = 1 / s
+        return m
+
+
+class RandomRotate(AffineTransform):
+    """Rotate by an angle in degrees drawn from ``degrees``."""
+
+    def __init__(self, degrees: Sequence[float]):
+        self.degrees = list(degrees)
+
+    def matrices(self, rng: BatchRNG) -> torch.Tensor:
+        a = rng.choice(self.degrees) * (math.pi / 180)
+        m = _eye(len(rng.gens))
+        m[:, 0, 0], m[:, 0, 1] = torch.cos(a), -torch.sin(a)
+        m[:, 1, 0], m[:, 1, 1] = torch.sin(a), torch.cos(a)
+        return m
+
+
+class Pad(Transform):
+    """Pad every side by ``frac`` of the side with constant grey (the network sees a slightly larger canvas)."""
+
+    def __init__(self, frac: float, value: float = 0.5):
+        self.frac, self.value = frac, value
+
+    def __call__(self, x: torch.Tensor, rng: BatchRNG) -> torch.Tensor:
+        p = max(1, round(self.frac * x.shape[-1]))
+        return F.pad(x, (p, p, p, p), mode="constant", value=self.value)
+
+
+class Compose(Transform):
+    """Apply transforms in order, fusing each run of consecutive affine transforms into one resampling."""
+
+    def __init__(self, transforms: Sequence[Transform]):
+        self.transforms = list(transforms)
+
+    def __call__(self, x: torch.Tensor, rng: BatchRNG) -> torch.Tensor:
+        pending: torch.Tensor | None = None
+        for t in self.transforms:
+            if isinstance(t, AffineTransform):
+                m = t.matrices(rng)
+                pending = m if pending is None else pending @ m
+                continue
+            if pending is not None:
+                x, pending = resample(x, pending), None
+            x = t(x, rng)
+        return resample(x, pending) if pending is not None else x
+
+
+def standard_transforms() -> Compose:
+    """Lucid's standard robustness stack, in fractions of a 224-px side: pad 12, jitter 8, scale ±10 %,
+    rotate ±10° (zero more often), jitter 4."""
+    return Compose([
+        Pad(12 / 224),
+        Jitter(8 / 224),
+        RandomScale([1 + (i - 5) / 50 for i in range(11)]),
+        RandomRotate(list(range(-10, 11)) + 5 * [0]),
+        Jitter(4 / 224),
+    ])
