@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from .errors import VizError
@@ -45,6 +46,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True, help="output .png path")
 
     sub.add_parser("layers", help="print the layer table as JSON lines")
+
+    g = sub.add_parser("precompute", help="render a gallery: resumable, batched, crash-safe")
+    g.add_argument("--layers", required=True, help="comma-separated layers, e.g. conv1_1,conv2_1")
+    g.add_argument("--channels", default="all", help="all, 0-63 or 25,104,116 (per layer; default all)")
+    _common_render_args(g)
+    g.add_argument("--batch", default="8", help="channels rendered together (default 8)")
+    g.add_argument("--retries", default="1", help="retries for a flagged channel: new seed, twice the steps")
+    g.add_argument("--out", default="gallery", help="gallery root (default gallery/)")
 
     return parser
 
@@ -85,6 +94,38 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_precompute(args: argparse.Namespace) -> int:
+    from .device import resolve_device
+    from .gallery import config_name, layer_channels, precompute
+    from .progress import ProgressBar
+    from .settings import MAX_BATCH, _int, make_settings
+
+    device = resolve_device(args.device)
+    layers = layer_channels(args.layers.split(","), args.channels)
+    settings = make_settings(next(iter(layers)), args.method, args.size, args.steps, args.lr, args.seed,
+                             args.weights, args.activation, args.precision, device)
+    batch = _int("batch", args.batch, 1, MAX_BATCH)
+    retries = _int("retries", args.retries, 0, 3)
+    bar: list[ProgressBar] = []
+    t0 = time.perf_counter()
+
+    def progress(done: int, total: int, text: str) -> None:
+        if not bar:
+            bar.append(ProgressBar(total, "precompute", unit="img-step", start=t0))
+        bar[0].update(done, text)
+
+    print(f"gallery {args.out}/{settings.weights}/{config_name(settings)}: "
+          f"{sum(map(len, layers.values()))} channels in {len(layers)} layers", file=sys.stderr)
+    report = precompute(Path(args.out), settings, layers, batch=batch, device=str(device), retries=retries,
+                        progress=progress, notice=_notice)
+    if bar:
+        bar[0].close()
+    print(json.dumps({"rendered": report.rendered, "skipped": report.skipped, "retried": report.retried,
+                      "flagged": report.flagged, "seconds": round(report.seconds, 1),
+                      "cancelled": report.cancelled}))
+    return 0
+
+
 def cmd_layers(args: argparse.Namespace) -> int:
     from .layers import LAYERS
 
@@ -97,7 +138,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        handler = {"render": cmd_render, "layers": cmd_layers}.get(args.command) or args.handler
+        handler = {"render": cmd_render, "layers": cmd_layers, "precompute": cmd_precompute}[args.command]
         return handler(args)
     except VizError as exc:
         print(f"error: {exc}", file=sys.stderr)

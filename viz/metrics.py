@@ -101,3 +101,79 @@ def activation_ratio(final_activation: np.ndarray, natural: np.ndarray) -> np.nd
     return out
 
 
+
+
+# ------------------------------------------------------------------------------------------ image statistics
+HF_CUTOFF = 0.25  # cycles per pixel; Nyquist is 0.5
+
+
+def hf_fraction(image: np.ndarray) -> float:
+    """Share of the image's (mean-removed, luminance) spectral power above ``HF_CUTOFF`` cycles/pixel.
+
+    White noise scores about 0.8 (the area outside that radius); natural photos score a few percent.
+    """
+    img = np.asarray(image, dtype=np.float64)
+    if img.ndim == 3:
+        img = img[..., :3] @ np.array([0.299, 0.587, 0.114])
+    img = img - img.mean()
+    power = np.abs(np.fft.rfft2(img)) ** 2
+    fy = np.fft.fftfreq(img.shape[0])[:, None]
+    fx = np.fft.rfftfreq(img.shape[1])[None, :]
+    weight = np.where(fx > 0, 2.0, 1.0)  # rfft keeps one half of the symmetric spectrum
+    total = (power * weight).sum()
+    if total <= 0:
+        return 0.0
+    return float((power * weight)[np.sqrt(fx**2 + fy**2) > HF_CUTOFF].sum() / total)
+
+
+def image_std(image: np.ndarray) -> float:
+    """Pixel standard deviation in [0, 1] units (a blank image is close to 0)."""
+    return float(np.asarray(image, dtype=np.float64).std() / 255.0)
+
+
+# ------------------------------------------------------------------------------------------------ flag rules
+# The gallery's failure rules. A flagged channel is retried (another seed, more steps) before it is kept flagged.
+BLANK_STD = 0.065  # below this pixel std the image is (nearly) uniform; the seed's untouched start is 0.058
+NOISE_HF = 0.35  # above this high-frequency power share it is mostly pixel noise (natural crops: <= 0.22)
+RISE_MIN = 1e-3  # the objective must rise by at least this share of its scale
+
+
+def objective_rise(history: np.ndarray) -> float:
+    """End-of-run objective (mean of the last tenth of the steps) minus the first step's."""
+    h = np.asarray(history, dtype=np.float64)
+    if h.size == 0:
+        return 0.0
+    tail = h[-max(1, len(h) // 10):]
+    return float(tail.mean() - h[0])
+
+
+def quality_flags(image: np.ndarray, history: np.ndarray, final_activation: float,
+                  natural: float | None) -> tuple[list[str], str]:
+    """Apply the failure rules; return (flags, one-line evidence). Flags:
+
+    - ``dead``: the channel is never positive, neither on any natural-photo crop nor after optimization;
+    - ``no_rise``: the objective did not rise over the run;
+    - ``blank``: the image is nearly uniform (pixel std below ``BLANK_STD``);
+    - ``noise``: the image is mostly high-frequency noise (share above ``NOISE_HF``).
+    """
+    flags: list[str] = []
+    evidence: list[str] = []
+    if natural is not None and natural <= 0 and final_activation <= 0:
+        flags.append("dead")
+        evidence.append(f"dead: never positive on natural photos (max {natural:.3g}) nor after optimization "
+                        f"({final_activation:.3g})")
+    h = np.asarray(history, dtype=np.float64)
+    rise = objective_rise(h)
+    scale = max(1.0, float(np.abs(h).max())) if h.size else 1.0
+    if rise <= RISE_MIN * scale:
+        flags.append("no_rise")
+        evidence.append(f"objective did not rise ({h[0] if h.size else 0:.3g} -> {h[-1] if h.size else 0:.3g})")
+    std = image_std(image)
+    if std < BLANK_STD:
+        flags.append("blank")
+        evidence.append(f"blank: pixel std {std:.3f} < {BLANK_STD}")
+    hf = hf_fraction(image)
+    if hf > NOISE_HF:
+        flags.append("noise")
+        evidence.append(f"noise: high-frequency power {hf:.2f} > {NOISE_HF}")
+    return flags, "; ".join(evidence)

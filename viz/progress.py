@@ -21,11 +21,11 @@ class ProgressBar:
     """
 
     def __init__(self, total: int, desc: str = "", unit: str = "it", stream: TextIO | None = None,
-                 width: int = 24, initial: int = 0):
+                 width: int = 24, initial: int = 0, start: float | None = None):
         self.total, self.desc, self.unit, self.width = max(total, 1), desc, unit, width
         self.stream = stream or sys.stderr
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.start = time.perf_counter()
+        self.start = time.perf_counter() if start is None else start
         self.initial = self.n = initial
         self._last_decile = -1
 

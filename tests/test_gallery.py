@@ -1,0 +1,170 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from viz import VizError, make_settings
+from viz.gallery import (Gallery, GalleryError, LayerDir, config_name, load_valid_record, precompute,
+                         validate_manifest, validate_record)
+from viz.metrics import natural_crops, quality_flags
+
+TINY = dict(size=32, steps=6)
+
+
+def tiny(method="fourier", **kw):
+    return make_settings("conv1_1", method, **{**TINY, **kw})
+
+
+def layer_dir(root, s, layer="conv1_1"):
+    return LayerDir(root, s.weights, config_name(s), layer)
+
+
+def mtimes(d):
+    return {p.name: p.stat().st_mtime_ns for p in d.path.iterdir()}
+
+
+def test_precompute_writes_a_valid_gallery_and_is_idempotent(tmp_path):
+    s = tiny()
+    rep = precompute(tmp_path, s, {"conv1_1": [0, 1, 2], "conv2_1": [5]}, batch=2, device="cpu", retries=0)
+    assert rep.rendered == 4 and rep.skipped == 0
+    d = layer_dir(tmp_path, s)
+    manifest = validate_manifest(json.loads(d.manifest.read_text()))
+    assert sorted(manifest["channels"]) == ["0", "1", "2"]
+    rec = manifest["channels"]["1"]
+    assert rec["settings"] == s.to_dict() and rec["weights"] == "oxford" and rec["steps"] == 6
+    assert len(rec["history"]) == 6 and rec["history_steps"] == [1, 2, 3, 4, 5, 6]
+    assert rec["natural_max"] is not None and "hf_fraction" in rec["metrics"]
+    before = mtimes(d)
+    again = precompute(tmp_path, s, {"conv1_1": [0, 1, 2], "conv2_1": [5]}, batch=2, device="cpu", retries=0)
+    assert again.rendered == 0 and again.skipped == 4
+    assert {k: v for k, v in mtimes(d).items() if k != "manifest.json"} == {
+        k: v for k, v in before.items() if k != "manifest.json"}
+
+
+def test_cancelled_precompute_resumes_to_a_complete_gallery(tmp_path):
+    s = tiny()
+    calls = []
+
+    def cancel():
+        calls.append(1)
+        return len(calls) > 8  # cancel inside the second batch
+
+    rep = precompute(tmp_path, s, {"conv1_1": list(range(6))}, batch=2, device="cpu", retries=0, cancel=cancel)
+    assert rep.cancelled and rep.rendered == 2
+    rest = precompute(tmp_path, s, {"conv1_1": list(range(6))}, batch=2, device="cpu", retries=0)
+    assert rest.skipped == 2 and rest.rendered == 4
+    view = Gallery(tmp_path).layer("oxford", config_name(s), "conv1_1")
+    assert view.channels() == list(range(6)) and not view.problems
+    assert all(view.image_bytes(c) for c in range(6))
+
+
+def test_kill_9_mid_precompute_loses_nothing(tmp_path):
+    """A real SIGKILL while the CLI precomputes; the rerun completes the gallery with only intact entries."""
+    args = [sys.executable, "-m", "viz", "precompute", "--layers", "conv1_1", "--channels", "0-11", "--size", "32",
+            "--steps", "20", "--batch", "2", "--retries", "0", "--weights", "oxford", "--out", str(tmp_path)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    s = make_settings("conv1_1", "fourier", size=32, steps=20)
+    d = layer_dir(tmp_path, s)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (d.path.is_dir() and list(d.path.glob("c*.json"))):
+        time.sleep(0.05)
+    time.sleep(0.3)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = [c for c in range(12) if load_valid_record(d, c, s.to_dict())]
+    assert 0 < len(done_before) < 12
+    p = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    report = json.loads(p.stdout.strip().splitlines()[-1])
+    assert report["skipped"] == len(done_before) and report["rendered"] == 12 - len(done_before)
+    assert not list(d.path.glob(".*.tmp"))
+    view = Gallery(tmp_path).layer("oxford", config_name(s), "conv1_1")
+    assert view.channels() == list(range(12)) and not view.problems
+
+
+def test_corrupted_entries_are_reported_skipped_and_recomputed(tmp_path):
+    s = tiny()
+    chans = {"conv1_1": [0, 1, 2, 3]}
+    precompute(tmp_path, s, chans, batch=4, device="cpu", retries=0)
+    d = layer_dir(tmp_path, s)
+    d.image(1).write_bytes(d.image(1).read_bytes()[:40])  # truncated PNG
+    d.record(2).write_text("{not json")  # garbage record
+    d.manifest.write_text('{"schema": "something else"}')  # bad manifest
+    view = Gallery(tmp_path).layer("oxford", config_name(s), "conv1_1")
+    assert any("manifest" in p for p in view.problems) and any("channel 2" in p for p in view.problems)
+    assert view.image_bytes(1) is None and view.image_bytes(0) is not None and 2 not in view.records
+    untouched = {n: t for n, t in mtimes(d).items() if n.startswith(("c0000", "c0003"))}
+    rep = precompute(tmp_path, s, chans, batch=4, device="cpu", retries=0)
+    assert rep.rendered == 2 and rep.skipped == 2
+    assert {n: t for n, t in mtimes(d).items() if n.startswith(("c0000", "c0003"))} == untouched
+    view = Gallery(tmp_path).layer("oxford", config_name(s), "conv1_1")
+    assert view.channels() == [0, 1, 2, 3] and not view.problems and view.image_bytes(1)
+
+
+def test_schema_validation(tmp_path):
+    s = tiny()
+    precompute(tmp_path, s, {"conv1_1": [7]}, device="cpu", retries=0)
+    good = json.loads(layer_dir(tmp_path, s).record(7).read_text())
+    assert validate_record(good, "conv1_1", 7) == good
+    for mutate, msg in [
+        (lambda r: r.update(version=99), "schema"),
+        (lambda r: r.pop("history"), "lacks"),
+        (lambda r: r.update(flags=["weird"]), "flags"),
+        (lambda r: r.update(channel=64), "channel"),
+        (lambda r: r.update(final_activation="high"), "type"),
+        (lambda r: r.update(image="../../etc/passwd"), "image"),
+        (lambda r: r.update(history=[1.0]), "history"),
+    ]:
+        bad = json.loads(json.dumps(good))
+        mutate(bad)
+        with pytest.raises(GalleryError, match=msg):
+            validate_record(bad, "conv1_1", 7)
+    with pytest.raises(GalleryError):
+        validate_manifest({"schema": "vgg16-atlas/layer-manifest", "version": 1, "layer": "conv1_1"})
+    with pytest.raises(GalleryError):
+        validate_manifest([1, 2])
+
+
+def test_flag_rules_on_synthetic_cases():
+    rng = np.random.default_rng(0)
+    rising = np.linspace(0, 50, 40)
+    photo = (natural_crops(64)[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+    assert quality_flags(photo, rising, 50.0, 10.0) == ([], "")
+    start_noise = (rng.uniform(0.4, 0.6, (64, 64, 3)) * 255).astype(np.uint8)  # the seed's untouched start
+    flags, why = quality_flags(start_noise, np.zeros(40), -3.0, -1.0)
+    assert flags == ["dead", "no_rise", "blank", "noise"]
+    assert why.startswith("dead: never positive on natural photos (max -1) nor after optimization (-3)")
+    loud_noise = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    assert quality_flags(loud_noise, rising, 50.0, 10.0)[0] == ["noise"]
+    flat = np.full((64, 64, 3), 128, np.uint8)
+    assert quality_flags(flat, rising, 50.0, 10.0)[0] == ["blank"]
+    assert quality_flags(photo, np.full(40, 5.0), 5.0, 10.0)[0] == ["no_rise"]
+    # positive somewhere on photos: not dead, even if the image failed
+    assert "dead" not in quality_flags(start_noise, np.zeros(40), -3.0, 2.0)[0]
+
+
+def test_failed_channel_is_retried_then_flagged_with_evidence(tmp_path):
+    s = make_settings("conv5_1", "seed", size=32, steps=4)
+    rep = precompute(tmp_path, s, {"conv5_1": [104]}, device="cpu", retries=1)
+    assert rep.retried == 1 and 104 in rep.flagged.get("blank", [])
+    rec = json.loads(layer_dir(tmp_path, s, "conv5_1").record(104).read_text())
+    assert rec["attempts"] in (1, 2) and rec["flags"] and "blank" in rec["evidence"]
+
+
+def test_reader_refuses_hostile_names(tmp_path):
+    s = tiny()
+    precompute(tmp_path, s, {"conv1_1": [0]}, device="cpu", retries=0)
+    g = Gallery(tmp_path)
+    assert g.weights() == ["oxford"] and g.configs("oxford") == [config_name(s)]
+    assert g.layers("oxford", config_name(s)) == ["conv1_1"]
+    for w, c, layer in [("..", config_name(s), "conv1_1"), ("oxford", "../..", "conv1_1"),
+                        ("oxford", config_name(s), "../../etc"), ("/etc", config_name(s), "conv1_1"),
+                        ("oxford", config_name(s), "conv2_1")]:
+        with pytest.raises(VizError):
+            g.layer(w, c, layer)
+    assert g.configs("..") == [] and g.layers("oxford", "../../..") == []

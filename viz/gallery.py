@@ -1,0 +1,444 @@
+"""Precomputed galleries: resumable, batched, crash-safe precompute and a cheap, validating reader.
+
+On disk::
+
+    <root>/<weights>/<config>/<layer>/c0104.png     the image
+    <root>/<weights>/<config>/<layer>/c0104.json    its record (the source of truth; versioned schema)
+    <root>/<weights>/<config>/<layer>/manifest.json the layer's index of records (rebuilt from the records)
+
+``config`` names the method and every setting that changes the image (e.g. ``fourier-128px-256st``).
+Every file is written to a temporary name and renamed, the image before its record, and a record stores its
+image's sha256: after ``kill -9`` at any moment a rerun trusts exactly the channels that are complete.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from .errors import VizError
+from .images import atomic_write, png_bytes
+from .layers import LAYER_NAMES, get_layer
+from .methods import METHODS
+from .metrics import activation_ratio, hf_fraction, image_std, natural_max, quality_flags
+from .optimize import Cancel, StepInfo
+from .settings import RenderSettings, check_channels
+
+RECORD_SCHEMA, RECORD_VERSION = "vgg16-atlas/channel-record", 1
+MANIFEST_SCHEMA, MANIFEST_VERSION = "vgg16-atlas/layer-manifest", 1
+HISTORY_POINTS = 64
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+FLAGS = ("dead", "no_rise", "blank", "noise")
+
+
+class GalleryError(VizError):
+    """A gallery file is missing, unreadable or fails validation."""
+
+
+def safe_name(text: str) -> str:
+    """A directory name for weights like ``file:mine:abc123`` (letters, digits, ``._-`` only)."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", text).strip("._-") or "weights"
+    return name[:80]
+
+
+def check_name(kind: str, name: object) -> str:
+    if not isinstance(name, str) or not NAME_RE.match(name) or ".." in name:
+        shown = str(name)[:30]
+        raise GalleryError(f"invalid {kind} name {shown!r}")
+    return name
+
+
+def config_name(s: RenderSettings) -> str:
+    """``<method>-<size>px-<steps>st`` plus every non-default setting, so different settings never mix."""
+    recipe = METHODS[s.method]
+    name = f"{s.method}-{s.size}px-{s.steps}st"
+    if not math.isclose(s.lr, recipe.lr):
+        name += f"-lr{s.lr:g}"
+    if s.seed:
+        name += f"-seed{s.seed}"
+    if s.activation != recipe.activation:
+        name += f"-{s.activation}relu"
+    if s.precision != "fp32":
+        name += f"-{s.precision}"
+    return name
+
+
+@dataclass(frozen=True)
+class LayerDir:
+    root: Path
+    weights: str
+    config: str
+    layer: str
+
+    @property
+    def path(self) -> Path:
+        return self.root / self.weights / self.config / self.layer
+
+    def image(self, channel: int) -> Path:
+        return self.path / f"c{channel:04d}.png"
+
+    def record(self, channel: int) -> Path:
+        return self.path / f"c{channel:04d}.json"
+
+    @property
+    def manifest(self) -> Path:
+        return self.path / "manifest.json"
+
+
+# ---------------------------------------------------------------------------------------------- validation
+_RECORD_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "schema": str, "version": int, "layer": str, "channel": int, "weights": str, "config": str,
+    "settings": dict, "seed": int, "steps": int, "attempts": int, "image": str, "image_sha256": str,
+    "final_activation": (int, float), "natural_max": (int, float, type(None)),
+    "activation_ratio": (int, float, type(None)), "history": list, "history_steps": list,
+    "seconds": (int, float), "device": str, "flags": list, "evidence": str, "metrics": dict, "created": str,
+}
+
+
+def validate_record(obj: object, layer: str | None = None, channel: int | None = None) -> dict:
+    """Check a channel record against the schema; raise :class:`GalleryError` naming the first problem."""
+    if not isinstance(obj, dict):
+        raise GalleryError("record is not a JSON object")
+    if obj.get("schema") != RECORD_SCHEMA or obj.get("version") != RECORD_VERSION:
+        raise GalleryError(f"record schema {obj.get('schema')!r} v{obj.get('version')!r} is not "
+                           f"{RECORD_SCHEMA} v{RECORD_VERSION}")
+    for key, typ in _RECORD_FIELDS.items():
+        if key not in obj:
+            raise GalleryError(f"record lacks {key!r}")
+        if not isinstance(obj[key], typ) or isinstance(obj[key], bool) and typ is not bool:
+            raise GalleryError(f"record field {key!r} has the wrong type")
+    lay = get_layer(obj["layer"])
+    if layer is not None and obj["layer"] != layer:
+        raise GalleryError(f"record is for layer {obj['layer']}, not {layer}")
+    if not 0 <= obj["channel"] < lay.channels or (channel is not None and obj["channel"] != channel):
+        raise GalleryError(f"record channel {obj['channel']} does not belong here")
+    if obj["image"] != f"c{obj['channel']:04d}.png" or not re.fullmatch(r"[0-9a-f]{64}", obj["image_sha256"]):
+        raise GalleryError("record names a wrong image file or hash")
+    if len(obj["history"]) != len(obj["history_steps"]) or not all(
+            isinstance(v, (int, float)) for v in obj["history"]):
+        raise GalleryError("record history is malformed")
+    if not math.isfinite(obj["final_activation"]) or any(f not in FLAGS for f in obj["flags"]):
+        raise GalleryError("record activation or flags are invalid")
+    return obj
+
+
+def validate_manifest(obj: object) -> dict:
+    if not isinstance(obj, dict):
+        raise GalleryError("manifest is not a JSON object")
+    if obj.get("schema") != MANIFEST_SCHEMA or obj.get("version") != MANIFEST_VERSION:
+        raise GalleryError(f"manifest schema {obj.get('schema')!r} v{obj.get('version')!r} is not "
+                           f"{MANIFEST_SCHEMA} v{MANIFEST_VERSION}")
+    for key, typ in (("layer", str), ("weights", str), ("config", str), ("settings", dict), ("channels", dict)):
+        if not isinstance(obj.get(key), typ):
+            raise GalleryError(f"manifest field {key!r} is missing or has the wrong type")
+    get_layer(obj["layer"])
+    for key, rec in obj["channels"].items():
+        if not key.isdigit():
+            raise GalleryError(f"manifest channel key {key[:10]!r} is not a number")
+        validate_record(rec, obj["layer"], int(key))
+    return obj
+
+
+def _sha256(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_json(path: Path) -> object:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise GalleryError(f"{path.name} is unreadable ({type(exc).__name__})") from None
+
+
+def load_valid_record(d: LayerDir, channel: int, settings: dict | None = None) -> dict | None:
+    """The channel's record if it and its image are complete and intact (and match ``settings``), else None."""
+    try:
+        rec = validate_record(read_json(d.record(channel)), d.layer, channel)
+        if settings is not None and rec["settings"] != settings:
+            return None
+        if _sha256(d.image(channel).read_bytes()) != rec["image_sha256"]:
+            return None
+        return rec
+    except (OSError, GalleryError):
+        return None
+
+
+# ---------------------------------------------------------------------------------------------- precompute
+def downsample(history: np.ndarray, points: int = HISTORY_POINTS) -> tuple[list[int], list[float]]:
+    """Keep ``points`` evenly spaced steps (always the first and the last), as 1-based step numbers."""
+    n = len(history)
+    if n == 0:
+        return [], []
+    idx = np.unique(np.linspace(0, n - 1, min(points, n)).round().astype(int))
+    return [int(i) + 1 for i in idx], [round(float(history[i]), 4) for i in idx]
+
+
+@dataclass
+class PrecomputeReport:
+    rendered: int = 0
+    skipped: int = 0
+    retried: int = 0
+    flagged: dict[str, list[int]] = field(default_factory=dict)
+    seconds: float = 0.0
+    cancelled: bool = False
+
+
+def _score(rec: dict) -> tuple[int, float]:
+    return (-len(rec["flags"]), rec["final_activation"])
+
+
+def make_record(d: LayerDir, s: RenderSettings, channel: int, image: np.ndarray, history: np.ndarray,
+                final: float, natural: float | None, attempts: int, seconds: float, device: str,
+                weights_sha: str, config_settings: dict, png: bytes) -> dict:
+    flags, evidence = quality_flags(image, history, final, natural)
+    steps_idx, hist = downsample(history)
+    ratio = None if natural is None else activation_ratio(np.array([final]), np.array([natural]))[0]
+    return {
+        "schema": RECORD_SCHEMA, "version": RECORD_VERSION, "layer": d.layer, "channel": channel,
+        "weights": s.weights, "weights_sha256": weights_sha, "config": d.config, "settings": config_settings,
+        "seed": s.seed, "steps": s.steps, "attempts": attempts, "image": d.image(channel).name,
+        "image_sha256": _sha256(png), "final_activation": round(float(final), 4),
+        "natural_max": None if natural is None else round(float(natural), 4),
+        "activation_ratio": None if ratio is None or not math.isfinite(ratio) else round(float(ratio), 4),
+        "history": hist, "history_steps": steps_idx, "seconds": round(seconds, 3), "device": device,
+        "flags": flags, "evidence": evidence,
+        "metrics": {"std": round(image_std(image), 4), "hf_fraction": round(hf_fraction(image), 4)},
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def write_manifest(d: LayerDir, settings: dict) -> dict:
+    """Rebuild the layer's manifest from the intact records on disk (atomic)."""
+    channels: dict[str, dict] = {}
+    for path in sorted(d.path.glob("c[0-9][0-9][0-9][0-9].json")):
+        ch = int(path.stem[1:])
+        rec = load_valid_record(d, ch, settings)
+        if rec is not None:
+            channels[str(ch)] = rec
+    manifest = {
+        "schema": MANIFEST_SCHEMA, "version": MANIFEST_VERSION, "layer": d.layer, "weights": d.weights,
+        "config": d.config, "settings": settings, "channels": channels,
+        "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    atomic_write(d.manifest, json.dumps(manifest, separators=(",", ":")).encode())
+    return manifest
+
+
+def retry_settings(s: RenderSettings, attempt: int) -> RenderSettings:
+    """Attempt 2, 3, ...: another seed and twice the steps each time."""
+    return replace(s, seed=s.seed + 1000 * (attempt - 1), steps=s.steps * 2 ** (attempt - 1))
+
+
+def precompute(
+    root: Path | str,
+    settings: RenderSettings,
+    layers: dict[str, list[int]],
+    batch: int = 8,
+    device: str = "auto",
+    retries: int = 1,
+    progress: Callable[[int, int, str], None] | None = None,
+    cancel: Cancel = None,
+    notice: Callable[[str], None] | None = None,
+) -> PrecomputeReport:
+    """Render every missing or invalid channel of ``layers`` (name -> channels) into the gallery at ``root``.
+
+    ``progress(done, total, text)`` is called in image-steps across the whole job.
+    """
+    from .device import resolve_device
+    from .model import load_model
+    from .render import render
+
+    dev = resolve_device(device)
+    root = Path(root)
+    start = time.perf_counter()
+    report = PrecomputeReport()
+    model = load_model(settings.weights, dev, channels_last=dev.type == "cpu", notice=notice)
+    wdir = safe_name(settings.weights)
+    cfg = config_name(settings)
+    cfg_settings = settings.to_dict()
+    plan: list[tuple[LayerDir, list[int]]] = []
+    for layer_name, chans in layers.items():
+        d = LayerDir(root, wdir, cfg, get_layer(layer_name).name)
+        chans = check_channels(d.layer, chans) if chans else []
+        if d.path.is_dir():
+            for tmp in d.path.glob(".*.tmp"):  # half-written leftovers of a killed run: never trusted
+                tmp.unlink(missing_ok=True)
+        todo = [c for c in chans if load_valid_record(d, c, cfg_settings) is None]
+        report.skipped += len(chans) - len(todo)
+        plan.append((d, todo))
+    total = sum(len(t) for _, t in plan) * settings.steps
+    done = 0
+    for d, todo in plan:
+        if not todo:
+            if d.path.is_dir() and not d.manifest.is_file():
+                write_manifest(d, cfg_settings)
+            continue
+        natural = natural_max(model, d.layer, settings.size)
+        queue = [(c, 1) for c in todo]
+        while queue and not report.cancelled:
+            group, queue = queue[:batch], queue[batch:]
+            attempt = group[0][1]
+            same = [g for g in group if g[1] == attempt]
+            queue = [g for g in group if g[1] != attempt] + queue
+            chans = [c for c, _ in same]
+            s = retry_settings(settings, attempt)
+            base = done
+
+            def cb(info: StepInfo, base=base, n=len(chans), s=s) -> None:
+                if progress:
+                    progress(base + info.step * n * settings.steps // s.steps, total,
+                             f"{d.layer} ch {chans[0]}..{chans[-1]}" + (f" (retry {attempt - 1})" if attempt > 1 else ""))
+
+            result = render(s, chans, dev, callback=cb, every=max(1, s.steps // 50), cancel=cancel, notice=notice)
+            if result.cancelled:
+                report.cancelled = True
+                break
+            if attempt == 1:
+                done += len(chans) * settings.steps
+            per_image = result.seconds / len(chans)
+            for i, ch in enumerate(chans):
+                png = png_bytes(result.images[i])
+                rec = make_record(d, s, ch, result.images[i], result.history[:, i], result.final_activation[i],
+                                  float(natural[ch]), attempt, per_image, result.device, model.weights.sha256,
+                                  cfg_settings, png)
+                old = load_valid_record(d, ch, cfg_settings) if attempt > 1 else None
+                if old is None or _score(rec) > _score(old):
+                    atomic_write(d.image(ch), png)  # image first: a record always points at a whole image
+                    atomic_write(d.record(ch), json.dumps(rec).encode())
+                    report.rendered += attempt == 1
+                best = rec if old is None or _score(rec) > _score(old) else old
+                if best["flags"] and attempt <= retries:
+                    queue.append((ch, attempt + 1))
+                    report.retried += 1
+                elif best["flags"]:
+                    for f in best["flags"]:
+                        report.flagged.setdefault(f, []).append(ch)
+            write_manifest(d, cfg_settings)
+        if report.cancelled:
+            break
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+# ---------------------------------------------------------------------------------------------------- reader
+@dataclass
+class LayerView:
+    """One layer of one gallery: its records (validated) and any problems found while reading."""
+
+    dir: LayerDir
+    settings: dict
+    records: dict[int, dict]
+    problems: list[str]
+
+    @property
+    def layer(self) -> str:
+        return self.dir.layer
+
+    def channels(self) -> list[int]:
+        return sorted(self.records)
+
+    def image_bytes(self, channel: int) -> bytes | None:
+        """The PNG of ``channel`` if present and intact (its sha256 matches the record), else None."""
+        rec = self.records.get(channel)
+        if rec is None:
+            return None
+        try:
+            data = self.dir.image(int(channel)).read_bytes()
+        except OSError:
+            return None
+        return data if _sha256(data) == rec["image_sha256"] else None
+
+
+class Gallery:
+    """Read-only view of a gallery root. Every name is validated against what is on disk before use, so no
+    user-supplied value reaches a path unchecked."""
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+        self._cache: dict[Path, tuple[float, LayerView]] = {}
+
+    def _subdirs(self, path: Path) -> list[str]:
+        try:
+            return sorted(p.name for p in path.iterdir() if p.is_dir() and NAME_RE.match(p.name))
+        except OSError:
+            return []
+
+    def weights(self) -> list[str]:
+        return [w for w in self._subdirs(self.root) if self.configs(w)]
+
+    def configs(self, weights: str) -> list[str]:
+        if weights not in self._subdirs(self.root):
+            return []
+        return [c for c in self._subdirs(self.root / weights) if self.layers(weights, c)]
+
+    def layers(self, weights: str, config: str) -> list[str]:
+        if weights not in self._subdirs(self.root) or config not in self._subdirs(self.root / weights):
+            return []
+        present = set(self._subdirs(self.root / weights / config))
+        return [name for name in LAYER_NAMES if name in present]
+
+    def layer(self, weights: str, config: str, layer: str) -> LayerView:
+        """Read a layer (cached until its manifest changes). Unknown names raise :class:`GalleryError`."""
+        check_name("weights", weights)
+        check_name("config", config)
+        get_layer(layer)
+        if layer not in self.layers(weights, config):
+            raise GalleryError(f"no gallery for {layer} in {weights}/{config}")
+        d = LayerDir(self.root, weights, config, layer)
+        try:
+            mtime = d.manifest.stat().st_mtime_ns
+        except OSError:
+            mtime = -1
+        hit = self._cache.get(d.path)
+        if hit and hit[0] == mtime:
+            return hit[1]
+        view = self._read(d)
+        self._cache[d.path] = (mtime, view)
+        return view
+
+    def _read(self, d: LayerDir) -> LayerView:
+        problems: list[str] = []
+        try:
+            manifest = validate_manifest(read_json(d.manifest))
+            if manifest["layer"] != d.layer:
+                raise GalleryError("manifest is for another layer")
+            records = {int(k): v for k, v in manifest["channels"].items()}
+            return LayerView(d, manifest["settings"], records, problems)
+        except FileNotFoundError:
+            problems.append(f"{d.layer}: manifest missing; read the channel records instead")
+        except GalleryError as exc:
+            problems.append(f"{d.layer}: {exc}; read the channel records instead")
+        records = {}
+        settings: dict = {}
+        for path in sorted(d.path.glob("c[0-9][0-9][0-9][0-9].json")):
+            ch = int(path.stem[1:])
+            try:
+                rec = validate_record(read_json(path), d.layer, ch)
+                records[ch] = rec
+                settings = settings or rec["settings"]
+            except GalleryError as exc:
+                problems.append(f"{d.layer} channel {ch}: {exc}")
+        return LayerView(d, settings, records, problems)
+
+
+def layer_channels(spec: Iterable[str], channels: str) -> dict[str, list[int]]:
+    """``--layers conv1_1,conv2_1 --channels 0-63`` -> {layer: channels} (a channel spec per layer)."""
+    from .layers import parse_channels
+
+    out = {}
+    for name in spec:
+        lay = get_layer(name.strip())
+        out[lay.name] = parse_channels(lay, channels)
+    return out
