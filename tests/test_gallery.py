@@ -7,8 +7,10 @@ import time
 
 import numpy as np
 import pytest
+import torch
+from PIL import Image
 
-from viz import VizError, make_settings
+from viz import VizError, channel_activation, make_settings
 from viz.gallery import (Gallery, GalleryError, LayerDir, config_name, load_valid_record, precompute,
                          validate_manifest, validate_record)
 from viz.metrics import natural_crops, quality_flags
@@ -28,7 +30,7 @@ def mtimes(d):
     return {p.name: p.stat().st_mtime_ns for p in d.path.iterdir()}
 
 
-def test_precompute_writes_a_valid_gallery_and_is_idempotent(tmp_path):
+def test_precompute_writes_a_valid_gallery_and_is_idempotent(tmp_path, model):
     s = tiny()
     rep = precompute(tmp_path, s, {"conv1_1": [0, 1, 2], "conv2_1": [5]}, batch=2, device="cpu", retries=0)
     assert rep.rendered == 4 and rep.skipped == 0
@@ -39,6 +41,13 @@ def test_precompute_writes_a_valid_gallery_and_is_idempotent(tmp_path):
     assert rec["settings"] == s.to_dict() and rec["weights"] == "oxford" and rec["steps"] == 6
     assert len(rec["history"]) == 6 and rec["history_steps"] == [1, 2, 3, 4, 5, 6]
     assert rec["natural_max"] is not None and "hf_fraction" in rec["metrics"]
+    # Every image was made for its own layer: re-measuring it there gives the recorded activation.
+    for layer, ch in (("conv1_1", 1), ("conv2_1", 5)):
+        rec = json.loads(layer_dir(tmp_path, s, layer).record(ch).read_text())
+        assert rec["layer"] == rec["settings"]["layer"] == layer
+        img = np.asarray(Image.open(layer_dir(tmp_path, s, layer).image(ch)).convert("RGB"))
+        act = channel_activation(model, layer, torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255, [ch])
+        assert act[0] == pytest.approx(rec["final_activation"], rel=0.05, abs=0.5)
     before = mtimes(d)
     again = precompute(tmp_path, s, {"conv1_1": [0, 1, 2], "conv2_1": [5]}, batch=2, device="cpu", retries=0)
     assert again.rendered == 0 and again.skipped == 4

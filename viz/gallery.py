@@ -28,7 +28,7 @@ from .errors import VizError
 from .images import atomic_write, png_bytes
 from .layers import LAYER_NAMES, get_layer
 from .methods import METHODS
-from .metrics import activation_ratio, hf_fraction, image_std, natural_max, quality_flags
+from .metrics import natural_max, summarize
 from .optimize import Cancel, StepInfo
 from .settings import RenderSettings, check_channels
 
@@ -202,19 +202,17 @@ def _score(rec: dict) -> tuple[int, float]:
 def make_record(d: LayerDir, s: RenderSettings, channel: int, image: np.ndarray, history: np.ndarray,
                 final: float, natural: float | None, attempts: int, seconds: float, device: str,
                 weights_sha: str, config_settings: dict, png: bytes) -> dict:
-    flags, evidence = quality_flags(image, history, final, natural)
+    summary = summarize(image, history, final, natural)
     steps_idx, hist = downsample(history)
-    ratio = None if natural is None else activation_ratio(np.array([final]), np.array([natural]))[0]
     return {
         "schema": RECORD_SCHEMA, "version": RECORD_VERSION, "layer": d.layer, "channel": channel,
         "weights": s.weights, "weights_sha256": weights_sha, "config": d.config, "settings": config_settings,
         "seed": s.seed, "steps": s.steps, "attempts": attempts, "image": d.image(channel).name,
-        "image_sha256": _sha256(png), "final_activation": round(float(final), 4),
-        "natural_max": None if natural is None else round(float(natural), 4),
-        "activation_ratio": None if ratio is None or not math.isfinite(ratio) else round(float(ratio), 4),
+        "image_sha256": _sha256(png), "final_activation": summary["final_activation"],
+        "natural_max": summary["natural_max"], "activation_ratio": summary["activation_ratio"],
         "history": hist, "history_steps": steps_idx, "seconds": round(seconds, 3), "device": device,
-        "flags": flags, "evidence": evidence,
-        "metrics": {"std": round(image_std(image), 4), "hf_fraction": round(hf_fraction(image), 4)},
+        "flags": summary["flags"], "evidence": summary["evidence"],
+        "metrics": {"std": summary["std"], "hf_fraction": summary["hf_fraction"]},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -267,20 +265,21 @@ def precompute(
     model = load_model(settings.weights, dev, channels_last=dev.type == "cpu", notice=notice)
     wdir = safe_name(settings.weights)
     cfg = config_name(settings)
-    cfg_settings = settings.to_dict()
-    plan: list[tuple[LayerDir, list[int]]] = []
+    plan: list[tuple[LayerDir, RenderSettings, list[int]]] = []
     for layer_name, chans in layers.items():
-        d = LayerDir(root, wdir, cfg, get_layer(layer_name).name)
+        layer_settings = replace(settings, layer=get_layer(layer_name).name)
+        d = LayerDir(root, wdir, cfg, layer_settings.layer)
         chans = check_channels(d.layer, chans) if chans else []
         if d.path.is_dir():
             for tmp in d.path.glob(".*.tmp"):  # half-written leftovers of a killed run: never trusted
                 tmp.unlink(missing_ok=True)
-        todo = [c for c in chans if load_valid_record(d, c, cfg_settings) is None]
+        todo = [c for c in chans if load_valid_record(d, c, layer_settings.to_dict()) is None]
         report.skipped += len(chans) - len(todo)
-        plan.append((d, todo))
-    total = sum(len(t) for _, t in plan) * settings.steps
+        plan.append((d, layer_settings, todo))
+    total = sum(len(t) for _, _, t in plan) * settings.steps  # in image-steps of the base budget
     done = 0
-    for d, todo in plan:
+    for d, settings, todo in plan:
+        cfg_settings = settings.to_dict()
         if not todo:
             if d.path.is_dir() and not d.manifest.is_file():
                 write_manifest(d, cfg_settings)
@@ -305,8 +304,7 @@ def precompute(
             if result.cancelled:
                 report.cancelled = True
                 break
-            if attempt == 1:
-                done += len(chans) * settings.steps
+            done += len(chans) * settings.steps  # a retry counts as one more unit of the base budget
             per_image = result.seconds / len(chans)
             for i, ch in enumerate(chans):
                 png = png_bytes(result.images[i])
@@ -322,6 +320,7 @@ def precompute(
                 if best["flags"] and attempt <= retries:
                     queue.append((ch, attempt + 1))
                     report.retried += 1
+                    total += settings.steps
                 elif best["flags"]:
                     for f in best["flags"]:
                         report.flagged.setdefault(f, []).append(ch)

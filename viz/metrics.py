@@ -177,3 +177,21 @@ def quality_flags(image: np.ndarray, history: np.ndarray, final_activation: floa
         flags.append("noise")
         evidence.append(f"noise: high-frequency power {hf:.2f} > {NOISE_HF}")
     return flags, "; ".join(evidence)
+
+
+def summarize(image: np.ndarray, history: np.ndarray, final_activation: float, natural: float | None) -> dict:
+    """Every per-image metric and the flag rules' verdict, JSON-ready."""
+    flags, evidence = quality_flags(image, history, final_activation, natural)
+    ratio = None
+    if natural is not None:
+        r = activation_ratio(np.array([final_activation]), np.array([natural]))[0]
+        ratio = None if not np.isfinite(r) else round(float(r), 4)
+    return {
+        "final_activation": round(float(final_activation), 4),
+        "natural_max": None if natural is None else round(float(natural), 4),
+        "activation_ratio": ratio,
+        "std": round(image_std(image), 4),
+        "hf_fraction": round(hf_fraction(image), 4),
+        "flags": flags,
+        "evidence": evidence,
+    }

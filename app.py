@@ -1,0 +1,17 @@
+"""VGG16 Feature Atlas: the Streamlit dashboard (``streamlit run app.py``). This file only routes."""
+
+import streamlit as st
+
+from pages._shared import sidebar_controls
+
+st.set_page_config(page_title="VGG16 Feature Atlas", page_icon=":material/grid_view:", layout="wide")
+
+PAGES = [
+    st.Page("pages/overview.py", title="Overview", icon=":material/home:", url_path="overview", default=True),
+    st.Page("pages/gallery.py", title="Layer gallery", icon=":material/grid_view:", url_path="gallery"),
+    st.Page("pages/generator.py", title="Generator", icon=":material/auto_awesome:", url_path="generator"),
+    st.Page("pages/compare.py", title="Compare methods", icon=":material/compare:", url_path="compare"),
+]
+page = st.navigation(PAGES)
+sidebar_controls()
+page.run()

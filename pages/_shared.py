@@ -1,0 +1,128 @@
+"""Widgets and cached resources shared by the pages (Streamlit only; all computing lives in ``viz``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import streamlit as st
+
+from viz import DEFAULT_METHOD, LAYER_NAMES, LAYERS, METHODS, VizError
+from viz.device import resolve_device
+from viz.gallery import Gallery
+from viz.jobs import get_manager
+from viz.links import parse_link
+from viz.model import load_model
+from viz.weights import default_weights_name
+
+DEFAULT_GALLERY = Path(__file__).resolve().parent.parent / "gallery"
+WEIGHT_CHOICES = ["oxford", "torchvision"]
+
+
+def gallery_root() -> Path:
+    """``$VIZ_GALLERY`` or the gallery committed beside the app."""
+    return Path(os.environ.get("VIZ_GALLERY") or DEFAULT_GALLERY)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _gallery(root: str) -> Gallery:
+    return Gallery(root)
+
+
+def gallery() -> Gallery:
+    return _gallery(str(gallery_root()))
+
+
+@st.cache_resource(show_spinner=False)
+def manager():
+    return get_manager()
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _model(weights: str, device: str):
+    return load_model(weights, device, channels_last=device == "cpu")
+
+
+def model(weights: str, device: str):
+    """The frozen VGG16 conv base, loaded once per server, with a spinner naming the weights."""
+    with st.spinner(f"Loading VGG16 weights '{weights}' on {device} (first time only)…"):
+        return _model(weights, device)
+
+
+def sidebar_controls() -> None:
+    """Global controls (weights, device, default method), kept in session state across pages."""
+    ss = st.session_state
+    ss.setdefault("g_weights", default_weights_name())
+    ss.setdefault("g_device", "auto")
+    ss.setdefault("g_method", DEFAULT_METHOD)
+    with st.sidebar:
+        st.markdown("### Settings")
+        st.selectbox("Weights", WEIGHT_CHOICES, key="g_weights",
+                     help="oxford: the original VGG16 ImageNet weights (CC BY 4.0), always available offline. "
+                          "torchvision: IMAGENET1K_V1, needs its checkpoint cached or a connection once. "
+                          "Channel numbers differ between the two.")
+        st.selectbox("Device", ["auto", "cpu", "cuda", "mps"], key="g_device")
+        st.selectbox("Default method", list(METHODS), key="g_method",
+                     format_func=lambda m: f"{m} (modern)" if m == "fourier" else f"{m} (naive baseline)")
+        stats = manager().stats()
+        st.caption(f"Server: {stats['running']}/{stats['max_running']} generating, {stats['queued']} queued, "
+                   f"{stats['cached']} results cached")
+
+
+def device() -> str | None:
+    """The chosen device as a string, or None (with a message shown) when it is not available here."""
+    try:
+        return str(resolve_device(st.session_state.get("g_device", "auto")))
+    except VizError as exc:
+        st.error(f"{exc}")
+        return None
+
+
+def link_state(default_layer: str = "conv5_1"):
+    """Layer/channel from the URL, validated; problems are shown as one friendly warning each."""
+    link = parse_link(st.query_params.to_dict(), default_layer)
+    for problem in link.problems:
+        st.warning(f"Ignored part of the link: {problem}.", icon=":material/link_off:")
+    return link
+
+
+def layer_picker(label: str, key: str, container=st) -> str:
+    """A layer selectbox whose value lives in ``st.session_state[key]`` (set it first to choose the default)."""
+    return container.selectbox(label, list(LAYER_NAMES), key=key,
+                               format_func=lambda n: f"{n} ({LAYERS[n].channels} ch, RF {LAYERS[n].receptive_field}px)")
+
+
+@st.cache_data(show_spinner="Measuring the channel on natural photos (once per layer and size)…", max_entries=64)
+def natural_max(weights: str, device: str, layer: str, size: int) -> list[float]:
+    from viz.metrics import natural_max as compute
+
+    return compute(model(weights, device), layer, size).tolist()
+
+
+def defaults_for(device_name: str) -> tuple[int, int]:
+    """(size, steps): under ~30 s for conv5_1 on a laptop CPU; Lucid's 224 px x 512 steps on a GPU."""
+    return (224, 512) if device_name.startswith("cuda") else (128, 128)
+
+
+def job_progress(job, position: int) -> None:
+    """Queue position, or a progress bar with ETA, for a job that is not finished."""
+    from viz.progress import fmt_time
+
+    if job.state == "queued":
+        st.info(f"Queued: position {position} — starts when the server has a free slot.", icon=":material/hourglass:")
+        return
+    frac = job.step / max(job.steps, 1)
+    eta = "…" if job.eta is None else fmt_time(job.eta)
+    st.progress(frac, text=f"step {job.step}/{job.steps} · {fmt_time(job.elapsed)} elapsed · ETA {eta}")
+
+
+def show_metrics(summary: dict, seconds: float | None) -> None:
+    ratio = summary["activation_ratio"]
+    cols = st.columns(4)
+    cols[0].metric("Final activation", f"{summary['final_activation']:.4g}")
+    cols[1].metric("× best photo", "n/a" if ratio is None else f"{ratio:.2f}×",
+                   help="Final activation over the channel's maximum on natural-photo crops of the same size")
+    cols[2].metric("High-freq. share", f"{summary['hf_fraction']:.2f}", help="Natural photos: below 0.22")
+    cols[3].metric("Seconds", "n/a" if seconds is None else f"{seconds:.1f}")
+    if summary["flags"]:
+        st.error(f"Flagged {', '.join(summary['flags'])}: {summary['evidence']}")

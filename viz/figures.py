@@ -1,0 +1,21 @@
+"""Plotly figures: objective curves (one or several runs) with the natural-photo maximum for scale."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import plotly.graph_objects as go
+
+
+def curve_figure(curves: dict[str, tuple[Sequence[int], Sequence[float]]], natural: float | None = None,
+                 title: str = "", height: int = 280) -> go.Figure:
+    """``curves``: label -> (steps, objective values)."""
+    fig = go.Figure()
+    for label, (steps, values) in curves.items():
+        fig.add_trace(go.Scatter(x=list(steps), y=list(values), mode="lines", name=label))
+    if natural is not None:
+        fig.add_hline(y=natural, line_dash="dot", annotation_text="best natural photo crop",
+                      annotation_position="bottom right")
+    fig.update_layout(title=title or None, height=height, margin=dict(l=10, r=10, t=40 if title else 10, b=10),
+                      xaxis_title="step", yaxis_title="channel activation", legend=dict(orientation="h", y=1.1))
+    return fig
