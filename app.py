@@ -2,15 +2,15 @@
 
 import streamlit as st
 
-from pages._shared import sidebar_controls
+from app_pages._shared import sidebar_controls
 
 st.set_page_config(page_title="VGG16 Feature Atlas", page_icon=":material/grid_view:", layout="wide")
 
 PAGES = [
-    st.Page("pages/overview.py", title="Overview", icon=":material/home:", url_path="overview", default=True),
-    st.Page("pages/gallery.py", title="Layer gallery", icon=":material/grid_view:", url_path="gallery"),
-    st.Page("pages/generator.py", title="Generator", icon=":material/auto_awesome:", url_path="generator"),
-    st.Page("pages/compare.py", title="Compare methods", icon=":material/compare:", url_path="compare"),
+    st.Page("app_pages/overview.py", title="Overview", icon=":material/home:", url_path="overview", default=True),
+    st.Page("app_pages/gallery.py", title="Layer gallery", icon=":material/grid_view:", url_path="gallery"),
+    st.Page("app_pages/generator.py", title="Generator", icon=":material/auto_awesome:", url_path="generator"),
+    st.Page("app_pages/compare.py", title="Compare methods", icon=":material/compare:", url_path="compare"),
 ]
 page = st.navigation(PAGES)
 sidebar_controls()

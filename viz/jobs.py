@@ -90,12 +90,15 @@ class JobManager:
             hit = self._done.get(key)
             if hit is not None:
                 self._done.move_to_end(key)
+                self._jobs[hit.id] = hit  # findable by id again, even after _trim_jobs
                 return hit
             if key in self._active:
                 return self._active[key]
             job = Job(uuid.uuid4().hex[:12], key, settings, channel, device, tuple(sorted(snapshot_steps)))
             if self._load_disk(job):
                 self._remember(job)
+                self._jobs[job.id] = job
+                self._trim_jobs()
                 return job
             if len(self._queue) >= self.max_queued:
                 raise VizError(f"the server is busy ({len(self._queue)} generations waiting): try again in a minute")

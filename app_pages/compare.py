@@ -1,0 +1,103 @@
+"""Compare: the seed's naive method and the modern default on the same channel, side by side."""
+
+import numpy as np
+import streamlit as st
+
+from app_pages._shared import (defaults_for, device, job_progress, layer_picker, link_state, manager, natural_max,
+                           show_metrics)
+from viz import LAYERS, VizError, make_settings
+from viz.figures import curve_figure
+from viz.metrics import summarize
+
+ss = st.session_state
+st.title("Compare methods")
+st.caption("Left: the original naive method (pixel noise, MSE to an unreachable target, post-ReLU). Right: the "
+           "modern default (Fourier, decorrelated colour, transformation robustness).")
+dev = device()
+if dev is None:
+    st.stop()
+link = link_state()
+if not ss.get("_cmp_linked"):
+    ss["cmp_layer"] = link.layer or "conv5_1"
+    ss["cmp_channel"] = link.channel if link.channel is not None else 104
+    ss["_cmp_linked"] = True
+size0, steps0 = defaults_for(dev)
+
+with st.form("cmp_form"):
+    c = st.columns([1.4, 1, 1, 1])
+    layer = layer_picker("Layer", key="cmp_layer", container=c[0])
+    channel = c[1].number_input("Channel", 0, 511, step=1, key="cmp_channel")
+    size = c[2].number_input("Size (px)", 32, 512, min(size0, 128), step=16, key="cmp_size")
+    steps = c[3].number_input("Steps", 8, 4096, steps0, step=32, key="cmp_steps")
+    snaps = st.multiselect("Also show the modern image at steps", [8, 16, 32, 64, 128, 256, 512],
+                           default=[16, 32, 64], key="cmp_snaps")
+    go = st.form_submit_button("Render both", type="primary", icon=":material/play_arrow:")
+
+if go:
+    try:
+        if channel >= LAYERS[layer].channels:
+            raise VizError(f"channel {channel} is out of range: {layer} has channels 0 to {LAYERS[layer].channels - 1}")
+        w = ss.get("g_weights")
+        jobs = {}
+        for method in ("seed", "fourier"):
+            settings = make_settings(layer, method, size, steps, None, 0, w)
+            snap_steps = tuple(s for s in snaps if s < steps) if method == "fourier" else ()
+            jobs[method] = manager().submit(settings, int(channel), dev, snap_steps).id
+        ss["cmp_jobs"] = jobs
+        st.query_params.update({"layer": layer, "channel": str(channel)})
+    except VizError as exc:
+        st.error(str(exc))
+
+
+def current_jobs():
+    ids = ss.get("cmp_jobs") or {}
+    jobs = {m: manager().get(i) for m, i in ids.items()}
+    return {m: j for m, j in jobs.items() if j is not None}
+
+
+def render_compare() -> None:
+    jobs = current_jobs()
+    if not jobs:
+        return
+    cols = st.columns(2)
+    curves, nat = {}, None
+    for col, method in zip(cols, ("seed", "fourier")):
+        job = jobs.get(method)
+        if job is None:
+            continue
+        with col:
+            st.markdown(f"#### {method}")
+            if job.state == "error":
+                st.error(job.error)
+                continue
+            if not job.finished:
+                job_progress(job, manager().position(job))
+                if job.preview is not None:
+                    st.image(job.preview, caption=f"step {job.step}", width="stretch")
+            else:
+                s = job.settings
+                nat = natural_max(s.weights, job.device, s.layer, s.size)[job.channel]
+                st.image(job.image, caption=f"{s.method} · {len(job.history)} steps", width="stretch")
+                show_metrics(summarize(job.image, np.array(job.history), job.final_activation, nat), job.seconds)
+            if job.history:
+                curves[method] = (range(1, len(job.history) + 1), job.history)
+    if curves:
+        st.plotly_chart(curve_figure(curves, nat, title="Objective per step"), key="cmp_curve")
+    fourier = jobs.get("fourier")
+    if fourier is not None and fourier.snapshots:
+        st.markdown("#### The modern image along the way")
+        steps = sorted(fourier.snapshots)
+        for col, step in zip(st.columns(len(steps)), steps):
+            col.image(fourier.snapshots[step], caption=f"step {step}", width="stretch")
+
+
+if any(not j.finished for j in current_jobs().values()):
+    @st.fragment(run_every=0.5)
+    def live() -> None:
+        render_compare()
+        if all(j.finished for j in current_jobs().values()):
+            st.rerun()
+
+    live()
+else:
+    render_compare()

@@ -1,0 +1,100 @@
+"""Generator: one channel on demand, watching it form live."""
+
+import numpy as np
+import streamlit as st
+
+from app_pages._shared import (defaults_for, device, job_progress, layer_picker, link_state, manager, natural_max,
+                           show_metrics)
+from viz import LAYERS, METHODS, VizError, make_settings
+from viz.figures import curve_figure
+from viz.images import png_bytes
+from viz.metrics import summarize
+from viz.settings import MAX_SIZE, MAX_STEPS, MIN_SIZE
+
+ss = st.session_state
+st.title("Generator")
+st.caption("Pick a channel and watch its image form. The same settings twice give the same image, instantly "
+           "the second time.")
+dev = device()
+if dev is None:
+    st.stop()
+link = link_state()
+if not ss.get("_gen_linked"):
+    ss["gen_layer"] = link.layer or "conv5_1"
+    ss["gen_channel"] = link.channel if link.channel is not None else 104
+    ss["_gen_linked"] = True
+size0, steps0 = defaults_for(dev)
+
+with st.form("gen_form"):
+    c = st.columns([1.4, 1, 1.2])
+    layer = layer_picker("Layer", key="gen_layer", container=c[0])
+    channel = c[1].number_input("Channel", min_value=0, max_value=511, step=1, key="gen_channel")
+    methods = list(METHODS)
+    method = c[2].selectbox("Method", methods, index=methods.index(ss.get("g_method", "fourier")), key="gen_method")
+    c = st.columns(4)
+    size = c[0].number_input("Size (px)", MIN_SIZE, MAX_SIZE, size0, step=16, key="gen_size")
+    steps = c[1].number_input("Steps", 1, MAX_STEPS, steps0, step=32, key="gen_steps")
+    lr = c[2].number_input("Learning rate", 0.001, 10.0, METHODS[method].lr, step=0.01, format="%.3f",
+                           key="gen_lr")
+    seed = c[3].number_input("Seed", 0, 2**31 - 1, 0, key="gen_seed")
+    go = st.form_submit_button("Generate", type="primary", icon=":material/play_arrow:")
+
+if go:
+    try:
+        if channel >= LAYERS[layer].channels:
+            raise VizError(f"channel {channel} is out of range: {layer} has channels 0 to {LAYERS[layer].channels - 1}")
+        settings = make_settings(layer, method, size, steps, lr, seed, ss.get("g_weights"))
+        job = manager().submit(settings, int(channel), dev)
+        ss["gen_job"] = job.id
+        st.query_params.update({"layer": layer, "channel": str(channel)})
+    except VizError as exc:
+        st.error(str(exc))
+
+job = manager().get(ss.get("gen_job", ""))
+
+
+def render_job() -> None:
+    job = manager().get(ss.get("gen_job", ""))
+    if job is None:
+        return
+    s = job.settings
+    st.subheader(f"{s.layer} · channel {job.channel} · {s.method}")
+    left, right = st.columns([1, 1.4])
+    if not job.finished:
+        with right:
+            job_progress(job, manager().position(job))
+            if job.state == "running" and st.button("Cancel", icon=":material/stop:", key="gen_cancel"):
+                manager().cancel(job)
+        if job.preview is not None:
+            left.image(job.preview, caption=f"step {job.step}", width="stretch")
+        if job.history:
+            right.plotly_chart(curve_figure({"objective": (range(1, len(job.history) + 1), job.history)}),
+                               key="gen_live_curve")
+        return
+    if job.state == "error":
+        st.error(job.error)
+        return
+    nat = natural_max(s.weights, job.device, s.layer, s.size)[job.channel]
+    summary = summarize(job.image, np.array(job.history), job.final_activation, nat)
+    caption = "cancelled: the image so far" if job.state == "cancelled" else (
+        "from the result cache" if job.cached else f"{s.steps} steps")
+    left.image(job.image, caption=caption, width="stretch")
+    left.download_button("Download PNG", png_bytes(job.image),
+                         f"{s.weights}_{s.layer}_c{job.channel:04d}_{s.method}.png", "image/png", key="gen_dl")
+    with right:
+        st.plotly_chart(curve_figure({"objective": (range(1, len(job.history) + 1), job.history)}, nat),
+                        key="gen_curve")
+        show_metrics(summary, job.seconds)
+
+
+if job is not None and not job.finished:
+    @st.fragment(run_every=0.5)
+    def live() -> None:
+        render_job()
+        current = manager().get(ss.get("gen_job", ""))
+        if current is None or current.finished:
+            st.rerun()
+
+    live()
+else:
+    render_job()

@@ -1,0 +1,137 @@
+"""AppTest for every page, including deep links and hostile query parameters."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from viz import make_settings
+from viz.gallery import config_name, precompute
+from viz.jobs import get_manager, wait
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+TINY = make_settings("conv1_1", "fourier", size=32, steps=4)
+
+
+@pytest.fixture(scope="module")
+def tiny_gallery(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gallery")
+    precompute(root, TINY, {"conv1_1": [0, 1, 2, 3]}, device="cpu", retries=0)
+    old = os.environ.get("VIZ_GALLERY")
+    os.environ["VIZ_GALLERY"] = str(root)
+    yield root
+    if old is None:
+        os.environ.pop("VIZ_GALLERY", None)
+    else:
+        os.environ["VIZ_GALLERY"] = old
+
+
+def open_page(page: str, **params) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    for k, v in params.items():
+        at.query_params[k] = v
+    at.run()
+    if page != "app_pages/overview.py":
+        at.switch_page(page)
+        at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(at) -> str:
+    parts = [m.value for m in at.markdown] + [s.value for s in at.subheader] + [c.value for c in at.caption]
+    return "\n".join(str(p) for p in parts)
+
+
+def test_overview(tiny_gallery):
+    at = open_page("app_pages/overview.py")
+    assert at.title[0].value == "VGG16 Feature Atlas"
+    assert len(at.dataframe) == 2  # the layer table and the galleries
+    assert "fourier" in texts(at) and "seed" in texts(at)
+    assert at.selectbox(key="g_weights").value in ("oxford", "torchvision")
+
+
+def test_gallery_grid_and_channel_detail(tiny_gallery):
+    at = open_page("app_pages/gallery.py", layer="conv1_1")
+    labels = [b.label for b in at.button]
+    assert any(lbl.startswith("ch 0") for lbl in labels) and any(lbl.startswith("ch 3") for lbl in labels)
+    [b for b in at.button if b.label.startswith("ch 2")][0].click()
+    at.run()
+    assert not at.exception
+    assert any("conv1_1 · channel 2" in s.value for s in at.subheader)
+    assert {m.label for m in at.metric} >= {"Final activation", "× best photo", "High-freq. share"}
+    assert at.query_params["channel"] == ["2"] or at.query_params["channel"] == "2"
+
+
+def test_gallery_deep_link_opens_detail(tiny_gallery):
+    at = open_page("app_pages/gallery.py", layer="conv1_1", channel="3")
+    assert any("conv1_1 · channel 3" in s.value for s in at.subheader)
+
+
+@pytest.mark.parametrize("params,expect", [
+    ({"layer": "../../etc/passwd"}, "unknown layer"),
+    ({"layer": "conv1_1", "channel": "-1"}, "channel"),
+    ({"layer": "conv1_1", "channel": "abc"}, "channel"),
+    ({"layer": "conv1_1", "channel": "63"}, "not in this gallery"),
+    ({"layer": "conv4_1"}, "No gallery for conv4_1"),
+])
+def test_gallery_bad_links_are_friendly(tiny_gallery, params, expect):
+    at = open_page("app_pages/gallery.py", **params)
+    assert any(expect in w.value for w in at.warning), [w.value for w in at.warning]
+
+
+def test_gallery_reports_corrupted_image(tiny_gallery):
+    img = Path(tiny_gallery) / "oxford" / config_name(TINY) / "conv1_1" / "c0001.png"
+    good = img.read_bytes()
+    img.write_bytes(good[:30])
+    try:
+        at = open_page("app_pages/gallery.py", layer="conv1_1")
+        assert any("ch 1: image corrupted" in w.value for w in at.warning)
+    finally:
+        img.write_bytes(good)
+
+
+def _submit(at, label):
+    [b for b in at.button if b.label == label][0].click()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def test_generator_runs_and_shows_result(tiny_gallery):
+    at = open_page("app_pages/generator.py", layer="conv2_1", channel="3")
+    assert at.selectbox(key="gen_layer").value == "conv2_1" and at.number_input(key="gen_channel").value == 3
+    at.number_input(key="gen_size").set_value(32)
+    at.number_input(key="gen_steps").set_value(6)
+    _submit(at, "Generate")
+    job = get_manager().get(at.session_state["gen_job"])
+    assert job is not None and (job.settings.layer, job.channel, job.settings.size) == ("conv2_1", 3, 32)
+    wait(job, 120)
+    at.run()
+    assert job.state == "done"
+    assert {m.label for m in at.metric} >= {"Final activation", "× best photo"}
+    assert any(b.label == "Download PNG" for b in at.get("download_button"))
+
+
+def test_generator_rejects_out_of_range_channel(tiny_gallery):
+    at = open_page("app_pages/generator.py")
+    at.selectbox(key="gen_layer").set_value("conv1_1")
+    at.number_input(key="gen_channel").set_value(100)
+    _submit(at, "Generate")
+    assert any("out of range" in e.value for e in at.error)
+
+
+def test_compare_renders_both_methods(tiny_gallery):
+    at = open_page("app_pages/compare.py", layer="conv3_1", channel="5")
+    at.number_input(key="cmp_size").set_value(32)
+    at.number_input(key="cmp_steps").set_value(8)
+    at.multiselect(key="cmp_snaps").set_value([])
+    _submit(at, "Render both")
+    jobs = {m: get_manager().get(i) for m, i in at.session_state["cmp_jobs"].items()}
+    assert set(jobs) == {"seed", "fourier"}
+    for j in jobs.values():
+        wait(j, 120)
+    at.run()
+    assert [m.label for m in at.metric].count("Final activation") == 2
+    assert "seed" in json.dumps([s.value for s in at.markdown]) and "fourier" in json.dumps([s.value for s in at.markdown])

@@ -1,0 +1,120 @@
+"""End to end in a real headless Chromium (Debian's package; Playwright only drives it, never downloads one):
+start `streamlit run app.py`, open the gallery, open a channel, run a tiny generation. Screenshots go to
+test-output/e2e/."""
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from viz import make_settings
+from viz.gallery import precompute
+
+ROOT = Path(__file__).resolve().parent.parent
+SHOTS = ROOT / "test-output" / "e2e"
+CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"Chromium not found at {CHROMIUM}: `make test` installs Debian's chromium")
+        pytest.skip("Debian's chromium is not installed (make test installs it)")
+    root = tmp_path_factory.mktemp("gallery")
+    precompute(root, make_settings("conv1_1", "fourier", size=32, steps=4), {"conv1_1": [0, 1, 2, 3]},
+               device="cpu", retries=0)
+    port = free_port()
+    env = {**os.environ, "VIZ_GALLERY": str(root), "PYTHONUNBUFFERED": "1"}
+    log = open(tmp_path_factory.mktemp("log") / "streamlit.log", "w+")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
+         "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(0.3)
+    else:
+        proc.kill()
+        log.seek(0)
+        pytest.fail("streamlit did not start: " + log.read()[-2000:])
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.seek(0)
+    assert "Traceback" not in log.read(), "the server logged a traceback"
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    from playwright.sync_api import sync_playwright
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
+        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+        yield pg
+        browser.close()
+
+
+def test_gallery_then_channel_then_generation(server, page):
+    try:
+        _journey(server, page)
+    except BaseException:
+        page.screenshot(path=str(SHOTS / "failure.png"), full_page=True)
+        raise
+
+
+def _journey(server, page):
+    from playwright.sync_api import expect
+
+    page.goto(f"{server}/gallery?layer=conv1_1")
+    expect(page.get_by_role("heading", name="Layer gallery")).to_be_visible(timeout=60_000)
+    button = page.get_by_role("button", name=re.compile(r"^ch 2\b"))
+    expect(button).to_be_visible(timeout=60_000)
+    page.screenshot(path=str(SHOTS / "gallery.png"), full_page=True)
+
+    button.click()
+    expect(page.get_by_text("conv1_1 · channel 2")).to_be_visible(timeout=30_000)
+    expect(page.get_by_text("Final activation")).to_be_visible()
+    assert "channel=2" in page.url  # the view is a shareable link
+    page.screenshot(path=str(SHOTS / "channel.png"), full_page=True)
+
+    page.goto(f"{server}/generator?layer=conv2_1&channel=3")
+    expect(page.get_by_role("heading", name="Generator")).to_be_visible(timeout=60_000)
+    size = page.get_by_label("Size (px)")
+    size.fill("32")
+    steps = page.get_by_label("Steps")
+    steps.fill("8")
+    steps.press("Tab")
+    page.get_by_role("button", name=re.compile("Generate")).click()
+    expect(page.get_by_text("Final activation")).to_be_visible(timeout=120_000)
+    expect(page.get_by_text("conv2_1 · channel 3 · fourier")).to_be_visible()
+    page.screenshot(path=str(SHOTS / "generator.png"), full_page=True)
+
+    page.goto(f"{server}/gallery?layer=..%2F..%2Fetc&channel=abc")
+    expect(page.get_by_text("unknown layer")).to_be_visible(timeout=60_000)
+    page.screenshot(path=str(SHOTS / "hostile-link.png"), full_page=True)
