@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--retries", default="1", help="retries for a flagged channel: new seed, twice the steps")
     g.add_argument("--out", default="gallery", help="gallery root (default gallery/)")
 
+    from . import bench
+
+    bench.add_parser(sub)
     return parser
 
 
@@ -126,6 +129,16 @@ def cmd_precompute(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_bench
+
+    res = run_bench(args.quick, Path(args.out), args.weights, args.device,
+                    log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    print(json.dumps({"out": str(Path(args.out) / "BENCHMARKS.md"), "speedup_vs_baseline": res["baseline"]["speedup"],
+                      "loop_overhead_pct": res["overhead"]["overhead_pct"]}))
+    return 0
+
+
 def cmd_layers(args: argparse.Namespace) -> int:
     from .layers import LAYERS
 
@@ -138,7 +151,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        handler = {"render": cmd_render, "layers": cmd_layers, "precompute": cmd_precompute}[args.command]
+        handler = {"render": cmd_render, "layers": cmd_layers, "precompute": cmd_precompute, "bench": cmd_bench}[args.command]
         return handler(args)
     except VizError as exc:
         print(f"error: {exc}", file=sys.stderr)

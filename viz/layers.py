@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 
 from .errors import VizError
@@ -78,7 +79,10 @@ def parse_channel(layer: Layer, value: object) -> int:
             raise VizError(f"channel must be a whole number from 0 to {layer.channels - 1}, got {shown!r}")
         value = int(text)
     if not isinstance(value, int):
-        raise VizError(f"channel must be a whole number, got {type(value).__name__}")
+        try:
+            value = operator.index(value)  # numpy integers
+        except TypeError:
+            raise VizError(f"channel must be a whole number, got {type(value).__name__}") from None
     if not 0 <= value < layer.channels:
         raise VizError(f"channel {value} is out of range: {layer.name} has channels 0 to {layer.channels - 1}")
     return value

@@ -195,3 +195,44 @@ def summarize(image: np.ndarray, history: np.ndarray, final_activation: float, n
         "flags": flags,
         "evidence": evidence,
     }
+
+
+# ------------------------------------------------------------------------------- robustness and diversity
+@torch.no_grad()
+def robustness(model: VGGFeatures, layer: str, images: np.ndarray, channels: list[int], trials: int = 8,
+               seed: int = 0) -> np.ndarray:
+    """Per image: mean activation under random shifts (±6 %), scales (0.9-1.1), rotations (±10°) and a slight
+    blur, over its clean activation. 1.0 means fully robust; adversarial noise falls towards 0 or below."""
+    from .transforms import BatchRNG, Compose, Jitter, RandomRotate, RandomScale
+    from .render import channel_activation
+
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255
+    clean = channel_activation(model, layer, x, channels)
+    gen = torch.Generator().manual_seed(seed)
+    rng = BatchRNG([gen] * len(channels))
+    stack = Compose([Jitter(0.06), RandomScale([0.9, 0.95, 1.0, 1.05, 1.1]), RandomRotate(range(-10, 11))])
+    blur = torch.tensor([1.0, 2.0, 1.0])
+    kernel = (blur[:, None] * blur[None, :] / 16).expand(3, 1, 3, 3)
+    total = np.zeros(len(channels))
+    for _ in range(trials):
+        t = stack(x, rng)
+        t = F.conv2d(F.pad(t, (1, 1, 1, 1), mode="replicate"), kernel, groups=3)
+        total += channel_activation(model, layer, t, channels)
+    kept = total / trials
+    out = np.full(len(channels), np.nan)
+    ok = np.abs(clean) > 1e-6
+    out[ok] = kept[ok] / clean[ok]
+    return out
+
+
+def diversity(images: np.ndarray) -> float:
+    """Mean pairwise (1 - correlation) of images rendered from different seeds: 0 = identical, ~1 = unrelated."""
+    flat = np.asarray(images, dtype=np.float64).reshape(len(images), -1)
+    flat = flat - flat.mean(axis=1, keepdims=True)
+    norm = np.linalg.norm(flat, axis=1)
+    vals = []
+    for i in range(len(flat)):
+        for j in range(i + 1, len(flat)):
+            if norm[i] > 0 and norm[j] > 0:
+                vals.append(1 - float(flat[i] @ flat[j] / (norm[i] * norm[j])))
+    return float(np.mean(vals)) if vals else 0.0
