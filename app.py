@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+import viz.figures  # noqa: F401  (imports pandas before plotly first runs; see viz/figures.py)
 from app_pages._shared import sidebar_controls
 
 st.set_page_config(page_title="VGG16 Feature Atlas", page_icon=":material/grid_view:", layout="wide")

@@ -92,7 +92,7 @@ def render_compare() -> None:
 
 
 if any(not j.finished for j in current_jobs().values()):
-    @st.fragment(run_every=0.5)
+    @st.fragment(run_every=1.0)
     def live() -> None:
         render_compare()
         if all(j.finished for j in current_jobs().values()):

@@ -88,7 +88,7 @@ def render_job() -> None:
 
 
 if job is not None and not job.finished:
-    @st.fragment(run_every=0.5)
+    @st.fragment(run_every=1.0)
     def live() -> None:
         render_job()
         current = manager().get(ss.get("gen_job", ""))

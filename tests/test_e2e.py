@@ -2,70 +2,26 @@
 start `streamlit run app.py`, open the gallery, open a channel, run a tiny generation. Screenshots go to
 test-output/e2e/."""
 
-import os
 import re
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from tests.streamlit_server import BROWSER_ARGS, CHROMIUM, require_chromium, streamlit_server
 from viz import make_settings
 from viz.gallery import precompute
 
-ROOT = Path(__file__).resolve().parent.parent
-SHOTS = ROOT / "test-output" / "e2e"
-CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+SHOTS = Path(__file__).resolve().parent.parent / "test-output" / "e2e"
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"Chromium not found at {CHROMIUM}: `make test` installs Debian's chromium")
-        pytest.skip("Debian's chromium is not installed (make test installs it)")
+    require_chromium()
     root = tmp_path_factory.mktemp("gallery")
     precompute(root, make_settings("conv1_1", "fourier", size=32, steps=4), {"conv1_1": [0, 1, 2, 3]},
                device="cpu", retries=0)
-    port = free_port()
-    env = {**os.environ, "VIZ_GALLERY": str(root), "PYTHONUNBUFFERED": "1"}
-    log = open(tmp_path_factory.mktemp("log") / "streamlit.log", "w+")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
-         "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        log.seek(0)
-        pytest.fail("streamlit did not start: " + log.read()[-2000:])
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.seek(0)
-    assert "Traceback" not in log.read(), "the server logged a traceback"
+    with streamlit_server(tmp_path_factory.mktemp("log") / "streamlit.log", VIZ_GALLERY=str(root)) as (url, _):
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -141,7 +141,7 @@ def run_bench(quick: bool, out: Path, weights: str = "oxford", device: str = "au
     cl = dev.type == "cpu"
     model = load_model(weights, dev, channels_last=cl)
     size = 32 if quick else 128
-    steps = 2 if quick else 8
+    steps = 2 if quick else 4
     batch = 2 if quick else 8
     layers = ["conv1_1", "conv5_1"] if quick else list(LAYERS)
     res: dict = {"machine": {"device": str(dev), "cpu": platform.processor() or platform.machine(),
@@ -197,8 +197,8 @@ def run_bench(quick: bool, out: Path, weights: str = "oxford", device: str = "au
 
     # quality per method on a sample of channels from every layer
     q_layers = layers if quick else list(LAYERS)
-    q_size, q_steps = (32, 8) if quick else (96, 128)
-    per_layer_ch = 2 if quick else 4
+    q_size, q_steps = (32, 8) if quick else (64, 96)
+    per_layer_ch = 2
     quality = {}
     for method in ("seed", "fourier"):
         rows = []

@@ -115,6 +115,7 @@ def cmd_precompute(args: argparse.Namespace) -> int:
     def progress(done: int, total: int, text: str) -> None:
         if not bar:
             bar.append(ProgressBar(total, "precompute", unit="img-step", start=t0))
+        bar[0].total = max(total, 1)  # grows when a flagged channel is queued for a retry
         bar[0].update(done, text)
 
     print(f"gallery {args.out}/{settings.weights}/{config_name(settings)}: "

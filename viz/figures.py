@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+# plotly looks pandas up in sys.modules without importing it; two sessions drawing their first chart at once
+# then see a half-initialised pandas (AttributeError: ... no attribute 'Series'). Import it whole, here, first.
+import pandas  # noqa: F401
 import plotly.graph_objects as go
 
 
