@@ -86,6 +86,16 @@ def link_state(default_layer: str = "conv5_1"):
     return link
 
 
+def seed_from_link(prefix: str) -> None:
+    """On a session's first visit, take ``<prefix>_layer`` / ``<prefix>_channel`` from the URL (validated)."""
+    link = link_state()
+    ss = st.session_state
+    if not ss.get(f"_{prefix}_linked"):
+        ss[f"{prefix}_layer"] = link.layer or "conv5_1"
+        ss[f"{prefix}_channel"] = link.channel if link.channel is not None else 104
+        ss[f"_{prefix}_linked"] = True
+
+
 def layer_picker(label: str, key: str, container=st) -> str:
     """A layer selectbox whose value lives in ``st.session_state[key]`` (set it first to choose the default)."""
     return container.selectbox(label, list(LAYER_NAMES), key=key,

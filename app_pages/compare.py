@@ -3,7 +3,7 @@
 import numpy as np
 import streamlit as st
 
-from app_pages._shared import (defaults_for, device, job_progress, layer_picker, link_state, manager, natural_max,
+from app_pages._shared import (defaults_for, device, job_progress, layer_picker, manager, seed_from_link, natural_max,
                            show_metrics)
 from viz import LAYERS, VizError, make_settings
 from viz.figures import curve_figure
@@ -16,11 +16,7 @@ st.caption("Left: the original naive method (pixel noise, MSE to an unreachable 
 dev = device()
 if dev is None:
     st.stop()
-link = link_state()
-if not ss.get("_cmp_linked"):
-    ss["cmp_layer"] = link.layer or "conv5_1"
-    ss["cmp_channel"] = link.channel if link.channel is not None else 104
-    ss["_cmp_linked"] = True
+seed_from_link("cmp")
 size0, steps0 = defaults_for(dev)
 
 with st.form("cmp_form"):

@@ -3,7 +3,7 @@
 import numpy as np
 import streamlit as st
 
-from app_pages._shared import (defaults_for, device, job_progress, layer_picker, link_state, manager, natural_max,
+from app_pages._shared import (defaults_for, device, job_progress, layer_picker, manager, seed_from_link, natural_max,
                            show_metrics)
 from viz import LAYERS, METHODS, VizError, make_settings
 from viz.figures import curve_figure
@@ -18,11 +18,7 @@ st.caption("Pick a channel and watch its image form. The same settings twice giv
 dev = device()
 if dev is None:
     st.stop()
-link = link_state()
-if not ss.get("_gen_linked"):
-    ss["gen_layer"] = link.layer or "conv5_1"
-    ss["gen_channel"] = link.channel if link.channel is not None else 104
-    ss["_gen_linked"] = True
+seed_from_link("gen")
 size0, steps0 = defaults_for(dev)
 
 with st.form("gen_form"):

@@ -25,6 +25,16 @@ def require_chromium() -> None:
         pytest.skip("Debian's chromium is not installed (make test installs it)")
 
 
+def tiny_gallery(root: Path) -> Path:
+    """Four conv1_1 channels at 32 px, 4 steps: enough for the pages to have something to show."""
+    from viz import make_settings
+    from viz.gallery import precompute
+
+    precompute(root, make_settings("conv1_1", "fourier", size=32, steps=4), {"conv1_1": [0, 1, 2, 3]},
+               device="cpu", retries=0)
+    return root
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -7,9 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.streamlit_server import BROWSER_ARGS, CHROMIUM, require_chromium, streamlit_server
-from viz import make_settings
-from viz.gallery import precompute
+from tests.streamlit_server import BROWSER_ARGS, CHROMIUM, require_chromium, streamlit_server, tiny_gallery
 
 SHOTS = Path(__file__).resolve().parent.parent / "test-output" / "e2e"
 
@@ -17,9 +15,7 @@ SHOTS = Path(__file__).resolve().parent.parent / "test-output" / "e2e"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     require_chromium()
-    root = tmp_path_factory.mktemp("gallery")
-    precompute(root, make_settings("conv1_1", "fourier", size=32, steps=4), {"conv1_1": [0, 1, 2, 3]},
-               device="cpu", retries=0)
+    root = tiny_gallery(tmp_path_factory.mktemp("gallery"))
     with streamlit_server(tmp_path_factory.mktemp("log") / "streamlit.log", VIZ_GALLERY=str(root)) as (url, _):
         yield url
 

@@ -10,9 +10,7 @@ import urllib.request
 
 import pytest
 
-from tests.streamlit_server import BROWSER_ARGS, CHROMIUM, require_chromium, rss_mb, streamlit_server
-from viz import make_settings
-from viz.gallery import precompute
+from tests.streamlit_server import BROWSER_ARGS, CHROMIUM, require_chromium, rss_mb, streamlit_server, tiny_gallery
 
 SESSIONS = 8
 # Not in `make test` yet: on the 2-core CI machine it fails (see issue 6 note); run it with `pytest -m load`.
@@ -22,9 +20,7 @@ pytestmark = pytest.mark.load
 @pytest.fixture(scope="module")
 def loaded_server(tmp_path_factory):
     require_chromium()
-    root = tmp_path_factory.mktemp("gallery")
-    precompute(root, make_settings("conv1_1", "fourier", size=32, steps=4), {"conv1_1": [0, 1, 2, 3]},
-               device="cpu", retries=0)
+    root = tiny_gallery(tmp_path_factory.mktemp("gallery"))
     cache = tmp_path_factory.mktemp("cache")  # cold result cache: every generation really runs
     with streamlit_server(tmp_path_factory.mktemp("log") / "streamlit.log", VIZ_GALLERY=str(root),
                           VIZ_CACHE_DIR=str(cache), VIZ_MAX_RUNNING="2", VIZ_MAX_QUEUED="16") as server:
