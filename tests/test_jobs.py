@@ -13,13 +13,21 @@ def s(channel_steps=6, layer="conv1_1", **kw):
 
 def test_fifo_queue_positions_and_results(tmp_path):
     m = JobManager(max_running=1, max_queued=8, disk_cache=tmp_path)
-    jobs = [m.submit(s(40), c, "cpu") for c in (0, 1, 2)]
-    time.sleep(0.2)
-    assert [m.position(j) for j in jobs] == [0, 1, 2]  # one runs, two wait in order
+    long = m.submit(s(2000, layer="conv3_1"), 0, "cpu")  # long enough to still run while we look
+    short = [m.submit(s(40), c, "cpu") for c in (1, 2)]
+    while long.state != "running":
+        time.sleep(0.01)
+    assert [m.position(j) for j in (long, *short)] == [0, 1, 2]  # one runs, two wait in order
     assert m.stats()["running"] == 1 and m.stats()["queued"] == 2
-    for j in jobs:
+    m.cancel(long)
+    while not short[1].finished:  # FIFO with one slot: the second starts only once the first is over
+        second_state = short[1].state
+        assert second_state == "queued" or short[0].finished
+        time.sleep(0.005)
+    for j in short:
         wait(j, 120)
-    assert all(j.state == "done" and j.image.shape == (32, 32, 3) and len(j.history) == 40 for j in jobs)
+    assert long.state == "cancelled"
+    assert all(j.state == "done" and j.image.shape == (32, 32, 3) and len(j.history) == 40 for j in short)
 
 
 def test_same_request_is_shared_then_instant(tmp_path):

@@ -150,21 +150,26 @@ class JobManager:
                 job = self._queue.popleft()
                 job.state = "running"
                 self._running += 1
+            state = "error"
             try:
-                self._run(job)
+                state = self._run(job)
             except VizError as exc:
-                job.error, job.state = str(exc), "error"
+                job.error = str(exc)
             except Exception as exc:  # never kill the worker; the user sees one line, the log the traceback
                 traceback.print_exc(file=sys.stderr)
-                job.error, job.state = f"generation failed ({type(exc).__name__}): {str(exc)[:120]}", "error"
+                job.error = f"generation failed ({type(exc).__name__}): {str(exc)[:120]}"
             finally:
+                # the terminal state is published last, once the result is cached on disk and in memory,
+                # so whoever sees "done" can also find the result from any manager
                 with self._lock:
                     self._running -= 1
                     self._active.pop(job.key, None)
-                    if job.state == "done":
+                    if state == "done":
                         self._remember(job)
+                    job.state = state
 
-    def _run(self, job: Job) -> None:
+    def _run(self, job: Job) -> str:
+        """Render the job; return its terminal state ("done" or "cancelled") without publishing it."""
         from .render import render
 
         snaps = set(job.snapshot_steps)
@@ -183,9 +188,10 @@ class JobManager:
         job.history = result.history[:, 0].tolist()
         job.final_activation = float(result.final_activation[0])
         job.seconds = result.seconds
-        job.state = "cancelled" if result.cancelled else "done"
-        if job.state == "done":
-            self._save_disk(job)
+        if result.cancelled:
+            return "cancelled"
+        self._save_disk(job)
+        return "done"
 
     # --------------------------------------------------------------------------------------------- cache
     def _remember(self, job: Job) -> None:
