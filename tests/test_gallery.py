@@ -75,14 +75,13 @@ def test_cancelled_precompute_resumes_to_a_complete_gallery(tmp_path):
 def test_kill_9_mid_precompute_loses_nothing(tmp_path):
     """A real SIGKILL while the CLI precomputes; the rerun completes the gallery with only intact entries."""
     args = [sys.executable, "-m", "viz", "precompute", "--layers", "conv1_1", "--channels", "0-11", "--size", "32",
-            "--steps", "20", "--batch", "2", "--retries", "0", "--weights", "oxford", "--out", str(tmp_path)]
+            "--steps", "60", "--batch", "2", "--retries", "0", "--weights", "oxford", "--out", str(tmp_path)]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    s = make_settings("conv1_1", "fourier", size=32, steps=20)
+    s = make_settings("conv1_1", "fourier", size=32, steps=60)
     d = layer_dir(tmp_path, s)
     deadline = time.time() + 120
     while time.time() < deadline and not (d.path.is_dir() and list(d.path.glob("c*.json"))):
-        time.sleep(0.05)
-    time.sleep(0.3)
+        time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     done_before = [c for c in range(12) if load_valid_record(d, c, s.to_dict())]
