@@ -46,7 +46,7 @@ def test_precompute_writes_a_valid_gallery_and_is_idempotent(tmp_path, model):
         rec = json.loads(layer_dir(tmp_path, s, layer).record(ch).read_text())
         assert rec["layer"] == rec["settings"]["layer"] == layer
         img = np.asarray(Image.open(layer_dir(tmp_path, s, layer).image(ch)).convert("RGB"))
-        act = channel_activation(model, layer, torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255, [ch])
+        act = channel_activation(model, layer, torch.from_numpy(img.copy()).permute(2, 0, 1)[None].float() / 255, [ch])
         assert act[0] == pytest.approx(rec["final_activation"], rel=0.05, abs=0.5)
     before = mtimes(d)
     again = precompute(tmp_path, s, {"conv1_1": [0, 1, 2], "conv2_1": [5]}, batch=2, device="cpu", retries=0)

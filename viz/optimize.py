@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,7 +45,7 @@ class StepInfo:
     def images(self) -> np.ndarray:
         """The current images as uint8 (B, H, W, 3): a live preview."""
         with torch.no_grad():
-            return to_uint8(self.param())
+            return to_uint8(self.param.full_image())
 
 
 @dataclass
@@ -68,6 +68,14 @@ def _is_cancelled(cancel: Cancel) -> bool:
     return bool(cancel())
 
 
+def octave_starts(octaves: Sequence[tuple[float, float]], steps: int) -> dict[int, float]:
+    """``{step: scale}`` where each octave begins (the final image is always rendered at full scale)."""
+    starts: dict[int, float] = {}
+    for frac, scale in octaves:
+        starts[min(steps - 1, max(0, round(frac * steps)))] = float(scale)
+    return starts
+
+
 def autocast_context(device: torch.device, precision: str):
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
@@ -87,14 +95,20 @@ def optimize(
     callback: Callable[[StepInfo], None] | None = None,
     every: int = 1,
     cancel: Cancel = None,
+    octaves: Sequence[tuple[float, float]] = (),
 ) -> OptimizeResult:
     """Run Adam on ``param`` for ``steps`` steps, maximising ``objective(model(transforms(param())))``.
 
+    ``octaves`` is a coarse-to-fine schedule of ``(start, scale)`` pairs: from ``start`` (a fraction of the
+    steps) on, the image is rendered at ``scale`` times its side (parameterizations with ``set_scale``).
+    Each octave starts a fresh Adam, so coefficients that join late do not inherit stale moment estimates.
     The network runs under bf16 autocast when ``precision == "bf16"``; the image, transforms, loss and
     optimizer stay in fp32.
     """
     device = next(model.parameters()).device
     param = param.to(device)
+    starts = octave_starts(octaves, steps)
+    param.set_scale(starts.get(0, 1.0))
     opt = torch.optim.Adam(param.parameters(), lr=lr)
     history: list[np.ndarray] = []
     start = time.perf_counter()
@@ -103,6 +117,9 @@ def optimize(
         if _is_cancelled(cancel):
             cancelled = True
             break
+        if step in starts and step > 0:
+            param.set_scale(starts[step])
+            opt = torch.optim.Adam(param.parameters(), lr=lr)
         opt.zero_grad(set_to_none=True)
         x = param()
         if transforms is not None:
@@ -119,6 +136,6 @@ def optimize(
         if callback is not None and ((step + 1) % every == 0 or step + 1 == steps):
             callback(StepInfo(step + 1, steps, history[-1], np.stack(history), time.perf_counter() - start, param))
     with torch.no_grad():
-        images = param().detach().float().cpu()
+        images = param.full_image().detach().float().cpu()
     hist = np.stack(history).astype(np.float32) if history else np.zeros((0, images.shape[0]), np.float32)
     return OptimizeResult(images, hist, len(history), cancelled, time.perf_counter() - start)

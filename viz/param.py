@@ -7,6 +7,7 @@ from __future__ import annotations
 
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 # Square root of the ImageNet colour correlation matrix (from Lucid), columns normalised to unit max norm.
@@ -27,6 +28,14 @@ class Parameterization(nn.Module):
 
     def after_step(self) -> None:  # pragma: no cover - default does nothing
         pass
+
+    def set_scale(self, scale: float) -> bool:
+        """Render at ``scale`` x the full side from now on (coarse-to-fine); False if not supported."""
+        return scale == 1.0
+
+    def full_image(self) -> torch.Tensor:
+        """The image at full size, whatever scale the optimization is at."""
+        return self()
 
 
 class PixelImage(Parameterization):
@@ -57,12 +66,17 @@ def rfft2d_freqs(h: int, w: int) -> torch.Tensor:
 class FourierImage(Parameterization):
     """Lucid's parameterization: a Fourier spectrum scaled by 1/frequency (so every frequency learns at a similar
     rate), in a decorrelated colour space, squashed by a sigmoid into [0, 1].
+
+    ``set_scale(s)`` renders a smaller image of side ``s * size`` from the spectrum's low-frequency block alone
+    (the same picture, low-passed and resampled): optimizing at a coarse scale first costs a fraction of the
+    pixels and only ever moves the low frequencies, so structure forms before detail.
     """
 
     def __init__(self, gens: list[torch.Generator], size: int, sd: float = 0.01, decay_power: float = 1.0,
                  decorrelate: bool = True):
         super().__init__()
         self.size = size
+        self.render_size = size
         freqs = rfft2d_freqs(size, size)
         scale = 1.0 / torch.clamp(freqs, min=1.0 / size) ** decay_power
         self.register_buffer("scale", scale[None, None, :, :, None])
@@ -70,9 +84,35 @@ class FourierImage(Parameterization):
         self.decorrelate = decorrelate
         self.register_buffer("color", COLOR_CORRELATION.clone())
 
+    def set_scale(self, scale: float) -> bool:
+        n = self.size if scale >= 1 else max(16, 2 * round(self.size * scale / 2))
+        self.render_size = min(n, self.size)
+        return True
+
+    def full_image(self) -> torch.Tensor:
+        n, self.render_size = self.render_size, self.size
+        try:
+            return self()
+        finally:
+            self.render_size = n
+
+    def _spectrum(self) -> torch.Tensor:
+        spec = self.scale * self.spectrum  # (B, 3, size, size // 2 + 1, 2)
+        n, full = self.render_size, self.size
+        if n == full:
+            return spec
+        # The small image's frequencies below its Nyquist, taken from the full spectrum; its Nyquist row and
+        # column stay zero: irfft2 ignores part of them, and Adam would turn their zero gradients into drift.
+        half = n // 2
+        top, bottom = spec[:, :, :half, :half], spec[:, :, full - half + 1:, :half]
+        nyquist_row = torch.zeros_like(top[:, :, :1])
+        block = F.pad(torch.cat([top, nyquist_row, bottom], dim=2), (0, 0, 0, 1))
+        return block * (n / full)  # ortho norm: the same pixel amplitudes at the smaller size
+
     def forward(self) -> torch.Tensor:
-        spec = torch.view_as_complex((self.scale * self.spectrum).contiguous())
-        img = torch.fft.irfft2(spec, s=(self.size, self.size), norm="ortho") / 4.0
+        spec = torch.view_as_complex(self._spectrum().contiguous())
+        n = self.render_size
+        img = torch.fft.irfft2(spec, s=(n, n), norm="ortho") / 4.0
         if self.decorrelate:
             img = torch.einsum("bchw,dc->bdhw", img, self.color)
         return torch.sigmoid(img)

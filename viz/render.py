@@ -11,7 +11,7 @@ import torch
 
 from .device import resolve_device
 from .layers import get_layer
-from .methods import METHODS
+from .methods import METHODS, Method
 from .model import VGGFeatures, load_model
 from .objectives import channel_maps
 from .optimize import Cancel, StepInfo, optimize, to_uint8
@@ -67,17 +67,19 @@ def render(
     cancel: Cancel = None,
     notice: Callable[[str], None] | None = None,
     channels_last: bool | None = None,
+    recipe: Method | None = None,
 ) -> RenderResult:
     """Render one image per channel of ``settings.layer`` with ``settings.method``.
 
     Each image's start and random transforms come from its own generator seeded by (seed, channel), so the
     same seed and settings give the same image on the same device, whatever else is in the batch.
+    ``recipe`` overrides the method's recipe (the benchmark uses it to time variants of the default).
     """
     chans = check_channels(settings.layer, channels)
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     if channels_last is None:
         channels_last = dev.type == "cpu"
-    recipe = METHODS[settings.method]
+    recipe = recipe or METHODS[settings.method]
     model = load_model(settings.weights, dev, channels_last=channels_last, notice=notice)
     cut = model.cut(get_layer(settings.layer), relu=settings.activation == "post")
     gens = make_generators(settings.seed, chans)
@@ -86,7 +88,7 @@ def render(
     out = optimize(
         cut, param, recipe.make_objective(chans), recipe.make_transforms(), BatchRNG(gens),
         settings.steps, settings.lr, precision=settings.precision, channels_last=channels_last,
-        callback=callback, every=every, cancel=cancel,
+        callback=callback, every=every, cancel=cancel, octaves=recipe.octaves,
     )
     final = channel_activation(model, settings.layer, out.images, chans)
     return RenderResult(

@@ -34,6 +34,7 @@ class RenderSettings:
     weights: str = "oxford"
     activation: str = "pre"
     precision: str = "fp32"
+    recipe: int = 1  # the method's recipe version (Method.version): results of an older recipe are stale
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -91,7 +92,8 @@ def make_settings(layer: object, method: object = DEFAULT_METHOD, size: object =
     if precision not in PRECISIONS:
         raise VizError(f"precision must be one of {', '.join(PRECISIONS)}, got {str(precision)[:20]!r}")
     prec = default_precision(device or torch.device("cpu")) if precision == "auto" else str(precision)
-    return RenderSettings(lay.name, method, size_i, steps_i, lr_f, seed_i, resolve_weights_name(weights), str(act), prec)
+    return RenderSettings(lay.name, method, size_i, steps_i, lr_f, seed_i, resolve_weights_name(weights), str(act), prec,
+                          recipe.version)
 
 
 def check_channels(layer: str, channels: object) -> list[int]:

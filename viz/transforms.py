@@ -126,11 +126,17 @@ class Compose(Transform):
         return resample(x, pending) if pending is not None else x
 
 
-def standard_transforms() -> Compose:
+def lucid_transforms() -> Compose:
     """Lucid's standard robustness stack, in fractions of a 224-px side: pad 12, jitter 8, scale ±10 %,
-    rotate ±10° (zero more often), jitter 4."""
+    rotate ±10° (zero more often), jitter 4. The straightforward baseline uses it."""
+    return Compose([Pad(12 / 224), *standard_transforms().transforms])
+
+
+def standard_transforms() -> Compose:
+    """The default robustness stack: Lucid's without the pad (jitter 8/224, scale ±10 %, rotate ±10°, jitter
+    4/224). ``resample`` already fills uncovered borders with grey, so padding only made the network see 23 %
+    more pixels; the benchmark measured it slower and its grey frame pushed up high frequencies."""
     return Compose([
-        Pad(12 / 224),
         Jitter(8 / 224),
         RandomScale([1 + (i - 5) / 50 for i in range(11)]),
         RandomRotate(list(range(-10, 11)) + 5 * [0]),
