@@ -122,3 +122,52 @@ def test_default_method_fixes_the_seed_failure_on_conv5_1_channel_104(model):
     assert s_std < 0.07, s_std  # the starting noise (std 0.058) is all there is
     assert seed.final_activation[0] < 0
     assert seed.history.max() == 0.0  # post-ReLU: never positive, so no gradient
+
+
+def test_coarse_scale_renders_the_low_passed_image_and_moves_only_low_frequencies():
+    from viz.param import FourierImage, make_generators
+
+    p = FourierImage(make_generators(0, [1, 2]), 64, sd=0.5)
+    full = p().detach()
+    assert p.set_scale(0.5) and p.render_size == 32
+    small = p()
+    assert small.shape == (2, 3, 32, 32)
+    reference = torch.nn.functional.interpolate(full, size=32, mode="area")
+    err = (small.detach() - reference).abs().mean(dim=(1, 2, 3))
+    other = (small.detach() - reference.flip(0)).abs().mean(dim=(1, 2, 3))  # against the other image
+    assert (err < 0.5 * other).all()  # the same picture, smaller
+    small.mean().backward()
+    grad = p.spectrum.grad.abs().sum(dim=(0, 1, 4))  # (64, 33): which coefficients the small image touches
+    touched = grad > 0
+    assert touched[:16, :16].any() and touched[-15:, :16].any()
+    assert not touched[16:49].any() and not touched[:, 16:].any()  # nothing above the small image's Nyquist
+    assert p.full_image().shape == (2, 3, 64, 64) and p.render_size == 32  # a full preview leaves the scale alone
+
+
+def test_octaves_render_coarse_to_fine_and_return_full_size(model):
+    from viz.objectives import ChannelMean
+    from viz.optimize import optimize
+    from viz.param import FourierImage, make_generators
+    from viz.transforms import BatchRNG
+
+    gens = make_generators(0, [3])
+    param = FourierImage(gens, 48)
+    seen = []
+    cut = model.cut(get_layer("conv2_1"))
+    spy = lambda m, inp, out: seen.append(inp[0].shape[-1])  # noqa: E731
+    handle = cut.body[0].register_forward_hook(spy)
+    try:
+        out = optimize(cut, param, ChannelMean([3]), None, BatchRNG(gens), 10, 0.05,
+                       octaves=((0.0, 1 / 3), (0.3, 0.5), (0.6, 0.75), (0.9, 1.0)))
+    finally:
+        handle.remove()
+    assert seen == [16] * 3 + [24] * 3 + [36] * 3 + [48]
+    assert out.images.shape == (1, 3, 48, 48) and out.history.shape == (10, 1)
+
+
+def test_cut_can_compute_only_the_batch_channels(model):
+    x = torch.rand(2, 3, 40, 40)
+    full = model.cut(get_layer("conv4_1"))(x)
+    picked = model.cut(get_layer("conv4_1"), channels=[300, 7, 300])(x)
+    assert picked.shape == (2, 3, 5, 5)
+    torch.testing.assert_close(picked, full[:, [300, 7, 300]], rtol=1e-4, atol=1e-4)

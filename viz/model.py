@@ -58,14 +58,18 @@ class VGGFeatures(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
-    def cut(self, layer: Layer, relu: bool = False) -> "CutModel":
-        return CutModel(self, layer, relu)
+    def cut(self, layer: Layer, relu: bool = False, channels: list[int] | None = None) -> "CutModel":
+        return CutModel(self, layer, relu, channels)
 
 
 class CutModel(nn.Module):
-    """Image (B, 3, H, W) RGB in [0, 1] -> the target layer's map (B, C, H', W'), pre-ReLU unless ``relu``."""
+    """Image (B, 3, H, W) RGB in [0, 1] -> the target layer's map (B, C, H', W'), pre-ReLU unless ``relu``.
 
-    def __init__(self, base: VGGFeatures, layer: Layer, relu: bool = False):
+    With ``channels``, the target conv computes only those output channels, in that order (C = len(channels)):
+    a render of a few channels skips the rest of the last conv's work.
+    """
+
+    def __init__(self, base: VGGFeatures, layer: Layer, relu: bool = False, channels: list[int] | None = None):
         super().__init__()
         self.layer = layer
         self.relu = relu
@@ -73,12 +77,27 @@ class CutModel(nn.Module):
         self.normalize = base.normalize
         # The shared base's ReLUs work in place; the cut ends at the conv and adds its own ReLU when asked.
         body = list(base.features[: layer.index + 1])
+        if channels is not None:
+            body[-1] = _select_outputs(body[-1], channels)
         if relu:
             body.append(nn.ReLU(inplace=False))
         self.body = nn.Sequential(*body)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(self.normalize(x))
+
+
+def _select_outputs(conv: nn.Conv2d, channels: list[int]) -> nn.Conv2d:
+    """A frozen copy of ``conv`` that computes only ``channels`` (same memory format and device)."""
+    idx = torch.tensor(channels, device=conv.weight.device)
+    out = nn.Conv2d(conv.in_channels, len(channels), conv.kernel_size, conv.stride, conv.padding,
+                    device=conv.weight.device, dtype=conv.weight.dtype)
+    fmt = torch.channels_last if conv.weight.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+    with torch.no_grad():
+        out.weight.copy_(conv.weight[idx])
+        out.bias.copy_(conv.bias[idx])
+    out.weight.data = out.weight.data.contiguous(memory_format=fmt)
+    return out.requires_grad_(False).eval()
 
 
 _cache: dict[tuple[str, str, bool], VGGFeatures] = {}

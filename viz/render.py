@@ -81,12 +81,13 @@ def render(
         channels_last = dev.type == "cpu"
     recipe = recipe or METHODS[settings.method]
     model = load_model(settings.weights, dev, channels_last=channels_last, notice=notice)
-    cut = model.cut(get_layer(settings.layer), relu=settings.activation == "post")
+    # the cut computes only this batch's channels at its last conv: image i reads output i
+    cut = model.cut(get_layer(settings.layer), relu=settings.activation == "post", channels=chans)
     gens = make_generators(settings.seed, chans)
     param = recipe.make_param(gens, settings.size)
     start = time.perf_counter()
     out = optimize(
-        cut, param, recipe.make_objective(chans), recipe.make_transforms(), BatchRNG(gens),
+        cut, param, recipe.make_objective(list(range(len(chans)))), recipe.make_transforms(), BatchRNG(gens),
         settings.steps, settings.lr, precision=settings.precision, channels_last=channels_last,
         callback=callback, every=every, cancel=cancel, octaves=recipe.octaves,
     )
