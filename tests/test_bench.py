@@ -7,6 +7,7 @@ def test_forward_flops_by_hand():
     assert forward_flops("conv1_1", 32) == 2 * 3 * 9 * 64 * 32 * 32
     # conv2_1 runs at half resolution after the first pool
     assert forward_flops("conv2_1", 32) == forward_flops("conv1_2", 32) + 2 * 64 * 9 * 128 * 16 * 16
+    assert forward_flops("conv1_2", 32, 2) == forward_flops("conv1_1", 32) + 2 * 64 * 9 * 2 * 32 * 32
 
 
 def test_quick_bench_writes_its_report(tmp_path):

@@ -70,7 +70,11 @@ def test_eight_concurrent_sessions(loaded_server):
                 timeout=60_000)
             saw_queue |= "Queued: position" in pg.inner_text("body")
         for i, pg in enumerate(pages):  # and then its own result
-            pg.get_by_text("Final activation").wait_for(timeout=240_000)
+            try:
+                pg.get_by_text("Final activation").wait_for(timeout=240_000)
+            except Exception:  # say what the stuck session shows instead
+                text = " ".join(pg.inner_text("body").split())
+                raise AssertionError(f"session {i} got no result; it shows: {text[-600:]}") from None
             assert f"conv2_1 · channel {i} · fourier" in pg.inner_text("body")
         stop.set()
         prober.join(5)

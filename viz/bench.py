@@ -75,14 +75,16 @@ def render_step_seconds(settings, channels: list[int], device: torch.device, rec
     return max(min(longs) - min(shorts), 1e-9) / n
 
 
-def forward_flops(layer: str, size: int) -> float:
-    """Multiply-adds x 2 of the cut network up to ``layer`` for one image of ``size`` px (convs only)."""
+def forward_flops(layer: str, size: int, last_channels: int | None = None) -> float:
+    """Multiply-adds x 2 of the cut network up to ``layer`` for one image of ``size`` px (convs only); with
+    ``last_channels``, the target conv computes only that many output channels (as a render does)."""
     flops, side, block = 0.0, size, 1
     for lay in LAYERS.values():
         if lay.block != block:
             side //= 2
             block = lay.block
-        flops += 2 * lay.in_channels * 9 * lay.channels * side * side
+        out = lay.channels if lay.name != layer or last_channels is None else min(last_channels, lay.channels)
+        flops += 2 * lay.in_channels * 9 * out * side * side
         if lay.name == layer:
             break
     return flops
@@ -175,7 +177,7 @@ def run_bench(quick: bool, out: Path, weights: str = "oxford", device: str = "au
         s = make_settings(name, "fourier", size=size, steps=steps, weights=weights, device=dev)
         render(replace(s, steps=1), list(range(batch)), dev, recipe=full_scale(default))  # warm-up
         sec = render_step_seconds(s, list(range(batch)), dev, full_scale(default)) / batch
-        useful = 2 * forward_flops(name, size)  # forward + input-gradient backward
+        useful = 2 * forward_flops(name, size, batch)  # forward + input-gradient backward, batch's channels only
         per_layer.append({"layer": name, "s_per_step_per_channel": sec, "useful_gflops": useful / sec / 1e9,
                           "fraction_of_peak": useful / sec / 1e9 / res["peak_gflops"]})
         log(f"{name}: {sec * 1e3:.1f} ms/step/channel, {useful / sec / 1e9:.1f} GFLOP/s useful")
@@ -223,14 +225,17 @@ def run_bench(quick: bool, out: Path, weights: str = "oxford", device: str = "au
     q_size, q_steps = (32, 8) if quick else (64, 96)
     per_layer_ch = 2 if quick else 3
     quality = {}
-    candidates = {"seed": ("seed", None), "fourier": ("fourier", None),
-                  "fourier 1-scale+pad": ("fourier", straightforward(default))}
-    for label, (method, recipe) in candidates.items():
+    candidates = {"seed": ("seed", None, "fp32"), "fourier": ("fourier", None, "fp32"),
+                  "fourier 1-scale+pad": ("fourier", straightforward(default), "fp32")}
+    if bf16_is_fast(dev):  # where bf16 is native, its quality decides whether it may become the default
+        candidates["fourier bf16"] = ("fourier", None, "bf16")
+    for label, (method, recipe, precision) in candidates.items():
         rows = []
         for name in q_layers:
             lay = get_layer(name)
             chans = [int(c) for c in np.linspace(0, lay.channels - 1, per_layer_ch).round()]
-            s = make_settings(name, method, size=q_size, steps=q_steps, weights=weights, device=dev)
+            s = make_settings(name, method, size=q_size, steps=q_steps, weights=weights, device=dev,
+                              precision=precision)
             r = render(s, chans, dev, recipe=recipe)
             nat = natural_max(model, name, q_size)
             rob = robustness(model, name, r.images, chans)
@@ -281,8 +286,8 @@ def chosen_defaults(res: dict, sums: dict) -> list[str]:
         f"- {b['recipe_speedup']:.2f}x less time per channel at {b['layer']};",
         f"- the price: activation over the best photo {f['ratio']:.1f} -> {d['ratio']:.1f}; the single-scale "
         "images reach higher raw activation by adding high-frequency texture that does not survive small shifts.",
-        "- fp32 stays the default on CPUs without native bf16 (emulated bf16 is far slower above); "
-        "`precision=auto` turns bf16 on only where oneDNN or CUDA report native support.",
+        "- fp32 is the default. Emulated bf16 is far slower (table above); where bf16 is native this table gets "
+        "a `fourier bf16` row, and bf16 may become the default there only if that row shows no loss.",
         "- Steps and size (set by hand, not swept here): 512 steps at 224 px for one channel on demand; the "
         "committed gallery uses 96 px and 128 steps.", "",
     ]

@@ -32,7 +32,7 @@ def _common_render_args(p: argparse.ArgumentParser) -> None:
                    "torchvision if cached, else oxford)")
     p.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda or mps")
     p.add_argument("--activation", default=None, choices=["pre", "post"], help="objective before or after the ReLU")
-    p.add_argument("--precision", default="auto", help="auto, fp32 or bf16 (auto: bf16 only on hardware with native bf16)")
+    p.add_argument("--precision", default="auto", help="auto (= fp32), fp32 or bf16 (bf16 autocast is opt-in; fast only where bf16 is native)")
 
 
 def build_parser() -> argparse.ArgumentParser:
