@@ -159,7 +159,7 @@ def test_flag_rules_on_synthetic_cases():
 def test_failed_channel_is_retried_then_flagged_with_evidence(tmp_path):
     s = make_settings("conv5_1", "seed", size=32, steps=4)
     rep = precompute(tmp_path, s, {"conv5_1": [104]}, device="cpu", retries=1)
-    assert rep.retried == 1 and 104 in rep.flagged.get("blank", [])
+    assert rep.retried == 1 and "conv5_1:104" in rep.flagged.get("blank", [])
     rec = json.loads(layer_dir(tmp_path, s, "conv5_1").record(104).read_text())
     assert rec["attempts"] in (1, 2) and rec["flags"] and "blank" in rec["evidence"]
 

@@ -190,7 +190,7 @@ class PrecomputeReport:
     rendered: int = 0
     skipped: int = 0
     retried: int = 0
-    flagged: dict[str, list[int]] = field(default_factory=dict)
+    flagged: dict[str, list[str]] = field(default_factory=dict)  # flag -> ["conv5_1:104", ...]
     seconds: float = 0.0
     cancelled: bool = False
 
@@ -323,7 +323,7 @@ def precompute(
                     total += settings.steps
                 elif best["flags"]:
                     for f in best["flags"]:
-                        report.flagged.setdefault(f, []).append(ch)
+                        report.flagged.setdefault(f, []).append(f"{d.layer}:{ch}")
             write_manifest(d, cfg_settings)
         if report.cancelled:
             break

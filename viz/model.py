@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .layers import LAYERS, Layer
-from .weights import Normalization, Weights, load_weights
+from .weights import FALLBACK_NOTICE, Normalization, Weights, load_weights
 
 
 class Normalize(nn.Module):
@@ -120,7 +120,7 @@ def load_model(weights: str | None = None, device: torch.device | str = "cpu", c
                 model = model.to(memory_format=torch.channels_last)
             _cache[key] = model
         elif weights in (None, "", "auto") and name == "oxford" and notice:
-            notice("torchvision's VGG16 checkpoint is not cached: using the original oxford weights")
+            notice(FALLBACK_NOTICE)
     return model
 
 

@@ -246,11 +246,14 @@ def resolve_weights_name(spec: str | None) -> str:
     raise VizError(f"unknown weights {spec[:40]!r}: use oxford, torchvision or a path to a .pt/.pth state dict")
 
 
+FALLBACK_NOTICE = "torchvision's VGG16 checkpoint is not cached: using the original oxford weights"
+
+
 def load_weights(spec: str | None = None, notice=None) -> Weights:
     """Load weights by name or path. ``notice(msg)`` receives one-line messages (e.g. the default's fallback)."""
     name = resolve_weights_name(spec)
     if spec in (None, "", "auto") and name == "oxford" and notice:
-        notice("torchvision's VGG16 checkpoint is not cached: using the original oxford weights")
+        notice(FALLBACK_NOTICE)
     if name == "torchvision":
         return load_torchvision(progress=sys.stderr.isatty())
     if name == "oxford":
