@@ -114,6 +114,26 @@ def defaults_for(device_name: str) -> tuple[int, int]:
     return (224, 512) if device_name.startswith("cuda") else (128, 128)
 
 
+def follow(draw, every: float = 1.0) -> bool:
+    """Stream live frames from this script run: ``draw(tick)`` renders one frame into a fresh container and
+    returns True once there is nothing left to wait for. Returns whether it had to wait.
+
+    Not ``st.fragment(run_every=...)``: with 8 sessions on 2 cores a fragment's browser-side timer was seen to
+    stop, leaving a session on its first frame for good. A script run that keeps redrawing its own placeholder
+    needs no timer; any click stops it and starts an ordinary rerun.
+    """
+    import time
+
+    slot = st.empty()
+    tick = 0
+    while True:
+        with slot.container():
+            if draw(tick):
+                return tick > 0
+        tick += 1
+        time.sleep(every)
+
+
 def job_progress(job, position: int) -> None:
     """Queue position, or a progress bar with ETA, for a job that is not finished."""
     from viz.progress import fmt_time

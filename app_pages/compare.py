@@ -3,7 +3,7 @@
 import numpy as np
 import streamlit as st
 
-from app_pages._shared import (defaults_for, device, job_progress, layer_picker, manager, seed_from_link, natural_max,
+from app_pages._shared import (defaults_for, device, follow, job_progress, layer_picker, manager, seed_from_link, natural_max,
                            show_metrics)
 from viz import LAYERS, VizError, make_settings
 from viz.figures import curve_figure
@@ -51,10 +51,11 @@ def current_jobs():
     return {m: j for m, j in jobs.items() if j is not None}
 
 
-def render_compare() -> None:
+def render_compare(tick: int = 0) -> bool:
+    """One frame of both jobs; True once both are finished (or gone)."""
     jobs = current_jobs()
     if not jobs:
-        return
+        return True
     cols = st.columns(2)
     curves, nat = {}, None
     for col, method in zip(cols, ("seed", "fourier")):
@@ -78,22 +79,18 @@ def render_compare() -> None:
             if job.history:
                 curves[method] = (range(1, len(job.history) + 1), job.history)
     if curves:
-        st.plotly_chart(curve_figure(curves, nat, title="Objective per step"), key="cmp_curve")
+        st.plotly_chart(curve_figure(curves, nat, title="Objective per step"), key=f"cmp_curve_{tick}")
     fourier = jobs.get("fourier")
     if fourier is not None and fourier.snapshots:
         st.markdown("#### The modern image along the way")
         steps = sorted(fourier.snapshots)
         for col, step in zip(st.columns(len(steps)), steps):
             col.image(fourier.snapshots[step], caption=f"step {step}", width="stretch")
+    return all(j.finished for j in jobs.values())
 
 
 if any(not j.finished for j in current_jobs().values()):
-    @st.fragment(run_every=1.0)
-    def live() -> None:
-        render_compare()
-        if all(j.finished for j in current_jobs().values()):
-            st.rerun()
-
-    live()
+    if follow(render_compare):
+        st.rerun()
 else:
     render_compare()

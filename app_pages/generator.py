@@ -3,7 +3,7 @@
 import numpy as np
 import streamlit as st
 
-from app_pages._shared import (defaults_for, device, job_progress, layer_picker, manager, seed_from_link, natural_max,
+from app_pages._shared import (defaults_for, device, follow, job_progress, layer_picker, manager, seed_from_link, natural_max,
                            show_metrics)
 from viz import LAYERS, METHODS, VizError, make_settings
 from viz.figures import curve_figure
@@ -49,27 +49,26 @@ if go:
 job = manager().get(ss.get("gen_job", ""))
 
 
-def render_job() -> None:
+def render_job(tick: int = 0) -> bool:
+    """One frame of the current job; True once it is finished (or gone)."""
     job = manager().get(ss.get("gen_job", ""))
     if job is None:
-        return
+        return True
     s = job.settings
     st.subheader(f"{s.layer} · channel {job.channel} · {s.method}")
     left, right = st.columns([1, 1.4])
     if not job.finished:
         with right:
             job_progress(job, manager().position(job))
-            if job.state == "running" and st.button("Cancel", icon=":material/stop:", key="gen_cancel"):
-                manager().cancel(job)
         if job.preview is not None:
             left.image(job.preview, caption=f"step {job.step}", width="stretch")
         if job.history:
             right.plotly_chart(curve_figure({"objective": (range(1, len(job.history) + 1), job.history)}),
-                               key="gen_live_curve")
-        return
+                               key=f"gen_live_curve_{tick}")
+        return False
     if job.state == "error":
         st.error(job.error)
-        return
+        return True
     nat = natural_max(s.weights, job.device, s.layer, s.size)[job.channel]
     summary = summarize(job.image, np.array(job.history), job.final_activation, nat)
     caption = "cancelled: the image so far" if job.state == "cancelled" else (
@@ -81,16 +80,13 @@ def render_job() -> None:
         st.plotly_chart(curve_figure({"objective": (range(1, len(job.history) + 1), job.history)}, nat),
                         key="gen_curve")
         show_metrics(summary, job.seconds)
+    return True
 
 
 if job is not None and not job.finished:
-    @st.fragment(run_every=1.0)
-    def live() -> None:
-        render_job()
-        current = manager().get(ss.get("gen_job", ""))
-        if current is None or current.finished:
-            st.rerun()
-
-    live()
+    if st.button("Cancel", icon=":material/stop:", key="gen_cancel"):
+        manager().cancel(job)
+    if follow(render_job):
+        st.rerun()  # the finished page, without the Cancel button
 else:
     render_job()
