@@ -5,7 +5,7 @@ PY      = $(VENV)/bin/python
 PIP     = $(PY) -m pip install --quiet --disable-pip-version-check
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run test bench gallery chromium clean
+.PHONY: run test test-load bench gallery chromium clean
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ chromium:
 
 test: $(VENV)/.dev chromium
 	$(PY) -m pytest -q
+
+# 8 browser sessions against a real server (about 1 min; not in `make test`, see README "Tests")
+test-load: $(VENV)/.dev chromium
+	$(PY) -m pytest -q -m load
 
 bench: $(VENV)/.runtime
 	$(PY) -m viz bench

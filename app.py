@@ -1,6 +1,12 @@
 """VGG16 Feature Atlas: the Streamlit dashboard (``streamlit run app.py``). This file only routes."""
 
-import streamlit as st
+import os
+
+# Idle OpenMP threads sleep instead of spinning, so the server's own thread gets the CPU between render steps
+# (read when torch loads, hence before any viz import).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import streamlit as st  # noqa: E402
 
 import viz.figures  # noqa: F401  (imports pandas before plotly first runs; see viz/figures.py)
 from app_pages._shared import sidebar_controls

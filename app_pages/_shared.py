@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 
@@ -156,3 +157,10 @@ def show_metrics(summary: dict, seconds: float | None) -> None:
     cols[3].metric("Seconds", "n/a" if seconds is None else f"{seconds:.1f}")
     if summary["flags"]:
         st.error(f"Flagged {', '.join(summary['flags'])}: {summary['evidence']}")
+
+
+# Imported once per server process, after torch, plotly, pandas and streamlit: their ~0.5 M long-lived objects
+# move out of the garbage collector's sight. Otherwise every full collection walks them all (0.3 s of CPU when
+# idle; several seconds on a loaded 2-core machine, during which the server answers nothing, health checks
+# included: the load test saw 5 s stalls).
+gc.freeze()

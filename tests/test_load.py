@@ -4,15 +4,25 @@ Every session must get its result or a queue message, the server must keep answe
 quickly, and its memory must stay bounded."""
 
 import re
-import threading
-import time
-import urllib.request
+import subprocess
+import sys
 
 import pytest
 
 from tests.streamlit_server import BROWSER_ARGS, CHROMIUM, require_chromium, rss_mb, streamlit_server, tiny_gallery
 
 SESSIONS = 8
+PROBE = """
+import sys, time, urllib.request
+while True:
+    t = time.perf_counter()
+    try:
+        ok = urllib.request.urlopen(sys.argv[1], timeout=30).read() == b"ok"
+    except OSError:
+        ok = False
+    print(f"{time.time():.2f} {time.perf_counter() - t if ok else float('inf'):.4f}", flush=True)
+    time.sleep(0.25)
+"""
 pytestmark = pytest.mark.load
 
 
@@ -30,15 +40,6 @@ def test_eight_concurrent_sessions(loaded_server):
     from playwright.sync_api import sync_playwright
 
     url, proc = loaded_server
-    latencies: list[float] = []
-    stop = threading.Event()
-
-    def probe():
-        while not stop.is_set():
-            t = time.perf_counter()
-            ok = urllib.request.urlopen(f"{url}/_stcore/health", timeout=10).read() == b"ok"
-            latencies.append(time.perf_counter() - t if ok else float("inf"))
-            time.sleep(0.25)
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
@@ -50,8 +51,9 @@ def test_eight_concurrent_sessions(loaded_server):
             if i % 2:
                 pg.get_by_role("button", name=re.compile(r"^ch 1\b")).wait_for(timeout=90_000)
         rss_before = rss_mb(proc.pid)
-        prober = threading.Thread(target=probe, daemon=True)
-        prober.start()
+        # the health probe runs in its own process, so the browsers' driver in this one cannot delay it
+        prober = subprocess.Popen([sys.executable, "-c", PROBE, f"{url}/_stcore/health"], stdout=subprocess.PIPE,
+                                  text=True)
         for i, pg in enumerate(pages):
             if i % 2:
                 pg.goto(f"{url}/generator?layer=conv2_1&channel={i}")
@@ -75,8 +77,8 @@ def test_eight_concurrent_sessions(loaded_server):
                 text = " ".join(pg.inner_text("body").split())
                 raise AssertionError(f"session {i} got no result; it shows: {text[-600:]}") from None
             assert f"conv2_1 · channel {i} · fourier" in pg.inner_text("body")
-        stop.set()
-        prober.join(5)
+        prober.terminate()
+        latencies = [float(line.split()[1]) for line in prober.communicate(timeout=10)[0].splitlines() if line]
         rss_after = rss_mb(proc.pid)
         # the gallery still answers after the burst
         pages[0].goto(f"{url}/gallery?layer=conv1_1&channel=2")
@@ -87,5 +89,6 @@ def test_eight_concurrent_sessions(loaded_server):
     # for a moment (seen: one at 2.4 s among hundreds of a few ms), but never for long
     lat = sorted(latencies)
     p95 = lat[int(0.95 * (len(lat) - 1))] if lat else float("inf")
-    assert lat and p95 < 1.0 and lat[-1] < 5.0, f"health check p95 {p95:.2f}s, slowest {lat[-1]:.2f}s"
+    assert lat and p95 < 1.0 and lat[-1] < 5.0, (f"health check p95 {p95:.2f}s, slowest {lat[-1]:.2f}s, "
+                                                       f"{sum(x > 1 for x in lat)} of {len(lat)} probes over 1 s")
     assert rss_after - rss_before < 1024, f"server memory grew {rss_after - rss_before:.0f} MB"

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .errors import VizError
 from .images import atomic_write, png_bytes
@@ -143,6 +144,12 @@ class JobManager:
             t.start()
 
     def _work(self) -> None:
+        # Generations yield the CPU to the web server: a lower priority (nice 10) for this thread and the compute
+        # threads it starts, so page loads and health checks stay quick while the cores are busy.
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        except (AttributeError, OSError):  # not Linux, or not permitted
+            pass
         while True:
             with self._lock:
                 while not self._queue:
@@ -260,6 +267,10 @@ def get_manager() -> JobManager:
                 cache_size=max(1, int(os.environ.get("VIZ_RESULT_CACHE", "64"))),
                 disk_cache=cache_dir() / "results",
             )
+            # generations running at once share the cores instead of each claiming all of them
+            from .device import setup_threads
+
+            torch.set_num_threads(max(1, setup_threads() // _manager.max_running))
         return _manager
 
 
