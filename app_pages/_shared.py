@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import time
 from pathlib import Path
 
 import streamlit as st
@@ -123,8 +124,6 @@ def follow(draw, every: float = 1.0) -> bool:
     stop, leaving a session on its first frame for good. A script run that keeps redrawing its own placeholder
     needs no timer; any click stops it and starts an ordinary rerun.
     """
-    import time
-
     slot = st.empty()
     tick = 0
     while True:

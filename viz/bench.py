@@ -269,6 +269,15 @@ def _summary(rows: list[dict]) -> dict:
             "hf": med("hf_fraction"), "robust": med("robustness"), "std": med("std")}
 
 
+def describe_octaves(octaves) -> str:
+    """``((0, 1/3), ..., (0.9, 1))`` -> "1/3 of the side from 0 %, ..., full size from 90 % of the steps"."""
+    from fractions import Fraction
+
+    parts = [("full size" if scale >= 1 else f"{Fraction(scale).limit_denominator(8)} of the side")
+             + f" from {100 * start:.0f} %" for start, scale in octaves]
+    return ", ".join(parts) + " of the steps" if parts else "none"
+
+
 def chosen_defaults(res: dict, sums: dict) -> list[str]:
     """The default recipe and why, with this run's numbers."""
     d, f, b = sums.get("fourier"), sums.get("fourier 1-scale+pad"), res["baseline"]
@@ -276,10 +285,11 @@ def chosen_defaults(res: dict, sums: dict) -> list[str]:
         return []
     return [
         "## Chosen defaults and why", "",
-        "The default `fourier` recipe (version 2): Fourier-space image with 1/f scaling and decorrelated colour, "
-        "Adam at lr 0.05 on the pre-ReLU channel mean, jitter/scale/rotation each step without Lucid's pad, and "
-        "coarse-to-fine octaves: the first 35 % of the steps at 1/3 of the side, then 1/2 until 70 %, 3/4 until "
-        "90 %, full size to the end. Against the same recipe at full size with the pad, in this run:", "",
+        f"The default `fourier` recipe (version {METHODS['fourier'].version}): Fourier-space image with 1/f "
+        "scaling and decorrelated colour, "
+        f"Adam at lr {METHODS['fourier'].lr:g} on the pre-ReLU channel mean, jitter/scale/rotation each step without "
+        f"Lucid's pad, and coarse-to-fine octaves ({describe_octaves(METHODS['fourier'].octaves)}). Against the "
+        "same recipe at full size with the pad, in this run:", "",
         f"- failures {f['flagged']} -> {d['flagged']} of {d['n']}; high-frequency share {f['hf']:.3f} -> "
         f"{d['hf']:.3f} (natural photos {res['quality']['natural_hf_median']:.3f}); robustness {f['robust']:.2f} -> "
         f"{d['robust']:.2f};",
