@@ -40,7 +40,6 @@ def test_eight_concurrent_sessions(loaded_server):
     from playwright.sync_api import sync_playwright
 
     url, proc = loaded_server
-
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
         pages = [browser.new_page() for _ in range(SESSIONS)]

@@ -90,14 +90,12 @@ class CutModel(nn.Module):
 def _select_outputs(conv: nn.Conv2d, channels: list[int]) -> nn.Conv2d:
     """A frozen copy of ``conv`` that computes only ``channels`` (same memory format and device)."""
     idx = torch.tensor(channels, device=conv.weight.device)
-    out = nn.Conv2d(conv.in_channels, len(channels), conv.kernel_size, conv.stride, conv.padding,
-                    device=conv.weight.device, dtype=conv.weight.dtype)
     fmt = torch.channels_last if conv.weight.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-    with torch.no_grad():
-        out.weight.copy_(conv.weight[idx])
-        out.bias.copy_(conv.bias[idx])
-    out.weight.data = out.weight.data.contiguous(memory_format=fmt)
-    return out.requires_grad_(False).eval()
+    # built on the meta device (no random init to throw away), then given the selected rows of the weights
+    out = nn.Conv2d(conv.in_channels, len(channels), conv.kernel_size, conv.stride, conv.padding, device="meta")
+    out.weight = nn.Parameter(conv.weight[idx].contiguous(memory_format=fmt), requires_grad=False)
+    out.bias = nn.Parameter(conv.bias[idx], requires_grad=False)
+    return out.eval()
 
 
 _cache: dict[tuple[str, str, bool], VGGFeatures] = {}
