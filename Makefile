@@ -29,7 +29,7 @@ chromium:
 test: $(VENV)/.dev chromium
 	$(PY) -m pytest -q
 
-# 8 browser sessions against a real server (about 1 min; not in `make test`, see README "Tests")
+# only the load test: 8 browser sessions against a real server (about 1 min; also part of `make test`)
 test-load: $(VENV)/.dev chromium
 	$(PY) -m pytest -q -m load
 

@@ -6,24 +6,63 @@ quickly, and its memory must stay bounded."""
 import re
 import subprocess
 import sys
+from contextlib import contextmanager
 
 import pytest
 
 from tests.streamlit_server import BROWSER_ARGS, CHROMIUM, require_chromium, rss_mb, streamlit_server, tiny_gallery
 
 SESSIONS = 8
+# The prober asks the server's health check and, right after, a control: a trivial HTTP server in its own
+# process. Both wait for the same saturated CPUs, so the control's latency is what the machine itself costs
+# and the server is judged on the delay it adds on top of that.
+CONTROL = """
+import http.server, sys
+class Ok(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.send_header("Content-Length", "2"); self.end_headers(); self.wfile.write(b"ok")
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(("127.0.0.1", 0), Ok)
+print(server.server_port, flush=True)
+server.serve_forever()
+"""
 PROBE = """
 import sys, time, urllib.request
-while True:
+def ask(url):
     t = time.perf_counter()
     try:
-        ok = urllib.request.urlopen(sys.argv[1], timeout=30).read() == b"ok"
+        ok = urllib.request.urlopen(url, timeout=30).read() == b"ok"
     except OSError:
         ok = False
-    print(f"{time.time():.2f} {time.perf_counter() - t if ok else float('inf'):.4f}", flush=True)
+    return time.perf_counter() - t if ok else float("inf")
+while True:
+    print(f"{ask(sys.argv[1]):.4f} {ask(sys.argv[2]):.4f}", flush=True)
     time.sleep(0.25)
 """
 pytestmark = pytest.mark.load
+
+
+@contextmanager
+def health_probe(health_url: str):
+    """Probe `health_url` and a control server from their own processes (so the browsers' driver in this one
+    cannot delay them); yields a list that holds (health, control) latencies in seconds once the block ends."""
+    rounds: list[tuple[float, float]] = []
+    control = subprocess.Popen([sys.executable, "-c", CONTROL], stdout=subprocess.PIPE, text=True)
+    prober = None
+    try:
+        control_url = f"http://127.0.0.1:{control.stdout.readline().strip()}/"
+        prober = subprocess.Popen([sys.executable, "-c", PROBE, health_url, control_url], stdout=subprocess.PIPE,
+                                  text=True)
+        yield rounds
+    finally:
+        for child in (prober, control):
+            if child is not None:
+                child.terminate()
+        if prober is not None:
+            out = prober.communicate(timeout=10)[0]
+            rounds.extend(tuple(map(float, f)) for f in map(str.split, out.splitlines()) if len(f) == 2)
+        control.communicate(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -50,44 +89,43 @@ def test_eight_concurrent_sessions(loaded_server):
             if i % 2:
                 pg.get_by_role("button", name=re.compile(r"^ch 1\b")).wait_for(timeout=90_000)
         rss_before = rss_mb(proc.pid)
-        # the health probe runs in its own process, so the browsers' driver in this one cannot delay it
-        prober = subprocess.Popen([sys.executable, "-c", PROBE, f"{url}/_stcore/health"], stdout=subprocess.PIPE,
-                                  text=True)
-        for i, pg in enumerate(pages):
-            if i % 2:
-                pg.goto(f"{url}/generator?layer=conv2_1&channel={i}")
-            pg.get_by_role("heading", name="Generator").wait_for(timeout=90_000)
-            pg.get_by_label("Size (px)").fill("32")
-            steps = pg.get_by_label("Steps")
-            steps.fill("24")
-            steps.press("Tab")
-        for pg in pages:  # submit all at once
-            pg.get_by_role("button", name=re.compile("Generate")).click()
-        saw_queue = False
-        for pg in pages:  # every session shows progress, a queue position or already its result
-            pg.wait_for_function(
-                "() => /Queued: position|step \\d+\\/24|Final activation/.test(document.body.innerText)",
-                timeout=60_000)
-            saw_queue |= "Queued: position" in pg.inner_text("body")
-        for i, pg in enumerate(pages):  # and then its own result
-            try:
-                pg.get_by_text("Final activation").wait_for(timeout=240_000)
-            except Exception:  # say what the stuck session shows instead
-                text = " ".join(pg.inner_text("body").split())
-                raise AssertionError(f"session {i} got no result; it shows: {text[-600:]}") from None
-            assert f"conv2_1 · channel {i} · fourier" in pg.inner_text("body")
-        prober.terminate()
-        latencies = [float(line.split()[1]) for line in prober.communicate(timeout=10)[0].splitlines() if line]
+        with health_probe(f"{url}/_stcore/health") as rounds:
+            for i, pg in enumerate(pages):
+                if i % 2:
+                    pg.goto(f"{url}/generator?layer=conv2_1&channel={i}")
+                pg.get_by_role("heading", name="Generator").wait_for(timeout=90_000)
+                pg.get_by_label("Size (px)").fill("32")
+                steps = pg.get_by_label("Steps")
+                steps.fill("24")
+                steps.press("Tab")
+            for pg in pages:  # submit all at once
+                pg.get_by_role("button", name=re.compile("Generate")).click()
+            saw_queue = False
+            for pg in pages:  # every session shows progress, a queue position or already its result
+                pg.wait_for_function(
+                    "() => /Queued: position|step \\d+\\/24|Final activation/.test(document.body.innerText)",
+                    timeout=60_000)
+                saw_queue |= "Queued: position" in pg.inner_text("body")
+            for i, pg in enumerate(pages):  # and then its own result
+                try:
+                    pg.get_by_text("Final activation").wait_for(timeout=240_000)
+                except Exception:  # say what the stuck session shows instead
+                    text = " ".join(pg.inner_text("body").split())
+                    raise AssertionError(f"session {i} got no result; it shows: {text[-600:]}") from None
+                assert f"conv2_1 · channel {i} · fourier" in pg.inner_text("body")
         rss_after = rss_mb(proc.pid)
         # the gallery still answers after the burst
         pages[0].goto(f"{url}/gallery?layer=conv1_1&channel=2")
         pages[0].get_by_text("conv1_1 · channel 2").wait_for(timeout=60_000)
         browser.close()
     assert saw_queue, "with 2 slots and 8 sessions some session must have been shown its queue position"
-    # responsive: nearly every probe answers fast; on 2 cores shared with 8 browsers a rare probe may stall
-    # for a moment (seen: one at 2.4 s among hundreds of a few ms), but never for long
-    lat = sorted(latencies)
-    p95 = lat[int(0.95 * (len(lat) - 1))] if lat else float("inf")
-    assert lat and p95 < 1.0 and lat[-1] < 5.0, (f"health check p95 {p95:.2f}s, slowest {lat[-1]:.2f}s, "
-                                                       f"{sum(x > 1 for x in lat)} of {len(lat)} probes over 1 s")
+    # Responsive: the health check answers nearly always within 1 s, never later than 5 s, on top of what the
+    # machine itself costs (the control's latency at the same quantile). Measured here on 2 cores shared with
+    # 8 browsers: server p95 0.14-0.46 s, slowest 0.70-0.89 s; control p95 under 0.09 s.
+    assert rounds, "the health probe recorded nothing"
+    server, machine = (sorted(r[i] for r in rounds) for i in (0, 1))
+    p95 = int(0.95 * (len(rounds) - 1))
+    summary = (f"health check p95 {server[p95]:.2f}s, slowest {server[-1]:.2f}s; control p95 {machine[p95]:.2f}s, "
+               f"slowest {machine[-1]:.2f}s; {len(rounds)} probes")
+    assert server[p95] < 1.0 + machine[p95] and server[-1] < 5.0 + machine[-1], summary
     assert rss_after - rss_before < 1024, f"server memory grew {rss_after - rss_before:.0f} MB"
