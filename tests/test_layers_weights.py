@@ -118,3 +118,36 @@ def test_torchvision_offline_gives_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(VizError, match="--weights oxford"):
         W.load_weights("torchvision")
     assert W.default_weights_name() == "oxford"
+
+
+def test_a_tampered_onnx_source_is_refused_before_conversion(tmp_path, monkeypatch):
+    from importlib.machinery import ModuleSpec
+
+    package = tmp_path / W.ONNX_PACKAGE
+    onnx_file = package / W.ONNX_RELPATH
+    onnx_file.parent.mkdir(parents=True)
+    onnx_file.write_bytes(W.onnx_path().read_bytes()[:-1] + b"\0")  # one byte changed at the very end
+    spec = ModuleSpec(W.ONNX_PACKAGE, None, is_package=True)
+    spec.submodule_search_locations = [str(package)]
+    real_find_spec = W.importlib.util.find_spec
+    monkeypatch.setattr(W.importlib.util, "find_spec",
+                        lambda name, *a: spec if name == W.ONNX_PACKAGE else real_find_spec(name, *a))
+    with pytest.raises(VizError, match="fails its sha256 check"):
+        W.onnx_path()
+    onnx_file.unlink()
+    with pytest.raises(VizError, match="is missing; reinstall"):
+        W.onnx_path()
+
+
+@pytest.mark.parametrize("content, message", [(b"truncated download", "failed to load"),
+                                              ({"features.0.weight": torch.zeros(64, 3, 5, 5)}, "shape")])
+def test_a_broken_torchvision_cache_file_is_reported(tmp_path, monkeypatch, content, message):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    path = W.torchvision_checkpoint()
+    path.parent.mkdir(parents=True)
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        torch.save(content, path)
+    with pytest.raises(VizError, match=message):
+        W.load_torchvision(progress=False)
