@@ -116,6 +116,18 @@ def defaults_for(device_name: str) -> tuple[int, int]:
     return (224, 512) if device_name.startswith("cuda") else (128, 128)
 
 
+def generation_page(title: str, caption: str, prefix: str) -> tuple[str, int, int]:
+    """The top of a page that generates: title, caption, the device (the page stops with a message when it is
+    not available), the link's layer/channel on a first visit; returns (device, default size, default steps)."""
+    st.title(title)
+    st.caption(caption)
+    dev = device()
+    if dev is None:
+        st.stop()
+    seed_from_link(prefix)
+    return (dev, *defaults_for(dev))
+
+
 def follow(draw, every: float = 1.0) -> bool:
     """Stream live frames from this script run: ``draw(tick)`` renders one frame into a fresh container and
     returns True once there is nothing left to wait for. Returns whether it had to wait.

@@ -3,42 +3,36 @@
 import numpy as np
 import streamlit as st
 
-from app_pages._shared import (defaults_for, device, follow, job_progress, layer_picker, manager, seed_from_link, natural_max,
-                           show_metrics)
-from viz import LAYERS, VizError, make_settings
+from app_pages._shared import follow, generation_page, job_progress, layer_picker, manager, natural_max, show_metrics
+from viz import VizError, get_layer, make_settings, parse_channel
 from viz.figures import curve_figure
 from viz.metrics import summarize
+from viz.settings import MAX_SIZE, MAX_STEPS, MIN_SIZE
 
 ss = st.session_state
-st.title("Compare methods")
-st.caption("Left: the original naive method (pixel noise, MSE to an unreachable target, post-ReLU). Right: the "
-           "modern default (Fourier, decorrelated colour, transformation robustness).")
-dev = device()
-if dev is None:
-    st.stop()
-seed_from_link("cmp")
-size0, steps0 = defaults_for(dev)
+dev, size0, steps0 = generation_page(
+    "Compare methods", "Left: the original naive method (pixel noise, MSE to an unreachable target, post-ReLU). "
+    "Right: the modern default (Fourier, decorrelated colour, transformation robustness).", "cmp")
 
 with st.form("cmp_form"):
     c = st.columns([1.4, 1, 1, 1])
     layer = layer_picker("Layer", key="cmp_layer", container=c[0])
     channel = c[1].number_input("Channel", 0, 511, step=1, key="cmp_channel")
-    size = c[2].number_input("Size (px)", 32, 512, min(size0, 128), step=16, key="cmp_size")
-    steps = c[3].number_input("Steps", 8, 4096, steps0, step=32, key="cmp_steps")
+    size = c[2].number_input("Size (px)", MIN_SIZE, MAX_SIZE, min(size0, 128), step=16, key="cmp_size")
+    steps = c[3].number_input("Steps", 1, MAX_STEPS, steps0, step=32, key="cmp_steps")
     snaps = st.multiselect("Also show the modern image at steps", [8, 16, 32, 64, 128, 256, 512],
                            default=[16, 32, 64], key="cmp_snaps")
     go = st.form_submit_button("Render both", type="primary", icon=":material/play_arrow:")
 
 if go:
     try:
-        if channel >= LAYERS[layer].channels:
-            raise VizError(f"channel {channel} is out of range: {layer} has channels 0 to {LAYERS[layer].channels - 1}")
+        channel = parse_channel(get_layer(layer), channel)
         w = ss.get("g_weights")
         jobs = {}
         for method in ("seed", "fourier"):
             settings = make_settings(layer, method, size, steps, None, 0, w)
             snap_steps = tuple(s for s in snaps if s < steps) if method == "fourier" else ()
-            jobs[method] = manager().submit(settings, int(channel), dev, snap_steps).id
+            jobs[method] = manager().submit(settings, channel, dev, snap_steps).id
         ss["cmp_jobs"] = jobs
         st.query_params.update({"layer": layer, "channel": str(channel)})
     except VizError as exc:

@@ -3,23 +3,17 @@
 import numpy as np
 import streamlit as st
 
-from app_pages._shared import (defaults_for, device, follow, job_progress, layer_picker, manager, seed_from_link, natural_max,
-                           show_metrics)
-from viz import LAYERS, METHODS, VizError, make_settings
+from app_pages._shared import follow, generation_page, job_progress, layer_picker, manager, natural_max, show_metrics
+from viz import METHODS, VizError, get_layer, make_settings, parse_channel
 from viz.figures import curve_figure
 from viz.images import png_bytes
 from viz.metrics import summarize
 from viz.settings import MAX_SIZE, MAX_STEPS, MIN_SIZE
 
 ss = st.session_state
-st.title("Generator")
-st.caption("Pick a channel and watch its image form. The same settings twice give the same image, instantly "
-           "the second time.")
-dev = device()
-if dev is None:
-    st.stop()
-seed_from_link("gen")
-size0, steps0 = defaults_for(dev)
+dev, size0, steps0 = generation_page(
+    "Generator", "Pick a channel and watch its image form. The same settings twice give the same image, instantly "
+    "the second time.", "gen")
 
 with st.form("gen_form"):
     c = st.columns([1.4, 1, 1.2])
@@ -37,10 +31,8 @@ with st.form("gen_form"):
 
 if go:
     try:
-        if channel >= LAYERS[layer].channels:
-            raise VizError(f"channel {channel} is out of range: {layer} has channels 0 to {LAYERS[layer].channels - 1}")
         settings = make_settings(layer, method, size, steps, lr, seed, ss.get("g_weights"))
-        job = manager().submit(settings, int(channel), dev)
+        job = manager().submit(settings, parse_channel(get_layer(layer), channel), dev)
         ss["gen_job"] = job.id
         st.query_params.update({"layer": layer, "channel": str(channel)})
     except VizError as exc:

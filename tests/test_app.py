@@ -114,12 +114,14 @@ def test_generator_runs_and_shows_result(tiny_gallery):
     assert any(b.label == "Download PNG" for b in at.get("download_button"))
 
 
-def test_generator_rejects_out_of_range_channel(tiny_gallery):
-    at = open_page("app_pages/generator.py")
-    at.selectbox(key="gen_layer").set_value("conv1_1")
-    at.number_input(key="gen_channel").set_value(100)
-    _submit(at, "Generate")
-    assert any("out of range" in e.value for e in at.error)
+@pytest.mark.parametrize("page, prefix, button", [("generator", "gen", "Generate"), ("compare", "cmp", "Render both")])
+def test_generation_pages_reject_out_of_range_channel(tiny_gallery, page, prefix, button):
+    at = open_page(f"app_pages/{page}.py")
+    at.selectbox(key=f"{prefix}_layer").set_value("conv1_1")
+    at.number_input(key=f"{prefix}_channel").set_value(100)
+    _submit(at, button)
+    assert [e.value for e in at.error] == ["channel 100 is out of range: conv1_1 has channels 0 to 63"]
+    assert not at.exception
 
 
 def test_compare_renders_both_methods(tiny_gallery):
