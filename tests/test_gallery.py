@@ -4,13 +4,14 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from viz import VizError, channel_activation, make_settings
+from viz import VizError, channel_activation, get_layer, make_settings
 from viz.gallery import (Gallery, GalleryError, LayerDir, config_name, load_valid_record, precompute,
                          validate_manifest, validate_record)
 from viz.metrics import natural_crops, quality_flags
@@ -176,3 +177,18 @@ def test_reader_refuses_hostile_names(tmp_path):
         with pytest.raises(VizError):
             g.layer(w, c, layer)
     assert g.configs("..") == [] and g.layers("oxford", "../../..") == []
+
+
+def test_the_committed_gallery_is_whole_and_current():
+    """What a clean clone serves: every listed layer complete, every image intact, made by today's recipe."""
+    g = Gallery(Path(__file__).resolve().parent.parent / "gallery")  # the app's default gallery
+    config = config_name(make_settings("conv1_1", "fourier", size=96, steps=128))
+    assert g.layers("oxford", config) == ["conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"]
+    for layer in g.layers("oxford", config):
+        view = g.layer("oxford", config, layer)
+        current = make_settings(layer, "fourier", size=96, steps=128, weights="oxford").to_dict()
+        assert not view.problems and view.settings == current, layer
+        assert view.channels() == list(range(get_layer(layer).channels)), layer
+        broken = [c for c in view.channels() if view.image_bytes(c) is None]
+        assert not broken, f"{layer}: images missing or not matching their sha256: {broken[:10]}"
+        assert not [c for c, r in view.records.items() if r["flags"]], f"{layer} has flagged channels"
