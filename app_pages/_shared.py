@@ -14,6 +14,7 @@ from viz.device import resolve_device
 from viz.gallery import Gallery
 from viz.jobs import get_manager
 from viz.links import parse_link
+from viz.metrics import versus_photos
 from viz.model import load_model
 from viz.weights import default_weights_name
 
@@ -159,11 +160,10 @@ def job_progress(job, position: int) -> None:
 
 
 def show_metrics(summary: dict, seconds: float | None) -> None:
-    ratio = summary["activation_ratio"]
+    ratio, why = versus_photos(summary)
     cols = st.columns(4)
     cols[0].metric("Final activation", f"{summary['final_activation']:.4g}")
-    cols[1].metric("× best photo", "n/a" if ratio is None else f"{ratio:.2f}×",
-                   help="Final activation over the channel's maximum on natural-photo crops of the same size")
+    cols[1].metric("× best photo", ratio, help=f"{why} (natural-photo crops of the same size)")
     cols[2].metric("High-freq. share", f"{summary['hf_fraction']:.2f}", help="Natural photos: below 0.22")
     cols[3].metric("Seconds", "n/a" if seconds is None else f"{seconds:.1f}")
     if summary["flags"]:

@@ -4,9 +4,10 @@ import math
 
 import streamlit as st
 
-from app_pages._shared import gallery, link_state
+from app_pages._shared import gallery, link_state, show_metrics
 from viz import VizError
 from viz.figures import curve_figure
+from viz.metrics import strength, versus_photos
 from viz.sheets import contact_sheet, layer_zip
 
 PER_PAGE = 24
@@ -67,14 +68,8 @@ if channel is not None:
         left.download_button("Download PNG", data, f"{weights}_{layer}_c{channel:04d}.png", "image/png")
     right.plotly_chart(curve_figure({"objective": (rec["history_steps"], rec["history"])}, rec["natural_max"]),
                        key="detail_curve")
-    ratio = rec["activation_ratio"]
-    m = right.columns(4)
-    m[0].metric("Final activation", f"{rec['final_activation']:.4g}")
-    m[1].metric("× best photo", "n/a" if ratio is None else f"{ratio:.2f}×")
-    m[2].metric("High-freq. share", f"{rec['metrics']['hf_fraction']:.2f}")
-    m[3].metric("Seconds", f"{rec['seconds']:.1f}")
-    if rec["flags"]:
-        right.error(f"Flagged {', '.join(rec['flags'])}: {rec['evidence']}")
+    with right:
+        show_metrics({**rec, **rec["metrics"]}, rec["seconds"])
     right.json({k: rec[k] for k in ("weights", "settings", "seed", "steps", "attempts", "device", "created")},
                expanded=False)
     st.stop()
@@ -90,7 +85,7 @@ if show == "flagged only":
 elif show == "unflagged only":
     chans = [c for c in chans if not view.records[c]["flags"]]
 if order == "strongest first":
-    chans.sort(key=lambda c: -(view.records[c]["activation_ratio"] or view.records[c]["final_activation"]))
+    chans.sort(key=lambda c: -strength(view.records[c]))
 pages = max(1, math.ceil(len(chans) / PER_PAGE))
 page = f3.number_input(f"Page (of {pages})", 1, pages, 1, key="gal_page") if pages > 1 else 1
 st.caption(f"{len(chans)} of {len(view.records)} channels · {view.settings.get('method')} at "
@@ -105,10 +100,10 @@ for row in range(0, len(shown), COLUMNS):
         if data is None:
             col.warning(f"ch {ch}: image corrupted")
             continue
-        ratio = rec["activation_ratio"]
+        ratio, why = versus_photos(rec, digits=1)
         col.image(data, width="stretch")
-        label = f"ch {ch}" + ("" if ratio is None else f" · {ratio:.1f}×") + (" ⚠" if rec["flags"] else "")
-        if col.button(label, key=f"open_{ch}", width="stretch", help=rec["evidence"] or "open details"):
+        label = f"ch {ch} · {ratio}" + (" ⚠" if rec["flags"] else "")
+        if col.button(label, key=f"open_{ch}", width="stretch", help=rec["evidence"] or f"{why}; click for details"):
             st.query_params["channel"] = str(ch)
             st.rerun()
 

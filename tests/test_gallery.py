@@ -14,7 +14,7 @@ from PIL import Image
 from viz import VizError, channel_activation, get_layer, make_settings
 from viz.gallery import (Gallery, GalleryError, LayerDir, config_name, load_valid_record, precompute,
                          validate_manifest, validate_record)
-from viz.metrics import natural_crops, quality_flags
+from viz.metrics import natural_crops, quality_flags, strength, versus_photos
 
 TINY = dict(size=32, steps=6)
 
@@ -156,6 +156,20 @@ def test_flag_rules_on_synthetic_cases():
     # positive somewhere on photos: not dead, even if the image failed
     assert "dead" not in quality_flags(start_noise, np.zeros(40), -3.0, 2.0)[0]
 
+
+
+def test_comparison_with_photos_for_people_and_for_sorting():
+    beats = {"final_activation": 50.0, "natural_max": 10.0, "activation_ratio": 5.0}
+    only_image = {"final_activation": 2848.2, "natural_max": -21.9, "activation_ratio": None}  # conv4_1:1 here
+    neither = {"final_activation": -3.0, "natural_max": -1.0, "activation_ratio": None}
+    unknown = {"final_activation": 7.0, "natural_max": None, "activation_ratio": None}
+    assert versus_photos(beats) == ("5.00×", "Final activation 50 over the best photo crop's 10")
+    assert versus_photos(beats, digits=1)[0] == "5.0×"
+    assert versus_photos(only_image) == ("∞×", "No photo crop activates this channel (best -21.9); the image "
+                                              "reaches 2848")
+    assert versus_photos(neither)[0] == versus_photos(unknown)[0] == "n/a"
+    ranked = sorted([beats, neither, only_image, unknown], key=strength, reverse=True)
+    assert ranked[:2] == [only_image, beats] and strength(neither) == strength(unknown) == float("-inf")
 
 def test_failed_channel_is_retried_then_flagged_with_evidence(tmp_path):
     s = make_settings("conv5_1", "seed", size=32, steps=4)

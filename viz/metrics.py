@@ -197,6 +197,30 @@ def summarize(image: np.ndarray, history: np.ndarray, final_activation: float, n
     }
 
 
+def versus_photos(summary: dict, digits: int = 2) -> tuple[str, str]:
+    """How a result compares with the best natural-photo crop, for people: (short text, one-line explanation).
+
+    ``summary`` holds ``final_activation``, ``natural_max`` and ``activation_ratio`` (a :func:`summarize` result
+    or a gallery record). Where no photo crop activates the channel (maximum <= 0) but the image does, the ratio
+    is unbounded: shown as "∞×" rather than left blank."""
+    ratio, final, natural = summary["activation_ratio"], summary["final_activation"], summary["natural_max"]
+    if ratio is not None:
+        return f"{ratio:.{digits}f}×", f"Final activation {final:.4g} over the best photo crop's {natural:.4g}"
+    if natural is not None and final > 0:
+        return "∞×", f"No photo crop activates this channel (best {natural:.4g}); the image reaches {final:.4g}"
+    if natural is None:
+        return "n/a", "The photo maximum is not known for this result"
+    return "n/a", f"Neither the image ({final:.4g}) nor any photo crop ({natural:.4g}) activates this channel"
+
+
+def strength(summary: dict) -> float:
+    """Sort key for "strongest first": the activation ratio; unbounded ("∞×") first, undefined last."""
+    ratio, final, natural = summary["activation_ratio"], summary["final_activation"], summary["natural_max"]
+    if ratio is not None:
+        return float(ratio)
+    return float("inf") if natural is not None and final > 0 else float("-inf")
+
+
 # ------------------------------------------------------------------------------- robustness and diversity
 @torch.no_grad()
 def robustness(model: VGGFeatures, layer: str, images: np.ndarray, channels: list[int], trials: int = 8,
