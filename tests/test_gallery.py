@@ -157,7 +157,6 @@ def test_flag_rules_on_synthetic_cases():
     assert "dead" not in quality_flags(start_noise, np.zeros(40), -3.0, 2.0)[0]
 
 
-
 def test_comparison_with_photos_for_people_and_for_sorting():
     beats = {"final_activation": 50.0, "natural_max": 10.0, "activation_ratio": 5.0}
     only_image = {"final_activation": 2848.2, "natural_max": -21.9, "activation_ratio": None}  # conv4_1:1 here
@@ -170,6 +169,7 @@ def test_comparison_with_photos_for_people_and_for_sorting():
     assert versus_photos(neither)[0] == versus_photos(unknown)[0] == "n/a"
     ranked = sorted([beats, neither, only_image, unknown], key=strength, reverse=True)
     assert ranked[:2] == [only_image, beats] and strength(neither) == strength(unknown) == float("-inf")
+
 
 def test_failed_channel_is_retried_then_flagged_with_evidence(tmp_path):
     s = make_settings("conv5_1", "seed", size=32, steps=4)

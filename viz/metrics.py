@@ -197,16 +197,21 @@ def summarize(image: np.ndarray, history: np.ndarray, final_activation: float, n
     }
 
 
+def _unbounded(summary: dict) -> bool:
+    """No photo crop activates the channel (maximum <= 0, so no ratio) but the image does."""
+    natural = summary["natural_max"]
+    return summary["activation_ratio"] is None and natural is not None and summary["final_activation"] > 0
+
+
 def versus_photos(summary: dict, digits: int = 2) -> tuple[str, str]:
     """How a result compares with the best natural-photo crop, for people: (short text, one-line explanation).
 
     ``summary`` holds ``final_activation``, ``natural_max`` and ``activation_ratio`` (a :func:`summarize` result
-    or a gallery record). Where no photo crop activates the channel (maximum <= 0) but the image does, the ratio
-    is unbounded: shown as "∞×" rather than left blank."""
+    or a gallery record). An unbounded ratio (see :func:`_unbounded`) is shown as "∞×" rather than left blank."""
     ratio, final, natural = summary["activation_ratio"], summary["final_activation"], summary["natural_max"]
     if ratio is not None:
         return f"{ratio:.{digits}f}×", f"Final activation {final:.4g} over the best photo crop's {natural:.4g}"
-    if natural is not None and final > 0:
+    if _unbounded(summary):
         return "∞×", f"No photo crop activates this channel (best {natural:.4g}); the image reaches {final:.4g}"
     if natural is None:
         return "n/a", "The photo maximum is not known for this result"
@@ -215,10 +220,9 @@ def versus_photos(summary: dict, digits: int = 2) -> tuple[str, str]:
 
 def strength(summary: dict) -> float:
     """Sort key for "strongest first": the activation ratio; unbounded ("∞×") first, undefined last."""
-    ratio, final, natural = summary["activation_ratio"], summary["final_activation"], summary["natural_max"]
-    if ratio is not None:
-        return float(ratio)
-    return float("inf") if natural is not None and final > 0 else float("-inf")
+    if summary["activation_ratio"] is not None:
+        return float(summary["activation_ratio"])
+    return float("inf") if _unbounded(summary) else float("-inf")
 
 
 # ------------------------------------------------------------------------------- robustness and diversity
