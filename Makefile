@@ -31,7 +31,7 @@ test: $(VENV)/.dev chromium
 
 # only the load test: 8 browser sessions against a real server (about 1 min; also part of `make test`)
 test-load: $(VENV)/.dev chromium
-	$(PY) -m pytest -q -m load
+	$(PY) -m pytest -q -s -m load
 
 bench: $(VENV)/.runtime
 	$(PY) -m viz bench

@@ -1,10 +1,15 @@
-"""VGG16 Feature Atlas: the Streamlit dashboard (``streamlit run app.py``). This file only routes."""
+"""VGG16 Feature Atlas: the Streamlit dashboard (``streamlit run app.py``). This file tunes the server process
+and routes."""
 
 import os
+import sys
 
 # Idle OpenMP threads sleep instead of spinning, so the server's own thread gets the CPU between render steps
 # (read when torch loads, hence before any viz import).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# The server thread waits for the GIL behind every session's script thread; handing it over every 1 ms instead
+# of 5 ms cut the load test's slowest health check from a median of 1.7 s to 1.1 s over 7-8 runs each.
+sys.setswitchinterval(0.001)
 
 import streamlit as st  # noqa: E402
 

@@ -121,11 +121,12 @@ def test_eight_concurrent_sessions(loaded_server):
     assert saw_queue, "with 2 slots and 8 sessions some session must have been shown its queue position"
     # Responsive: the health check answers nearly always within 1 s, never later than 5 s, on top of what the
     # machine itself costs (the control's latency at the same quantile). Measured here on 2 cores shared with
-    # 8 browsers: server p95 0.14-0.46 s, slowest 0.70-0.89 s; control p95 under 0.09 s.
+    # 8 browsers, 10 runs: server p95 0.06-0.32 s, slowest 0.77-1.98 s; control p95 <= 0.09 s, slowest <= 2.86 s.
     assert rounds, "the health probe recorded nothing"
     server, machine = (sorted(r[i] for r in rounds) for i in (0, 1))
     p95 = int(0.95 * (len(rounds) - 1))
     summary = (f"health check p95 {server[p95]:.2f}s, slowest {server[-1]:.2f}s; control p95 {machine[p95]:.2f}s, "
                f"slowest {machine[-1]:.2f}s; {len(rounds)} probes")
+    print(summary)  # shown with `pytest -s` (make test-load)
     assert server[p95] < 1.0 + machine[p95] and server[-1] < 5.0 + machine[-1], summary
     assert rss_after - rss_before < 1024, f"server memory grew {rss_after - rss_before:.0f} MB"
