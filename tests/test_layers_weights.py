@@ -151,3 +151,15 @@ def test_a_broken_torchvision_cache_file_is_reported(tmp_path, monkeypatch, cont
         torch.save(content, path)
     with pytest.raises(VizError, match=message):
         W.load_torchvision(progress=False)
+
+
+def test_the_default_says_when_it_falls_back_to_oxford(tmp_path, monkeypatch, model):
+    from viz.model import load_model
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))  # torchvision's checkpoint is not cached
+    said = []
+    assert W.load_weights("auto", notice=said.append).name == "oxford"
+    # a model already built (the session's oxford model) says it too; naming oxford says nothing
+    assert load_model(None, "cpu", channels_last=True, notice=said.append) is model
+    load_model("oxford", "cpu", channels_last=True, notice=said.append)
+    assert said == [W.FALLBACK_NOTICE, W.FALLBACK_NOTICE]

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .layers import LAYERS, Layer
-from .weights import FALLBACK_NOTICE, Normalization, Weights, load_weights
+from .weights import Normalization, Weights, load_weights, notice_fallback
 
 
 class Normalize(nn.Module):
@@ -90,7 +90,8 @@ class CutModel(nn.Module):
 def _select_outputs(conv: nn.Conv2d, channels: list[int]) -> nn.Conv2d:
     """A frozen copy of ``conv`` that computes only ``channels`` (same memory format and device)."""
     idx = torch.tensor(channels, device=conv.weight.device)
-    fmt = torch.channels_last if conv.weight.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+    channels_last = conv.weight.is_contiguous(memory_format=torch.channels_last)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
     # built on the meta device (no random init to throw away), then given the selected rows of the weights
     out = nn.Conv2d(conv.in_channels, len(channels), conv.kernel_size, conv.stride, conv.padding, device="meta")
     out.weight = nn.Parameter(conv.weight[idx].contiguous(memory_format=fmt), requires_grad=False)
@@ -117,8 +118,8 @@ def load_model(weights: str | None = None, device: torch.device | str = "cpu", c
             if channels_last:
                 model = model.to(memory_format=torch.channels_last)
             _cache[key] = model
-        elif weights in (None, "", "auto") and name == "oxford" and notice:
-            notice(FALLBACK_NOTICE)
+        else:  # loading would have said it
+            notice_fallback(weights, name, notice)
     return model
 
 

@@ -249,11 +249,16 @@ def resolve_weights_name(spec: str | None) -> str:
 FALLBACK_NOTICE = "torchvision's VGG16 checkpoint is not cached: using the original oxford weights"
 
 
+def notice_fallback(spec: str | None, name: str, notice=None) -> None:
+    """Tell ``notice`` when the default (``spec`` unset or auto) resolved to ``name`` oxford for want of torchvision."""
+    if spec in (None, "", "auto") and name == "oxford" and notice:
+        notice(FALLBACK_NOTICE)
+
+
 def load_weights(spec: str | None = None, notice=None) -> Weights:
     """Load weights by name or path. ``notice(msg)`` receives one-line messages (e.g. the default's fallback)."""
     name = resolve_weights_name(spec)
-    if spec in (None, "", "auto") and name == "oxford" and notice:
-        notice(FALLBACK_NOTICE)
+    notice_fallback(spec, name, notice)
     if name == "torchvision":
         return load_torchvision(progress=sys.stderr.isatty())
     if name == "oxford":
