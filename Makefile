@@ -7,7 +7,13 @@ CHROMIUM ?= /usr/bin/chromium
 
 .PHONY: run test test-load bench gallery chromium clean
 
+# torch's Linux wheels bring their CUDA libraries: 6.4 GB installed, 9 GB on disk at the peak of the install.
+NEED_GB ?= 10
+
 $(VENV)/.runtime: requirements.txt
+	@test -x $(PY) || { free=$$(df -Pk . | awk 'NR==2 {print int($$4 / 1048576)}'); \
+	  test "$$free" -ge $(NEED_GB) || echo "warning: $$free GB free on this disk; the first install needs about" \
+	    "$(NEED_GB) GB (torch with its CUDA libraries: 6.4 GB installed, 9 GB at the peak)" >&2; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) -r requirements.txt
 	touch $@
