@@ -197,7 +197,7 @@ def test_the_committed_gallery_is_whole_and_current():
     """What a clean clone serves: every listed layer complete, every image intact, made by today's recipe."""
     g = Gallery(Path(__file__).resolve().parent.parent / "gallery")  # the app's default gallery
     config = config_name(make_settings("conv1_1", "fourier", size=96, steps=128))
-    assert g.layers("oxford", config) == ["conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"]
+    assert g.layers("oxford", config) == ["conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv4_3", "conv5_1", "conv5_3"]
     for layer in g.layers("oxford", config):
         view = g.layer("oxford", config, layer)
         current = make_settings(layer, "fourier", size=96, steps=128, weights="oxford").to_dict()
