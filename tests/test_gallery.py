@@ -148,6 +148,7 @@ def test_flag_rules_on_synthetic_cases():
     flags, why = quality_flags(start_noise, np.zeros(40), -3.0, -1.0)
     assert flags == ["dead", "no_rise", "blank", "noise"]
     assert why.startswith("dead: never positive on natural photos (max -1) nor after optimization (-3)")
+    assert [part.split(":")[0] for part in why.split("; ")] == flags  # the evidence names each flag
     loud_noise = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
     assert quality_flags(loud_noise, rising, 50.0, 10.0)[0] == ["noise"]
     flat = np.full((64, 64, 3), 128, np.uint8)

@@ -149,7 +149,7 @@ def objective_rise(history: np.ndarray) -> float:
 
 def quality_flags(image: np.ndarray, history: np.ndarray, final_activation: float,
                   natural: float | None) -> tuple[list[str], str]:
-    """Apply the failure rules; return (flags, one-line evidence). Flags:
+    """Apply the failure rules; return (flags, one-line evidence: each flag's reason, led by its name). Flags:
 
     - ``dead``: the channel is never positive, neither on any natural-photo crop nor after optimization;
     - ``no_rise``: the objective did not rise over the run;
@@ -167,7 +167,7 @@ def quality_flags(image: np.ndarray, history: np.ndarray, final_activation: floa
     scale = max(1.0, float(np.abs(h).max())) if h.size else 1.0
     if rise <= RISE_MIN * scale:
         flags.append("no_rise")
-        evidence.append(f"objective did not rise ({h[0] if h.size else 0:.3g} -> {h[-1] if h.size else 0:.3g})")
+        evidence.append(f"no_rise: objective did not rise ({h[0] if h.size else 0:.3g} -> {h[-1] if h.size else 0:.3g})")
     std = image_std(image)
     if std < BLANK_STD:
         flags.append("blank")
