@@ -167,7 +167,8 @@ def quality_flags(image: np.ndarray, history: np.ndarray, final_activation: floa
     scale = max(1.0, float(np.abs(h).max())) if h.size else 1.0
     if rise <= RISE_MIN * scale:
         flags.append("no_rise")
-        evidence.append(f"no_rise: objective did not rise ({h[0] if h.size else 0:.3g} -> {h[-1] if h.size else 0:.3g})")
+        first, last = (h[0], h[-1]) if h.size else (0.0, 0.0)
+        evidence.append(f"no_rise: objective did not rise ({first:.3g} -> {last:.3g})")
     std = image_std(image)
     if std < BLANK_STD:
         flags.append("blank")
