@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from viz import VizError, channel_activation, get_layer, make_settings
+from viz import LAYERS, VizError, channel_activation, get_layer, make_settings
 from viz.gallery import (Gallery, GalleryError, LayerDir, config_name, load_valid_record, precompute,
                          validate_manifest, validate_record)
 from viz.metrics import natural_crops, quality_flags, strength, versus_photos
@@ -198,9 +198,7 @@ def test_the_committed_gallery_is_whole_and_current():
     """What a clean clone serves: every listed layer complete, every image intact, made by today's recipe."""
     g = Gallery(Path(__file__).resolve().parent.parent / "gallery")  # the app's default gallery
     config = config_name(make_settings("conv1_1", "fourier", size=96, steps=128))
-    committed = ["conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1", "conv3_2", "conv3_3",
-                 "conv4_1", "conv4_3", "conv5_1", "conv5_3"]
-    assert g.layers("oxford", config) == committed
+    assert g.layers("oxford", config) == list(LAYERS)  # all 13 conv layers
     for layer in g.layers("oxford", config):
         view = g.layer("oxford", config, layer)
         current = make_settings(layer, "fourier", size=96, steps=128, weights="oxford").to_dict()
