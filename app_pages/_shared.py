@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 import time
 from pathlib import Path
 
@@ -36,9 +37,24 @@ def gallery() -> Gallery:
     return _gallery(str(gallery_root()))
 
 
-@st.cache_resource(show_spinner=False)
+def _session_alive(session_id: str) -> bool | None:
+    """Whether a session's browser tab is still connected (None outside a running server, e.g. AppTest)."""
+    from streamlit import runtime
+
+    return runtime.get_instance().is_active_session(session_id) if runtime.exists() else None
+
+
 def manager():
-    return get_manager()
+    """The server's one job manager; it asks Streamlit's runtime which visitors are still connected."""
+    return get_manager(session_alive=_session_alive)
+
+
+def session_id() -> str:
+    """This visitor's session (jobs are owned by sessions: cancel and limits are per visitor)."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return ctx.session_id if ctx is not None else "no-session"
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
@@ -105,13 +121,6 @@ def layer_picker(label: str, key: str, container=st) -> str:
                                format_func=lambda n: f"{n} ({LAYERS[n].channels} ch, RF {LAYERS[n].receptive_field}px)")
 
 
-@st.cache_data(show_spinner="Measuring the channel on natural photos (once per layer and size)…", max_entries=64)
-def natural_max(weights: str, device: str, layer: str, size: int) -> list[float]:
-    from viz.metrics import natural_max as compute
-
-    return compute(model(weights, device), layer, size).tolist()
-
-
 def defaults_for(device_name: str) -> tuple[int, int]:
     """(size, steps): under ~30 s for conv5_1 on a laptop CPU; Lucid's 224 px x 512 steps on a GPU."""
     return (224, 512) if device_name.startswith("cuda") else (128, 128)
@@ -139,7 +148,9 @@ def follow(draw, every: float = 1.0) -> bool:
     """
     slot = st.empty()
     tick = 0
+    sid = session_id()
     while True:
+        manager().heartbeat(sid)  # this visitor still watches: its jobs keep running
         with slot.container():
             if draw(tick):
                 return tick > 0
@@ -149,14 +160,33 @@ def follow(draw, every: float = 1.0) -> bool:
 
 def job_progress(job, position: int) -> None:
     """Queue position, or a progress bar with ETA, for a job that is not finished."""
+    from viz.budget import fmt_seconds
     from viz.progress import fmt_time
 
     if job.state == "queued":
-        st.info(f"Queued: position {position} — starts when the server has a free slot.", icon=":material/hourglass:")
+        st.info(f"Queued: position {position} — starts when the server has a free slot (this render: about "
+                f"{fmt_seconds(job.estimate)}).", icon=":material/hourglass:")
         return
     frac = job.step / max(job.steps, 1)
     eta = "…" if job.eta is None else fmt_time(job.eta)
     st.progress(frac, text=f"step {job.step}/{job.steps} · {fmt_time(job.elapsed)} elapsed · ETA {eta}")
+
+
+def estimate_line(specs) -> bool:
+    """Under a generation form: the request's estimated time on this server, or why it would be refused.
+    Returns whether the request fits."""
+    from viz.budget import fmt_seconds
+
+    m = manager()
+    try:
+        seconds = sum(m.check_budget(spec) for spec in specs)
+    except VizError as exc:
+        st.warning(str(exc), icon=":material/timer_off:")
+        return False
+    lim = m.limits
+    st.caption(f"Estimated time on this server: {'instant (cached)' if seconds == 0 else 'about ' + fmt_seconds(seconds)}"
+               f" · limits here: {fmt_seconds(lim.max_job_seconds)} and {min(lim.size_cap, 1024)} px per render")
+    return True
 
 
 def show_metrics(summary: dict, seconds: float | None) -> None:
@@ -167,7 +197,13 @@ def show_metrics(summary: dict, seconds: float | None) -> None:
     cols[2].metric("High-freq. share", f"{summary['hf_fraction']:.2f}", help="Natural photos: below 0.22")
     cols[3].metric("Seconds", "n/a" if seconds is None else f"{seconds:.1f}")
     if summary["flags"]:
-        st.error(f"Flagged: {summary['evidence']}")  # the evidence names each flag
+        st.error(f"Flagged: {plain(summary['evidence'])}")  # the evidence names each flag
+
+
+def plain(text: object) -> str:
+    """``text`` for a Markdown widget, shown literally: a record's text can never become a link, an image or
+    formatting (a hostile gallery file could otherwise make the browser fetch a remote image)."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$:&])", r"\\\1", str(text))
 
 
 # Imported once per server process, after torch, plotly, pandas and streamlit: their ~0.5 M long-lived objects

@@ -3,9 +3,11 @@
 import numpy as np
 import streamlit as st
 
-from app_pages._shared import follow, generation_page, job_progress, layer_picker, manager, natural_max, show_metrics
+from app_pages._shared import (estimate_line, follow, generation_page, job_progress, layer_picker, manager,
+                               session_id, show_metrics)
 from viz import VizError, get_layer, make_settings, parse_channel
 from viz.figures import curve_figure
+from viz.jobs import JobSpec
 from viz.metrics import summarize
 from viz.settings import MAX_SIZE, MAX_STEPS, MIN_SIZE
 
@@ -14,27 +16,34 @@ dev, size0, steps0 = generation_page(
     "Compare methods", "Left: the original naive method (pixel noise, MSE to an unreachable target, post-ReLU). "
     "Right: the modern default (Fourier, decorrelated colour, transformation robustness).", "cmp")
 
-with st.form("cmp_form"):
-    c = st.columns([1.4, 1, 1, 1])
-    layer = layer_picker("Layer", key="cmp_layer", container=c[0])
-    channel = c[1].number_input("Channel", 0, 511, step=1, key="cmp_channel")
-    size = c[2].number_input("Size (px)", MIN_SIZE, MAX_SIZE, min(size0, 128), step=16, key="cmp_size")
-    steps = c[3].number_input("Steps", 1, MAX_STEPS, steps0, step=32, key="cmp_steps")
-    snaps = st.multiselect("Also show the modern image at steps", [8, 16, 32, 64, 128, 256, 512],
-                           default=[16, 32, 64], key="cmp_snaps")
-    go = st.form_submit_button("Render both", type="primary", icon=":material/play_arrow:")
+c = st.columns([1.4, 1, 1, 1])
+layer = layer_picker("Layer", key="cmp_layer", container=c[0])
+channel = c[1].number_input("Channel", 0, 511, step=1, key="cmp_channel")
+size = c[2].number_input("Size (px)", MIN_SIZE, MAX_SIZE, min(size0, 128), step=16, key="cmp_size")
+steps = c[3].number_input("Steps", 1, MAX_STEPS, steps0, step=32, key="cmp_steps")
+snaps = st.multiselect("Also show the modern image at steps", [8, 16, 32, 64, 128, 256, 512],
+                       default=[16, 32, 64], key="cmp_snaps")
+
+specs, problem = [], None
+try:
+    ch = parse_channel(get_layer(layer), channel)
+    for method in ("seed", "fourier"):
+        settings = make_settings(layer, method, size, steps, None, 0, ss.get("g_weights"))
+        snap_steps = tuple(s for s in snaps if s < steps) if method == "fourier" else ()
+        specs.append(JobSpec(settings, ch, dev, snap_steps))
+except VizError as exc:
+    problem = str(exc)
+if specs:
+    estimate_line(specs)
+go = st.button("Render both", type="primary", icon=":material/play_arrow:", key="cmp_go")
 
 if go:
     try:
-        channel = parse_channel(get_layer(layer), channel)
-        w = ss.get("g_weights")
-        jobs = {}
-        for method in ("seed", "fourier"):
-            settings = make_settings(layer, method, size, steps, None, 0, w)
-            snap_steps = tuple(s for s in snaps if s < steps) if method == "fourier" else ()
-            jobs[method] = manager().submit(settings, channel, dev, snap_steps).id
-        ss["cmp_jobs"] = jobs
-        st.query_params.update({"layer": layer, "channel": str(channel)})
+        if problem:
+            raise VizError(problem)
+        jobs = manager().submit_many(specs, session=session_id(), tag="compare")
+        ss["cmp_jobs"] = {spec.settings.method: job.id for spec, job in zip(specs, jobs)}
+        st.query_params.update({"layer": layer, "channel": str(specs[0].channel)})
     except VizError as exc:
         st.error(str(exc))
 
@@ -66,10 +75,12 @@ def render_compare(tick: int = 0) -> bool:
                 if job.preview is not None:
                     st.image(job.preview, caption=f"step {job.step}", width="stretch")
             else:
-                s = job.settings
-                nat = natural_max(s.weights, job.device, s.layer, s.size)[job.channel]
-                st.image(job.image, caption=f"{s.method} · {len(job.history)} steps", width="stretch")
-                show_metrics(summarize(job.image, np.array(job.history), job.final_activation, nat), job.seconds)
+                r = job.result
+                nat = r.natural
+                caption = f"{job.stopped or 'cancelled'}: the image so far" if job.state == "cancelled" else \
+                    f"{method} · {len(r.history)} steps"
+                st.image(r.image, caption=caption, width="stretch")
+                show_metrics(summarize(r.image, np.array(r.history), r.final_activation, nat), r.seconds)
             if job.history:
                 curves[method] = (range(1, len(job.history) + 1), job.history)
     if curves:
@@ -84,7 +95,12 @@ def render_compare(tick: int = 0) -> bool:
 
 
 if any(not j.finished for j in current_jobs().values()):
-    if follow(render_compare):
+    if st.button("Cancel", icon=":material/stop:", key="cmp_cancel"):
+        for job in current_jobs().values():
+            manager().cancel(job, session_id())
+        ss.pop("cmp_jobs", None)
+        st.info("Cancelled.")
+    elif follow(render_compare):
         st.rerun()
 else:
     render_compare()

@@ -4,7 +4,7 @@ import math
 
 import streamlit as st
 
-from app_pages._shared import gallery, link_state, show_metrics
+from app_pages._shared import gallery, link_state, plain, show_metrics
 from viz import VizError
 from viz.figures import curve_figure
 from viz.metrics import strength, versus_photos
@@ -43,7 +43,7 @@ except VizError as exc:
     st.error(str(exc))
     st.stop()
 for problem in view.problems:
-    st.warning(f"Skipped: {problem}", icon=":material/broken_image:")
+    st.warning(f"Skipped: {plain(problem)}", icon=":material/broken_image:")
 
 # The channel in the URL opens its detail.
 channel = link.channel if link.layer == layer else None
@@ -103,7 +103,7 @@ for row in range(0, len(shown), COLUMNS):
         ratio, why = versus_photos(rec, digits=1)
         col.image(data, width="stretch")
         label = f"ch {ch} · {ratio}" + (" ⚠" if rec["flags"] else "")
-        if col.button(label, key=f"open_{ch}", width="stretch", help=rec["evidence"] or f"{why}; click for details"):
+        if col.button(label, key=f"open_{ch}", width="stretch", help=plain(rec["evidence"]) or f"{why}; click for details"):
             st.query_params["channel"] = str(ch)
             st.rerun()
 

@@ -3,10 +3,12 @@
 import numpy as np
 import streamlit as st
 
-from app_pages._shared import follow, generation_page, job_progress, layer_picker, manager, natural_max, show_metrics
+from app_pages._shared import (estimate_line, follow, generation_page, job_progress, layer_picker, manager,
+                               session_id, show_metrics)
 from viz import METHODS, VizError, get_layer, make_settings, parse_channel
 from viz.figures import curve_figure
 from viz.images import png_bytes
+from viz.jobs import JobSpec
 from viz.metrics import summarize
 from viz.settings import MAX_SIZE, MAX_STEPS, MIN_SIZE
 
@@ -15,26 +17,35 @@ dev, size0, steps0 = generation_page(
     "Generator", "Pick a channel and watch its image form. The same settings twice give the same image, instantly "
     "the second time.", "gen")
 
-with st.form("gen_form"):
-    c = st.columns([1.4, 1, 1.2])
-    layer = layer_picker("Layer", key="gen_layer", container=c[0])
-    channel = c[1].number_input("Channel", min_value=0, max_value=511, step=1, key="gen_channel")
-    methods = list(METHODS)
-    method = c[2].selectbox("Method", methods, index=methods.index(ss.get("g_method", "fourier")), key="gen_method")
-    c = st.columns(4)
-    size = c[0].number_input("Size (px)", MIN_SIZE, MAX_SIZE, size0, step=16, key="gen_size")
-    steps = c[1].number_input("Steps", 1, MAX_STEPS, steps0, step=32, key="gen_steps")
-    lr = c[2].number_input("Learning rate", 0.001, 10.0, METHODS[method].lr, step=0.01, format="%.3f",
-                           key="gen_lr")
-    seed = c[3].number_input("Seed", 0, 2**31 - 1, 0, key="gen_seed")
-    go = st.form_submit_button("Generate", type="primary", icon=":material/play_arrow:")
+c = st.columns([1.4, 1, 1.2])
+layer = layer_picker("Layer", key="gen_layer", container=c[0])
+channel = c[1].number_input("Channel", min_value=0, max_value=511, step=1, key="gen_channel")
+methods = list(METHODS)
+method = c[2].selectbox("Method", methods, index=methods.index(ss.get("g_method", "fourier")), key="gen_method")
+c = st.columns(4)
+size = c[0].number_input("Size (px)", MIN_SIZE, MAX_SIZE, size0, step=16, key="gen_size")
+steps = c[1].number_input("Steps", 1, MAX_STEPS, steps0, step=32, key="gen_steps")
+lr = c[2].number_input("Learning rate", 0.001, 10.0, METHODS[method].lr, step=0.01, format="%.3f", key="gen_lr")
+seed = c[3].number_input("Seed", 0, 2**31 - 1, 0, key="gen_seed")
+
+spec = problem = None
+try:
+    spec = JobSpec(make_settings(layer, method, size, steps, lr, seed, ss.get("g_weights")),
+                   parse_channel(get_layer(layer), channel), dev)
+except VizError as exc:
+    problem = str(exc)
+if spec is not None:
+    estimate_line([spec])
+go = st.button("Generate", type="primary", icon=":material/play_arrow:", key="gen_go")
 
 if go:
     try:
-        settings = make_settings(layer, method, size, steps, lr, seed, ss.get("g_weights"))
-        job = manager().submit(settings, parse_channel(get_layer(layer), channel), dev)
+        if spec is None:
+            raise VizError(problem)
+        job = manager().submit_many([spec], session=session_id(), tag="generator")[0]
         ss["gen_job"] = job.id
-        st.query_params.update({"layer": layer, "channel": str(channel)})
+        ss.pop("gen_partial", None)
+        st.query_params.update({"layer": layer, "channel": str(spec.channel)})
     except VizError as exc:
         st.error(str(exc))
 
@@ -45,6 +56,10 @@ def render_job(tick: int = 0) -> bool:
     """One frame of the current job; True once it is finished (or gone)."""
     job = manager().get(ss.get("gen_job", ""))
     if job is None:
+        partial = ss.get("gen_partial")
+        if partial is not None:  # this visitor cancelled; the job may go on for others
+            st.subheader(partial["title"])
+            st.image(partial["image"], caption=f"cancelled at step {partial['step']}: the image so far", width=380)
         return True
     s = job.settings
     st.subheader(f"{s.layer} · channel {job.channel} · {s.method}")
@@ -61,24 +76,29 @@ def render_job(tick: int = 0) -> bool:
     if job.state == "error":
         st.error(job.error)
         return True
-    nat = natural_max(s.weights, job.device, s.layer, s.size)[job.channel]
-    summary = summarize(job.image, np.array(job.history), job.final_activation, nat)
-    caption = "cancelled: the image so far" if job.state == "cancelled" else (
+    r = job.result
+    summary = summarize(r.image, np.array(r.history), r.final_activation, r.natural)
+    caption = f"{job.stopped or 'cancelled'}: the image so far" if job.state == "cancelled" else (
         "from the result cache" if job.cached else f"{s.steps} steps")
-    left.image(job.image, caption=caption, width="stretch")
-    left.download_button("Download PNG", png_bytes(job.image),
+    left.image(r.image, caption=caption, width="stretch")
+    left.download_button("Download PNG", png_bytes(r.image),
                          f"{s.weights}_{s.layer}_c{job.channel:04d}_{s.method}.png", "image/png", key="gen_dl")
     with right:
-        st.plotly_chart(curve_figure({"objective": (range(1, len(job.history) + 1), job.history)}, nat),
+        st.plotly_chart(curve_figure({"objective": (range(1, len(r.history) + 1), r.history)}, r.natural),
                         key="gen_curve")
-        show_metrics(summary, job.seconds)
+        show_metrics(summary, r.seconds)
     return True
 
 
 if job is not None and not job.finished:
     if st.button("Cancel", icon=":material/stop:", key="gen_cancel"):
-        manager().cancel(job)
-    if follow(render_job):
+        manager().cancel(job, session_id())
+        ss["gen_partial"] = {"title": f"{job.settings.layer} · channel {job.channel} · {job.settings.method}",
+                             "step": job.step, "image": job.preview if job.preview is not None else
+                             np.zeros((job.settings.size, job.settings.size, 3), np.uint8)}
+        ss.pop("gen_job", None)
+        render_job()
+    elif follow(render_job):
         st.rerun()  # the finished page, without the Cancel button
 else:
     render_job()

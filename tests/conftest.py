@@ -1,7 +1,45 @@
+"""Every test runs with its own ``VIZ_CACHE_DIR``: nothing reads or writes the user's cache, and no test's render
+can be satisfied by a result another test left behind. The oxford weights are converted once per session and
+copied into each test's cache."""
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
 import pytest
 import torch
 
-from viz.model import load_model
+# Before anything imports viz: module- and session-scoped fixtures (which run before the per-test fixture below)
+# and the servers the browser tests start see this session directory, never ~/.cache/vgg16-atlas.
+SESSION_CACHE = Path(tempfile.mkdtemp(prefix="viz-test-cache-"))
+os.environ["VIZ_CACHE_DIR"] = str(SESSION_CACHE)
+WEIGHT_FILES = ("oxford_vgg16_features.pt", "oxford_vgg16_features.json")
+
+from viz.jobs import reset_manager  # noqa: E402
+from viz.model import load_model  # noqa: E402
+from viz.weights import load_weights  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _converted_weights():
+    load_weights("oxford")  # converted into SESSION_CACHE once
+    yield
+    shutil.rmtree(SESSION_CACHE, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def viz_cache(tmp_path, monkeypatch):
+    """This test's own cache directory (with a copy of the converted weights); a fresh job manager."""
+    cache = tmp_path / "viz-cache"
+    cache.mkdir()
+    for name in WEIGHT_FILES:
+        if (SESSION_CACHE / name).is_file():
+            shutil.copyfile(SESSION_CACHE / name, cache / name)  # a copy: tests may tamper with theirs
+    monkeypatch.setenv("VIZ_CACHE_DIR", str(cache))
+    reset_manager()
+    yield cache
+    reset_manager()
 
 
 @pytest.fixture(scope="session")

@@ -1,26 +1,52 @@
+"""The server-side job manager: queue, sharing, ownership, budgets, the result cache. Every wait has a deadline."""
+
 import time
 
 import numpy as np
 import pytest
 
 from viz import VizError, make_settings
-from viz.jobs import JobManager, wait
+from viz.budget import Limits, estimate_seconds
+from viz.jobs import JobManager, JobSpec, wait
 
 
-def s(channel_steps=6, layer="conv1_1", **kw):
-    return make_settings(layer, "fourier", size=32, steps=channel_steps, **kw)
+def s(channel_steps=6, layer="conv1_1", size=32, **kw):
+    return make_settings(layer, "fourier", size=size, steps=channel_steps, **kw)
 
 
-def test_fifo_queue_positions_and_results(tmp_path):
-    m = JobManager(max_running=1, max_queued=8, disk_cache=tmp_path)
+def until(cond, timeout=60.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def managers():
+    made = []
+
+    def make(**kw):
+        kw.setdefault("disk_cache", None)
+        m = JobManager(**kw)
+        made.append(m)
+        return m
+
+    yield make
+    for m in made:
+        m.shutdown()
+
+
+def test_fifo_queue_positions_and_results(managers, tmp_path):
+    m = managers(max_running=1, max_queued=8, disk_cache=tmp_path)
     long = m.submit(s(2000, layer="conv3_1"), 0, "cpu")  # long enough to still run while we look
     short = [m.submit(s(40), c, "cpu") for c in (1, 2)]
-    while long.state != "running":
-        time.sleep(0.01)
+    until(lambda: long.state == "running", what="the long job to start")
     assert [m.position(j) for j in (long, *short)] == [0, 1, 2]  # one runs, two wait in order
     assert m.stats()["running"] == 1 and m.stats()["queued"] == 2
     m.cancel(long)
-    while not short[1].finished:  # FIFO with one slot: the second starts only once the first is over
+    deadline = time.monotonic() + 120
+    while not short[1].finished and time.monotonic() < deadline:  # FIFO, one slot: the second waits for the first
         second_state = short[1].state
         assert second_state == "queued" or short[0].finished
         time.sleep(0.005)
@@ -28,53 +54,136 @@ def test_fifo_queue_positions_and_results(tmp_path):
         wait(j, 120)
     assert long.state == "cancelled"
     assert all(j.state == "done" and j.image.shape == (32, 32, 3) and len(j.history) == 40 for j in short)
+    assert all(j.result.natural is not None for j in short)  # the natural reference is measured in the job
 
 
-def test_same_request_is_shared_then_instant(tmp_path):
-    m = JobManager(disk_cache=tmp_path)
-    a = m.submit(s(), 3, "cpu")
-    assert m.submit(s(), 3, "cpu") is a  # a second session asking the same thing joins the same job
+def test_same_request_is_shared_then_instant(managers, tmp_path):
+    m = managers(disk_cache=tmp_path)
+    a = m.submit(s(), 3, "cpu", session="A")
+    assert m.submit(s(), 3, "cpu", session="B") is a  # a second visitor asking the same thing joins the same job
     wait(a, 60)
+    assert a.state == "done" and not a.cached
     again = m.submit(s(), 3, "cpu")
-    assert again.state == "done" and np.array_equal(again.image, a.image) and m.get(again.id) is again
-    restarted = JobManager(disk_cache=tmp_path)
+    assert again.state == "done" and again.cached and np.array_equal(again.image, a.image)
+    assert m.get(again.id) is again
+    restarted = managers(disk_cache=tmp_path)
     fresh = restarted.submit(s(), 3, "cpu")  # after a restart: from disk
     assert fresh.state == "done" and fresh.cached and np.array_equal(fresh.image, a.image)
     assert restarted.get(fresh.id) is fresh  # pages look jobs up by id
-    assert fresh.history == pytest.approx(a.history)
+    assert fresh.history == pytest.approx(a.history) and fresh.result.natural == pytest.approx(a.result.natural)
 
 
-def test_cancel_running_keeps_partial_and_cancel_queued_never_runs(tmp_path):
-    m = JobManager(max_running=1, disk_cache=tmp_path)
-    running = m.submit(s(400, layer="conv3_1"), 0, "cpu")
-    queued = m.submit(s(400, layer="conv3_1"), 1, "cpu")
-    while running.step < 3:
-        time.sleep(0.01)
-    m.cancel(queued)
+def test_cancel_is_per_visitor_and_the_job_stops_when_nobody_is_left(managers):
+    m = managers(max_running=1)
+    job = m.submit(s(3000, layer="conv3_1"), 0, "cpu", session="A")
+    assert m.submit(s(3000, layer="conv3_1"), 0, "cpu", session="B") is job
+    until(lambda: job.step >= 3, what="the shared job to make progress")
+    m.cancel(job, "A")
+    step = job.step
+    until(lambda: job.step > step + 5, what="the job to go on for B")
+    assert job.state == "running" and job.subscribers == {"B"}
+    m.cancel(job, "B")
+    wait(job, 60)
+    assert job.state == "cancelled" and job.image is not None and job.step < 3000
+
+
+def test_a_queued_job_nobody_wants_leaves_the_queue(managers):
+    m = managers(max_running=1)
+    running = m.submit(s(3000, layer="conv3_1"), 0, "cpu")
+    queued = m.submit(s(400, layer="conv3_1"), 1, "cpu", session="A")
+    until(lambda: running.step >= 1, what="the first job to start")
+    m.cancel(queued, "A")
+    assert queued.state == "cancelled" and queued.step == 0 and m.stats()["queued"] == 0
     m.cancel(running)
     wait(running, 60)
-    assert running.state == "cancelled" and 3 <= running.step < 400 and running.image is not None
-    assert queued.state == "cancelled" and queued.step == 0
-    # a cancelled result is not cached as if complete
-    assert m.submit(s(400, layer="conv3_1"), 0, "cpu") is not running
-    m.cancel(m.submit(s(400, layer="conv3_1"), 0, "cpu"))
+    assert running.state == "cancelled" and 1 <= running.step < 3000 and running.image is not None
+    assert m.submit(s(3000, layer="conv3_1"), 0, "cpu") is not running  # a cancelled result is not cached
+    m.shutdown()
 
 
-def test_queue_limit_refuses_with_one_line(tmp_path):
-    m = JobManager(max_running=1, max_queued=1, disk_cache=tmp_path)
-    first = m.submit(s(300, layer="conv3_1"), 0, "cpu")
-    while first.state != "running":
-        time.sleep(0.01)
-    second = m.submit(s(300, layer="conv3_1"), 1, "cpu")
+def test_a_visitor_that_goes_away_is_unsubscribed(managers):
+    alive = {"A": True, "B": True}
+    m = managers(max_running=1, session_timeout=1.0, session_alive=lambda sid: alive.get(sid))
+    job = m.submit(s(20000, layer="conv3_1"), 0, "cpu", session="A")
+    until(lambda: job.step >= 2, what="the job to start")
+    time.sleep(2.5)  # connected: kept alive by the server's probe, no heartbeat needed
+    assert job.state == "running"
+    alive["A"] = False  # the tab is closed
+    wait(job, 30)
+    assert job.state == "cancelled" and job.stopped == "nobody is waiting for it any more"
+
+
+def test_heartbeats_keep_a_session_without_a_probe(managers):
+    m = managers(max_running=1, session_timeout=1.0)
+    job = m.submit(s(20000, layer="conv3_1"), 0, "cpu", session="A")
+    deadline = time.monotonic() + 2.5
+    while time.monotonic() < deadline:
+        m.heartbeat("A")
+        time.sleep(0.2)
+    assert job.state == "running"
+    wait(job, 30)  # no more heartbeats
+    assert job.state == "cancelled"
+
+
+def test_one_request_per_visitor_and_asking_again_replaces_it(managers):
+    m = managers(max_running=1)
+    first = m.submit(s(3000, layer="conv3_1"), 0, "cpu", session="A", tag="generator")
+    with pytest.raises(VizError, match=r"already have 1 render.*conv3_1:0.*1 per visitor"):
+        m.submit(s(40), 1, "cpu", session="A", tag="compare")
+    second = m.submit(s(40), 2, "cpu", session="A", tag="generator")  # the same page asks again: replaced
+    wait(first, 60)
+    assert first.state == "cancelled"
+    assert wait(second, 60).state == "done"
+    other = m.submit(s(40), 3, "cpu", session="B", tag="generator")  # other visitors are not limited by A
+    assert wait(other, 60).state == "done"
+
+
+def test_budget_refuses_up_front_and_names_what_fits(managers):
+    m = managers(max_job_seconds=60)
+    too_long = make_settings("conv5_3", "fourier", size=512, steps=20000)
+    with pytest.raises(VizError) as err:
+        m.submit(too_long, 0, "cpu", session="A")
+    msg = str(err.value)
+    assert "conv5_3 at 512 px x 20000 steps would take about" in msg and "limit of 60 s" in msg
+    steps = int(msg.split("at 512 px at most ")[1].split(" steps")[0])
+    assert 1 <= steps < 20000
+    assert estimate_seconds(make_settings("conv5_3", "fourier", size=512, steps=steps), natural=True) <= 60
+    assert estimate_seconds(make_settings("conv5_3", "fourier", size=512, steps=steps + 1), natural=True) > 60
+    assert m.stats()["queued"] == 0 and m.stats()["running"] == 0  # nothing ran
+    with pytest.raises(VizError, match="more than this server renders"):
+        m.submit(make_settings("conv1_1", "fourier", size=1024, steps=1), 0, "cpu")
+
+
+def test_defaults_fit_the_default_budget():
+    lim = Limits()
+    for layer in ("conv1_1", "conv5_3"):  # the pages' defaults: 128 px x 128 steps on CPU, 224 x 512 on a GPU
+        for method in ("fourier", "seed"):
+            cpu = estimate_seconds(make_settings(layer, method, size=128, steps=128), natural=True)
+            assert cpu < lim.max_job_seconds / 2, (layer, method, cpu)
+        gpu = estimate_seconds(make_settings(layer, "fourier", size=224, steps=512), natural=True)
+        assert gpu < lim.max_job_seconds, (layer, gpu)  # even at CPU speed, before the GPU's speed is learnt
+    assert 224 <= lim.size_cap <= 1024
+
+
+def test_hard_time_limit_stops_a_job_and_keeps_the_image(managers):
+    m = managers(max_job_seconds=1000, hard_factor=0.001)  # a 1 s safety net
+    job = m.submit(s(20000, layer="conv3_1"), 0, "cpu", session="A")
+    wait(job, 60)
+    assert job.state == "cancelled" and "time limit" in job.stopped and job.image is not None
+    assert 0 < job.step < 20000
+
+
+def test_queue_limit_refuses_with_one_line(managers):
+    m = managers(max_running=1, max_queued=1)
+    first = m.submit(s(3000, layer="conv3_1"), 0, "cpu")
+    until(lambda: first.state == "running", what="the first job to start")
+    m.submit(s(300, layer="conv3_1"), 1, "cpu")
     with pytest.raises(VizError, match="busy"):
         m.submit(s(300, layer="conv3_1"), 2, "cpu")
-    m.cancel(second)
-    m.cancel(first)
-    wait(first, 60)
 
 
-def test_a_failing_job_reports_one_line_and_the_worker_survives(tmp_path):
-    m = JobManager(disk_cache=tmp_path)
+def test_a_failing_job_reports_one_line_and_the_worker_survives(managers, tmp_path):
+    m = managers()
     bad = m.submit(make_settings("conv1_1", size=32, steps=2, weights=str(tmp_path / "gone.pt")), 0, "cpu")
     wait(bad, 60)
     assert bad.state == "error" and "not found" in bad.error and "\n" not in bad.error
@@ -82,8 +191,35 @@ def test_a_failing_job_reports_one_line_and_the_worker_survives(tmp_path):
     assert good.state == "done"
 
 
-def test_result_cache_is_bounded(tmp_path):
-    m = JobManager(cache_size=2, disk_cache=None)
+def test_memory_cache_is_bounded_by_count(managers):
+    m = managers(result_cache=2)
     for c in range(4):
-        wait(m.submit(s(2), c, "cpu"), 60)
+        assert wait(m.submit(s(2), c, "cpu"), 60).state == "done"
     assert m.stats()["cached"] == 2
+
+
+def test_disk_cache_is_bounded_by_bytes_least_recently_used_first(managers, tmp_path):
+    m = managers(disk_cache=tmp_path, result_disk_mb=1)
+    m.results.disk_bytes = 40_000  # a few 64 px results with snapshots
+    jobs = []
+    for c in range(6):
+        spec = JobSpec(s(8, size=64), c, "cpu", (2, 4))
+        jobs.append(wait(m.submit_many([spec])[0], 60))
+        assert jobs[-1].state == "done"
+        if c == 1:
+            time.sleep(0.05)
+            assert m.results._load(jobs[0].key) is not None  # channel 0 used again: it is recent now
+        time.sleep(0.05)
+    assert m.results.disk_usage() <= 40_000
+    kept = {p.name.split(".")[0] for p in tmp_path.iterdir()}
+    assert jobs[-1].key in kept and jobs[1].key not in kept
+    assert {f"{jobs[-1].key}.s2.png", f"{jobs[-1].key}.s4.png"} <= {p.name for p in tmp_path.iterdir()}
+    assert not any(p.suffix == ".json" and "hex" in p.read_text() for p in tmp_path.iterdir())
+
+
+def test_a_hostile_disk_cache_entry_is_rendered_again(managers, tmp_path):
+    m = managers(disk_cache=tmp_path)
+    spec = JobSpec(s(), 5, "cpu")
+    (tmp_path / f"{spec.key}.json").write_text("[" * 200_000)
+    job = wait(m.submit_many([spec])[0], 60)
+    assert job.state == "done" and not job.cached

@@ -67,17 +67,14 @@ def _notice(msg: str) -> None:
 
 def cmd_render(args: argparse.Namespace) -> int:
     from .device import resolve_device
+    from .files import check_output_file
     from .images import save_png
     from .layers import get_layer, parse_channel
     from .progress import ProgressBar
     from .render import render
     from .settings import make_settings
 
-    out = Path(args.out)
-    if out.suffix.lower() != ".png":
-        raise VizError(f"--out must be a .png file, got {args.out[:60]!r}")
-    if out.exists() and out.is_dir():
-        raise VizError(f"--out {args.out[:60]!r} is a directory")
+    out = check_output_file(args.out, ".png")  # before any work: a bad --out never wastes a render
     device = resolve_device(args.device)
     settings = make_settings(args.layer, args.method, args.size, args.steps, args.lr, args.seed, args.weights,
                              args.activation, args.precision, device)
@@ -93,16 +90,18 @@ def cmd_render(args: argparse.Namespace) -> int:
         raise VizError(f"cannot write {args.out[:60]!r}: {exc.strerror}") from None
     rec = result.record(0)
     rec["out"] = str(out)
-    print(json.dumps(rec))
+    print(json.dumps(rec, allow_nan=False))
     return 0
 
 
 def cmd_precompute(args: argparse.Namespace) -> int:
     from .device import resolve_device
+    from .files import check_output_dir
     from .gallery import config_name, layer_channels, precompute
     from .progress import ProgressBar
     from .settings import MAX_BATCH, _int, make_settings
 
+    out = check_output_dir(args.out)  # before any work: an unwritable --out fails now, not after hours
     device = resolve_device(args.device)
     layers = layer_channels(args.layers.split(","), args.channels)
     settings = make_settings(next(iter(layers)), args.method, args.size, args.steps, args.lr, args.seed,
@@ -120,13 +119,13 @@ def cmd_precompute(args: argparse.Namespace) -> int:
 
     print(f"gallery {args.out}/{settings.weights}/{config_name(settings)}: "
           f"{sum(map(len, layers.values()))} channels in {len(layers)} layers", file=sys.stderr)
-    report = precompute(Path(args.out), settings, layers, batch=batch, device=str(device), retries=retries,
+    report = precompute(out, settings, layers, batch=batch, device=str(device), retries=retries,
                         progress=progress, notice=_notice)
     if bar:
         bar[0].close()
     print(json.dumps({"rendered": report.rendered, "skipped": report.skipped, "retried": report.retried,
                       "flagged": report.flagged, "seconds": round(report.seconds, 1),
-                      "cancelled": report.cancelled}))
+                      "cancelled": report.cancelled}, allow_nan=False))
     return 0
 
 
@@ -156,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
         return handler(args)
     except VizError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the file system said no (disk full, permissions...): one line, never a traceback
+        where = f" ({str(exc.filename)[:60]})" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

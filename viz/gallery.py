@@ -13,8 +13,10 @@ image's sha256: after ``kill -9`` at any moment a rerun trusts exactly the chann
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -141,7 +143,7 @@ def validate_manifest(obj: object) -> dict:
             raise GalleryError(f"manifest field {key!r} is missing or has the wrong type")
     get_layer(obj["layer"])
     for key, rec in obj["channels"].items():
-        if not key.isdigit():
+        if not re.fullmatch(r"[0-9]{1,6}", key):
             raise GalleryError(f"manifest channel key {key[:10]!r} is not a number")
         validate_record(rec, obj["layer"], int(key))
     return obj
@@ -158,7 +160,7 @@ def read_json(path: Path) -> object:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:  # '[' x 200000 recurses
         raise GalleryError(f"{path.name} is unreadable ({type(exc).__name__})") from None
 
 
@@ -239,6 +241,36 @@ def retry_settings(s: RenderSettings, attempt: int) -> RenderSettings:
     return replace(s, seed=s.seed + 1000 * (attempt - 1), steps=s.steps * 2 ** (attempt - 1))
 
 
+@contextlib.contextmanager
+def gallery_lock(root: Path):
+    """Hold ``<root>/.precompute.lock`` for one precompute at a time; a second one is refused with one line."""
+    import fcntl
+
+    root.mkdir(parents=True, exist_ok=True)
+    f = open(root / ".precompute.lock", "a+")
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip()[:20] or "?"
+            raise VizError(f"another precompute (pid {holder}) is writing to {str(root)[:60]}: wait for it to "
+                           "finish or use another --out") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        yield
+    finally:
+        f.close()  # closing releases the lock (and so does the process's death)
+
+
+def _tries(rec: dict) -> int:
+    """Attempts made for a channel (the kept image may come from an earlier, better one)."""
+    tries = rec.get("tries", rec["attempts"])
+    return tries if isinstance(tries, int) and not isinstance(tries, bool) else rec["attempts"]
+
+
 def precompute(
     root: Path | str,
     settings: RenderSettings,
@@ -250,32 +282,48 @@ def precompute(
     cancel: Cancel = None,
     notice: Callable[[str], None] | None = None,
 ) -> PrecomputeReport:
-    """Render every missing or invalid channel of ``layers`` (name -> channels) into the gallery at ``root``.
+    """Render every missing or invalid channel of ``layers`` (name -> channels) into the gallery at ``root``, and
+    retry every flagged one that has had fewer than ``1 + retries`` attempts (also after a killed run).
 
-    ``progress(done, total, text)`` is called in image-steps across the whole job.
+    One precompute at a time per gallery root (:func:`gallery_lock`). ``progress(done, total, text)`` is called
+    in image-steps across the whole job. The report's ``flagged`` lists every requested channel that stays
+    flagged, rendered in this run or before.
     """
+    root = Path(root)
+    with gallery_lock(root):
+        return _precompute(root, settings, layers, batch, device, retries, progress, cancel, notice)
+
+
+def _precompute(root, settings, layers, batch, device, retries, progress, cancel, notice) -> PrecomputeReport:
     from .device import resolve_device
     from .model import load_model
     from .render import render
 
     dev = resolve_device(device)
-    root = Path(root)
     start = time.perf_counter()
     report = PrecomputeReport()
     model = load_model(settings.weights, dev, channels_last=dev.type == "cpu", notice=notice)
     wdir = safe_name(settings.weights)
     cfg = config_name(settings)
-    plan: list[tuple[LayerDir, RenderSettings, list[int]]] = []
+    plan: list[tuple[LayerDir, RenderSettings, list[tuple[int, int]]]] = []
+    requested: dict[str, list[int]] = {}
     for layer_name, chans in layers.items():
         layer_settings = replace(settings, layer=get_layer(layer_name).name)
         d = LayerDir(root, wdir, cfg, layer_settings.layer)
         chans = check_channels(d.layer, chans) if chans else []
         if d.path.is_dir():
-            for tmp in d.path.glob(".*.tmp"):  # half-written leftovers of a killed run: never trusted
+            for tmp in d.path.glob(".*.tmp"):  # half-written leftovers of a killed run (we hold the lock)
                 tmp.unlink(missing_ok=True)
-        todo = [c for c in chans if load_valid_record(d, c, layer_settings.to_dict()) is None]
+        todo = []
+        for c in chans:
+            rec = load_valid_record(d, c, layer_settings.to_dict())
+            if rec is None:
+                todo.append((c, 1))
+            elif rec["flags"] and _tries(rec) <= retries:  # a retry that a killed run did not finish
+                todo.append((c, _tries(rec) + 1))
         report.skipped += len(chans) - len(todo)
         plan.append((d, layer_settings, todo))
+        requested[d.layer] = chans
     total = sum(len(t) for _, _, t in plan) * settings.steps  # in image-steps of the base budget
     done = 0
     for d, settings, todo in plan:
@@ -285,7 +333,7 @@ def precompute(
                 write_manifest(d, cfg_settings)
             continue
         natural = natural_max(model, d.layer, settings.size)
-        queue = [(c, 1) for c in todo]
+        queue = sorted(todo, key=lambda t: t[1])
         while queue and not report.cancelled:
             group, queue = queue[:batch], queue[batch:]
             attempt = group[0][1]
@@ -312,21 +360,25 @@ def precompute(
                                   float(natural[ch]), attempt, per_image, result.device, model.weights.sha256,
                                   cfg_settings, png)
                 old = load_valid_record(d, ch, cfg_settings) if attempt > 1 else None
-                if old is None or _score(rec) > _score(old):
-                    atomic_write(d.image(ch), png)  # image first: a record always points at a whole image
-                    atomic_write(d.record(ch), json.dumps(rec).encode())
-                    report.rendered += attempt == 1
                 best = rec if old is None or _score(rec) > _score(old) else old
+                best["tries"] = attempt  # recorded with the kept image, so a rerun knows what was tried
+                if best is rec:
+                    atomic_write(d.image(ch), png)  # image first: a record always points at a whole image
+                report.rendered += attempt == 1
+                atomic_write(d.record(ch), json.dumps(best, allow_nan=False).encode())
                 if best["flags"] and attempt <= retries:
                     queue.append((ch, attempt + 1))
                     report.retried += 1
                     total += settings.steps
-                elif best["flags"]:
-                    for f in best["flags"]:
-                        report.flagged.setdefault(f, []).append(f"{d.layer}:{ch}")
             write_manifest(d, cfg_settings)
         if report.cancelled:
             break
+    for d, settings, _ in plan:  # every requested channel that stays flagged, whenever it was rendered
+        for ch in requested[d.layer]:
+            rec = load_valid_record(d, ch, settings.to_dict())
+            if rec is not None and rec["flags"]:
+                for f in rec["flags"]:
+                    report.flagged.setdefault(f, []).append(f"{d.layer}:{ch}")
     report.seconds = time.perf_counter() - start
     return report
 
@@ -357,7 +409,25 @@ class LayerView:
             data = self.dir.image(int(channel)).read_bytes()
         except OSError:
             return None
-        return data if _sha256(data) == rec["image_sha256"] else None
+        if _sha256(data) != rec["image_sha256"] or not _decodes(data):
+            return None
+        return data
+
+
+def _decodes(data: bytes) -> bool:
+    """Whether ``data`` is a PNG that Pillow can decode (a matching hash alone does not make junk an image)."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.format != "PNG" or im.width * im.height > 4096 * 4096:
+                return False
+            im.load()
+        return True
+    except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError, SyntaxError):
+        return False
 
 
 class Gallery:

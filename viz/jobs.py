@@ -1,9 +1,19 @@
 """Background generation jobs for a shared server.
 
-A :class:`JobManager` runs at most ``max_running`` renders at once (server-wide), queues the rest in FIFO order
-with a visible position, refuses new work past ``max_queued`` with a one-line message, lets each session cancel
-its own job (the partial image is kept), and keeps finished results in a bounded LRU (memory) backed by a disk
-cache, so asking for the same render again is instant.
+A :class:`JobManager` runs at most ``max_running`` renders at once (server-wide) and queues the rest in FIFO
+order with a visible position. Its rules keep one visitor from breaking the server for the others:
+
+- **Ownership.** Two visitors asking for the same render share one job; each is a *subscriber*. Cancel
+  unsubscribes the caller only; the job stops once nobody is left. A visitor (session) that stops sending
+  heartbeats (tab closed) is unsubscribed after ``session_timeout`` seconds.
+- **Budgets, before anything runs.** Each job's time is estimated (:mod:`viz.budget`); a request over
+  ``max_job_seconds`` or over the memory-derived size cap is refused with one line naming the estimate and what
+  fits. A running job is stopped at ``hard_seconds`` (its image so far is kept). Each session may have
+  ``max_per_session`` requests running or queued; a new request from the same page replaces its previous one.
+- **One queue for all the work.** The natural-photo reference a result is compared with is measured inside the
+  job (same slot, priority, cancel and memory rules), never in a page's thread.
+
+Finished results live in a :class:`~viz.results.ResultCache` (memory LRU over a disk cache bounded by bytes).
 """
 
 from __future__ import annotations
@@ -17,99 +27,214 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from . import budget
+from .budget import Limits, fmt_seconds
 from .errors import VizError
-from .images import atomic_write, png_bytes
 from .optimize import StepInfo
+from .results import Result, ResultCache
 from .settings import RenderSettings
-from .weights import cache_dir
+
+ANONYMOUS = ""  # the subscriber of a job submitted without a session (scripts, tests): never times out
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One render of one channel, as asked for."""
+
+    settings: RenderSettings
+    channel: int
+    device: str = "cpu"
+    snapshot_steps: tuple[int, ...] = ()
+
+    @property
+    def key(self) -> str:
+        blob = json.dumps([self.settings.to_dict(), self.channel, self.device, sorted(self.snapshot_steps)],
+                          sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
 @dataclass
 class Job:
-    """One render of one channel; fields are updated by the worker thread while it runs."""
+    """A render in the queue, running, or finished; the worker thread updates its progress fields."""
 
     id: str
-    key: str
-    settings: RenderSettings
-    channel: int
-    device: str
-    snapshot_steps: tuple[int, ...] = ()
+    spec: JobSpec
+    estimate: float = 0.0  # seconds, predicted before it ran
     state: str = "queued"  # queued, running, done, cancelled, error
     step: int = 0
     elapsed: float = 0.0
     eta: float | None = None
     history: list[float] = field(default_factory=list)
     preview: np.ndarray | None = None
-    snapshots: dict[int, np.ndarray] = field(default_factory=dict)
-    image: np.ndarray | None = None
-    final_activation: float | None = None
-    seconds: float | None = None
+    snapshots: dict[int, np.ndarray] = field(default_factory=dict)  # step -> image, as they are taken
+    result: Result | None = None
     error: str | None = None
+    stopped: str | None = None  # why a cancelled job stopped ("time limit", "nobody is waiting for it")
     cached: bool = False
+    subscribers: set[str] = field(default_factory=set)
     cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    @property
+    def key(self) -> str:
+        return self.spec.key
+
+    @property
+    def settings(self) -> RenderSettings:
+        return self.spec.settings
+
+    @property
+    def channel(self) -> int:
+        return self.spec.channel
+
+    @property
+    def device(self) -> str:
+        return self.spec.device
+
+    @property
+    def steps(self) -> int:
+        return self.spec.settings.steps
 
     @property
     def finished(self) -> bool:
         return self.state in ("done", "cancelled", "error")
 
     @property
-    def steps(self) -> int:
-        return self.settings.steps
+    def image(self) -> np.ndarray | None:
+        return None if self.result is None else self.result.image
+
+    @property
+    def label(self) -> str:
+        return f"{self.settings.layer}:{self.channel} ({self.settings.method})"
 
 
-def job_key(settings: RenderSettings, channel: int, device: str, snapshot_steps: tuple[int, ...] = ()) -> str:
-    blob = json.dumps([settings.to_dict(), channel, device, list(snapshot_steps)], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+@dataclass
+class _Session:
+    last_seen: float
+    requests: dict[str, list[Job]] = field(default_factory=dict)  # tag -> the jobs of its latest request
 
 
 class JobManager:
-    def __init__(self, max_running: int = 1, max_queued: int = 16, cache_size: int = 64,
-                 disk_cache: Path | None = None, preview_every: int = 4):
-        self.max_running, self.max_queued, self.cache_size = max_running, max_queued, cache_size
+    def __init__(self, limits: Limits | None = None, disk_cache: Path | None = None, preview_every: int = 4,
+                 session_alive: Callable[[str], bool | None] | None = None, **overrides):
+        """``overrides`` replace single :class:`Limits` fields (``max_running=2``...). ``session_alive(id)``, where
+        the server can tell, says whether a session is still connected (None: cannot tell)."""
+        from dataclasses import replace
+
+        self.limits = replace(limits or Limits(), **overrides)
         self.preview_every = preview_every
-        self.disk_cache = disk_cache
+        self.session_alive = session_alive
+        lim = self.limits
+        self.results = ResultCache(disk_cache, lim.result_cache, lim.result_memory_mb << 20, lim.result_disk_mb << 20)
+        self.speed = 1.0  # this device's speed over the reference CPU, learnt from finished jobs
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._queue: collections.deque[Job] = collections.deque()
-        self._jobs: collections.OrderedDict[str, Job] = collections.OrderedDict()
+        self._jobs: collections.OrderedDict[str, Job] = collections.OrderedDict()  # id -> job (bounded)
         self._active: dict[str, Job] = {}  # key -> queued or running job (shared between sessions)
-        self._done: collections.OrderedDict[str, Job] = collections.OrderedDict()  # key -> finished job (LRU)
+        self._sessions: dict[str, _Session] = {}
         self._running = 0
         self._workers: list[threading.Thread] = []
+        self._closed = False
+
+    # compatibility with the first version's attribute names
+    @property
+    def max_running(self) -> int:
+        return self.limits.max_running
+
+    # ------------------------------------------------------------------------------------------- budgets
+    def natural_cached(self, spec: JobSpec) -> bool:
+        from .metrics import natural_path
+
+        return natural_path(spec.settings.weights, spec.settings.layer, spec.settings.size).is_file()
+
+    def estimate(self, spec: JobSpec) -> float:
+        """Predicted seconds for ``spec`` on this server (a cached result costs nothing)."""
+        if self.results.get(spec.key) is not None:
+            return 0.0
+        return budget.estimate_seconds(spec.settings, self.speed, natural=not self.natural_cached(spec))
+
+    def check_budget(self, spec: JobSpec) -> float:
+        """The estimate, or :class:`VizError` naming it and the largest size/steps that fit."""
+        s, lim = spec.settings, self.limits
+        cap = min(lim.size_cap, 1024)
+        if s.size > cap:
+            raise VizError(f"{s.size} px is more than this server renders (at most {cap} px, from its "
+                           f"{lim.memory_gb:g} GB memory limit shared by {lim.max_running} slot(s))")
+        seconds = self.estimate(spec)
+        if seconds > lim.max_job_seconds:
+            natural = not self.natural_cached(spec)
+            steps = budget.largest_steps(s, lim.max_job_seconds, self.speed, natural)
+            size = budget.largest_size(s, lim.max_job_seconds, self.speed, natural, cap=s.size)
+            fits = []
+            if steps:
+                fits.append(f"at {s.size} px at most {steps} steps")
+            if size:
+                fits.append(f"at {s.steps} steps at most {size} px")
+            raise VizError(f"{s.layer} at {s.size} px x {s.steps} steps would take about {fmt_seconds(seconds)} "
+                           f"here, over this server's limit of {fmt_seconds(lim.max_job_seconds)} per render"
+                           + (f": {' or '.join(fits)}" if fits else ": choose fewer steps and a smaller size"))
+        return seconds
 
     # -------------------------------------------------------------------------------------------- public
     def submit(self, settings: RenderSettings, channel: int, device: str = "cpu",
-               snapshot_steps: tuple[int, ...] = ()) -> Job:
-        key = job_key(settings, channel, device, snapshot_steps)
+               snapshot_steps: tuple[int, ...] = (), *, session: str | None = None, tag: str = "") -> Job:
+        return self.submit_many([JobSpec(settings, channel, device, tuple(snapshot_steps))], session=session,
+                                tag=tag)[0]
+
+    def submit_many(self, specs: list[JobSpec], *, session: str | None = None, tag: str = "") -> list[Job]:
+        """Submit one request (one or more jobs) for ``session``; all of it is accepted or none.
+
+        A request replaces the same session's previous request with the same ``tag`` (a page asking again)."""
+        sid = ANONYMOUS if session is None else str(session)
+        estimates = [self.check_budget(spec) for spec in specs]  # before anything is queued
+        hits = {spec.key: self.results.get(spec.key) for spec in specs}
         with self._lock:
-            hit = self._done.get(key)
-            if hit is not None:
-                self._done.move_to_end(key)
-                self._jobs[hit.id] = hit  # findable by id again, even after _trim_jobs
-                return hit
-            if key in self._active:
-                return self._active[key]
-            job = Job(uuid.uuid4().hex[:12], key, settings, channel, device, tuple(sorted(snapshot_steps)))
-            if self._load_disk(job):
-                self._remember(job)
-                self._jobs[job.id] = job
-                self._trim_jobs()
-                return job
-            if len(self._queue) >= self.max_queued:
+            if self._closed:
+                raise VizError("the server is shutting down: try again in a minute")
+            if sid != ANONYMOUS:
+                sess = self._sessions.setdefault(sid, _Session(time.monotonic()))
+                sess.last_seen = time.monotonic()
+                old = sess.requests.pop(tag, None)
+                for job in old or ():
+                    if job.key not in hits:  # asking again for the same render keeps it
+                        self._unsubscribe(job, sid, "replaced by a newer request")
+                busy = [jobs for jobs in sess.requests.values() if any(not j.finished for j in jobs)]
+                if len(busy) >= self.limits.max_per_session:
+                    names = ", ".join(j.label for j in busy[0] if not j.finished)
+                    raise VizError(f"you already have {len(busy)} render(s) running or queued ({names}): wait for "
+                                   f"it or cancel it (this server allows {self.limits.max_per_session} per visitor)")
+            new = [spec for spec in specs if hits[spec.key] is None and spec.key not in self._active]
+            if len(self._queue) + len(new) > self.limits.max_queued:
                 raise VizError(f"the server is busy ({len(self._queue)} generations waiting): try again in a minute")
-            self._jobs[job.id] = job
-            self._active[key] = job
-            self._queue.append(job)
+            jobs = []
+            for spec, est in zip(specs, estimates):
+                if hits[spec.key] is not None:
+                    job = Job(uuid.uuid4().hex[:12], spec, 0.0, "done", result=hits[spec.key], cached=True)
+                    hit = hits[spec.key]
+                    job.history, job.step, job.preview, job.snapshots = hit.history, len(hit.history), hit.image, \
+                        hit.snapshots
+                elif spec.key in self._active:
+                    job = self._active[spec.key]
+                else:
+                    job = Job(uuid.uuid4().hex[:12], spec, est)
+                    self._active[spec.key] = job
+                    self._queue.append(job)
+                job.subscribers.add(sid)
+                self._jobs[job.id] = job
+                jobs.append(job)
+            if sid != ANONYMOUS:
+                self._sessions[sid].requests[tag] = jobs
             self._trim_jobs()
             self._ensure_workers()
-            self._wake.notify()
-            return job
+            self._wake.notify_all()
+            return jobs
 
     def get(self, job_id: str) -> Job | None:
         with self._lock:
@@ -123,22 +248,92 @@ class JobManager:
                     return i + 1
             return 0
 
-    def cancel(self, job: Job) -> None:
-        job.cancel_event.set()
+    def cancel(self, job: Job, session: str | None = None) -> None:
+        """``session`` no longer wants ``job``; it stops when nobody else does."""
         with self._lock:
-            if job in self._queue:
-                self._queue.remove(job)
-                job.state = "cancelled"
-                self._active.pop(job.key, None)
+            self._unsubscribe(job, ANONYMOUS if session is None else str(session), "cancelled")
+
+    def heartbeat(self, session: str) -> None:
+        """A page of ``session`` is still open (called while it shows a job)."""
+        with self._lock:
+            sess = self._sessions.get(str(session))
+            if sess is not None:
+                sess.last_seen = time.monotonic()
+
+    def session_jobs(self, session: str) -> list[Job]:
+        """The unfinished jobs ``session`` is waiting for."""
+        with self._lock:
+            sess = self._sessions.get(str(session))
+            jobs = [j for jobs in sess.requests.values() for j in jobs] if sess else []
+            return [j for j in jobs if not j.finished and str(session) in j.subscribers]
 
     def stats(self) -> dict:
         with self._lock:
-            return {"running": self._running, "queued": len(self._queue), "cached": len(self._done),
-                    "max_running": self.max_running, "max_queued": self.max_queued}
+            return {"running": self._running, "queued": len(self._queue), "cached": len(self.results),
+                    "max_running": self.limits.max_running, "max_queued": self.limits.max_queued,
+                    "sessions": len(self._sessions)}
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Cancel everything and wait up to ``timeout`` seconds for the workers to end (tests, server stop)."""
+        with self._lock:
+            self._closed = True
+            for job in list(self._active.values()):
+                job.stopped = "the server is shutting down"
+                job.cancel_event.set()
+            while self._queue:
+                self._finish_queued(self._queue.popleft())
+            self._wake.notify_all()
+        deadline = time.monotonic() + timeout
+        for t in self._workers:
+            if t is not threading.current_thread():
+                t.join(max(0.0, deadline - time.monotonic()))
+
+    # ------------------------------------------------------------------------------------- ownership
+    def _unsubscribe(self, job: Job, sid: str, why: str) -> None:
+        """Drop ``sid`` from ``job`` (lock held); nobody left: a queued job leaves the queue, a running one stops."""
+        job.subscribers.discard(sid)
+        if job.subscribers or job.finished:
+            return
+        job.stopped = "nobody is waiting for it any more" if why != "cancelled" else "cancelled"
+        job.cancel_event.set()
+        if job in self._queue:
+            self._queue.remove(job)
+            self._finish_queued(job)
+
+    def _finish_queued(self, job: Job) -> None:
+        job.state = "cancelled"
+        self._active.pop(job.key, None)
+
+    def _reap(self) -> None:
+        """Unsubscribe sessions that have not been seen for ``session_timeout`` seconds (lock held). A session is
+        seen when one of its pages sends a heartbeat, or when ``session_alive`` says it is still connected."""
+        now = time.monotonic()
+        for sid, sess in list(self._sessions.items()):
+            if self.session_alive is not None and self.session_alive(sid):
+                sess.last_seen = now
+            if now - sess.last_seen > self.limits.session_timeout:
+                for job in [j for jobs in sess.requests.values() for j in jobs if not j.finished]:
+                    self._unsubscribe(job, sid, "gone")
+                del self._sessions[sid]
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(1.0)
+            with self._lock:
+                if self._closed:
+                    return
+                try:
+                    self._reap()
+                except Exception:  # a probe that fails must not end the watcher
+                    traceback.print_exc(file=sys.stderr)
 
     # ------------------------------------------------------------------------------------------- workers
     def _ensure_workers(self) -> None:
-        while len(self._workers) < self.max_running:
+        if not self._workers:
+            watcher = threading.Thread(target=self._watch, name="viz-job-watch", daemon=True)
+            watcher.start()
+            self._workers.append(watcher)
+        while len(self._workers) < self.limits.max_running + 1:
             t = threading.Thread(target=self._work, name=f"viz-job-{len(self._workers)}", daemon=True)
             self._workers.append(t)
             t.start()
@@ -152,8 +347,10 @@ class JobManager:
             pass
         while True:
             with self._lock:
-                while not self._queue:
+                while not self._queue and not self._closed:
                     self._wake.wait()
+                if self._closed:
+                    return
                 job = self._queue.popleft()
                 job.state = "running"
                 self._running += 1
@@ -171,111 +368,93 @@ class JobManager:
                 with self._lock:
                     self._running -= 1
                     self._active.pop(job.key, None)
-                    if state == "done":
-                        self._remember(job)
                     job.state = state
 
     def _run(self, job: Job) -> str:
-        """Render the job; return its terminal state ("done" or "cancelled") without publishing it."""
+        """Render the job and measure its natural-photo reference; return "done" or "cancelled" (unpublished)."""
+        from .metrics import natural_max
+        from .model import load_model
         from .render import render
 
-        snaps = set(job.snapshot_steps)
+        snaps = set(job.spec.snapshot_steps)
+        deadline = time.monotonic() + self.limits.hard_seconds
+
+        def stop() -> bool:
+            if time.monotonic() > deadline and not job.cancel_event.is_set():
+                job.stopped = f"stopped at this server's time limit ({fmt_seconds(self.limits.hard_seconds)})"
+                job.cancel_event.set()
+            return job.cancel_event.is_set()
 
         def cb(info: StepInfo) -> None:
             job.step, job.elapsed, job.eta = info.step, info.elapsed, info.eta
-            job.history = info.history[:, 0].tolist()
+            job.history.append(float(info.activation[0]))
             if info.step in snaps or info.step % self.preview_every == 0 or info.step == info.steps:
                 img = info.images()[0]
                 job.preview = img
                 if info.step in snaps:
                     job.snapshots[info.step] = img
 
-        result = render(job.settings, [job.channel], job.device, callback=cb, every=1, cancel=job.cancel_event)
-        job.image = result.images[0]
-        job.history = result.history[:, 0].tolist()
-        job.final_activation = float(result.final_activation[0])
-        job.seconds = result.seconds
-        if result.cancelled:
+        started = time.perf_counter()
+        s = job.settings
+        result = render(s, [job.channel], job.device, callback=cb, every=1, cancel=stop)
+        natural = None
+        if not result.cancelled:
+            model = load_model(s.weights, job.device, channels_last=job.device == "cpu")
+            batch = budget.forward_batch(s.size, self.limits.memory_gb, self.limits.max_running)
+            nat = natural_max(model, s.layer, s.size, batch=batch, cancel=stop)
+            natural = None if nat is None else float(nat[job.channel])
+        job.result = Result(result.images[0], result.history[:, 0].tolist(), float(result.final_activation[0]),
+                            result.seconds, natural, job.snapshots)
+        job.history = job.result.history
+        if result.cancelled or natural is None:
             return "cancelled"
-        self._save_disk(job)
+        self._learn_speed(job, time.perf_counter() - started)
+        self.results.put(job.key, job.result)
         return "done"
 
-    # --------------------------------------------------------------------------------------------- cache
-    def _remember(self, job: Job) -> None:
-        self._done[job.key] = job
-        self._done.move_to_end(job.key)
-        while len(self._done) > self.cache_size:
-            self._done.popitem(last=False)
+    def _learn_speed(self, job: Job, seconds: float) -> None:
+        """Correct the speed factor with a finished job's measured time (the estimates learn this device)."""
+        reference = budget.estimate_seconds(job.settings, 1.0, natural=False)
+        if seconds > 0.5 and reference > 0.5:
+            measured = reference / seconds
+            self.speed = float(np.clip(0.7 * self.speed + 0.3 * measured, 0.05, 1000.0))
 
     def _trim_jobs(self) -> None:
         finished = [j for j in self._jobs.values() if j.finished]
-        for j in finished[: max(0, len(self._jobs) - 4 * self.cache_size)]:
+        for j in finished[: max(0, len(self._jobs) - 4 * self.limits.result_cache)]:
             self._jobs.pop(j.id, None)
-
-    def _paths(self, key: str) -> tuple[Path, Path] | None:
-        if self.disk_cache is None:
-            return None
-        return self.disk_cache / f"{key}.png", self.disk_cache / f"{key}.json"
-
-    def _save_disk(self, job: Job) -> None:
-        paths = self._paths(job.key)
-        if paths is None or job.image is None:
-            return
-        try:
-            atomic_write(paths[0], png_bytes(job.image))
-            meta = {"history": job.history, "final_activation": job.final_activation, "seconds": job.seconds,
-                    "snapshots": {str(k): png_bytes(v).hex() for k, v in job.snapshots.items()}}
-            atomic_write(paths[1], json.dumps(meta).encode())
-        except OSError as exc:
-            print(f"viz: could not cache a result on disk: {exc}", file=sys.stderr)
-
-    def _load_disk(self, job: Job) -> bool:
-        paths = self._paths(job.key)
-        if paths is None or not paths[1].is_file():
-            return False
-        try:
-            from io import BytesIO
-
-            from PIL import Image
-
-            meta = json.loads(paths[1].read_text())
-            with Image.open(paths[0]) as im:
-                job.image = np.asarray(im.convert("RGB"))
-            job.snapshots = {int(k): np.asarray(Image.open(BytesIO(bytes.fromhex(v))).convert("RGB"))
-                             for k, v in meta.get("snapshots", {}).items()}
-            job.history = [float(v) for v in meta["history"]]
-            job.final_activation = float(meta["final_activation"])
-            job.seconds = float(meta["seconds"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return False
-        job.step, job.state, job.cached, job.preview = len(job.history), "done", True, job.image
-        return True
 
 
 _manager: JobManager | None = None
 _manager_lock = threading.Lock()
 
 
-def get_manager() -> JobManager:
-    """The process-wide manager (``VIZ_MAX_RUNNING``, ``VIZ_MAX_QUEUED``, ``VIZ_RESULT_CACHE`` tune it)."""
+def get_manager(session_alive: Callable[[str], bool | None] | None = None) -> JobManager:
+    """The process-wide manager, tuned by the ``VIZ_*`` variables (:class:`viz.budget.Limits`)."""
     global _manager
+    from .weights import cache_dir
+
     with _manager_lock:
         if _manager is None:
-            _manager = JobManager(
-                max_running=max(1, int(os.environ.get("VIZ_MAX_RUNNING", "1"))),
-                max_queued=max(1, int(os.environ.get("VIZ_MAX_QUEUED", "16"))),
-                cache_size=max(1, int(os.environ.get("VIZ_RESULT_CACHE", "64"))),
-                disk_cache=cache_dir() / "results",
-            )
+            _manager = JobManager(Limits.from_env(), disk_cache=cache_dir() / "results", session_alive=session_alive)
             # generations running at once share the cores instead of each claiming all of them
             from .device import setup_threads
 
-            torch.set_num_threads(max(1, setup_threads() // _manager.max_running))
+            torch.set_num_threads(max(1, setup_threads() // _manager.limits.max_running))
         return _manager
 
 
+def reset_manager() -> None:
+    """Shut the process-wide manager down; the next :func:`get_manager` builds a fresh one (tests)."""
+    global _manager
+    with _manager_lock:
+        if _manager is not None:
+            _manager.shutdown()
+        _manager = None
+
+
 def wait(job: Job, timeout: float = 300.0) -> Job:
-    """Block until ``job`` finishes (for scripts and tests)."""
+    """Block until ``job`` finishes or ``timeout`` seconds pass (for scripts and tests)."""
     deadline = time.monotonic() + timeout
     while not job.finished and time.monotonic() < deadline:
         time.sleep(0.02)

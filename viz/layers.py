@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+import re
 from dataclasses import dataclass
 
 from .errors import VizError
@@ -74,7 +75,7 @@ def parse_channel(layer: Layer, value: object) -> int:
         raise VizError(f"channel must be a whole number, got {value!r}")
     if isinstance(value, str):
         text = value.strip()
-        if not text.isdigit() or len(text) > 6:
+        if not re.fullmatch(r"[0-9]{1,6}", text):  # ASCII digits only: str.isdigit() accepts '²'
             shown = text if len(text) <= 20 else text[:17] + "..."
             raise VizError(f"channel must be a whole number from 0 to {layer.channels - 1}, got {shown!r}")
         value = int(text)

@@ -12,13 +12,16 @@
 from __future__ import annotations
 
 import functools
+import io
 import threading
+from pathlib import Path
 
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .files import atomic_write
 from .layers import get_layer
 from .model import VGGFeatures
 from .weights import cache_dir
@@ -38,10 +41,10 @@ def natural_photos() -> tuple[np.ndarray, ...]:
     return tuple(np.ascontiguousarray(p[..., :3]) for p in photos)
 
 
-def natural_crops(size: int, seed: int = 0) -> torch.Tensor:
-    """Random square crops at several scales of every photo, resized to ``size`` (N, 3, size, size) in [0, 1]."""
+def iter_crops(size: int, seed: int = 0):
+    """Random square crops at several scales of every photo, resized to ``size``, one (1, 3, size, size) tensor in
+    [0, 1] at a time (a 1024 px reference never holds all its crops at once)."""
     rng = np.random.default_rng(seed)
-    crops = []
     for photo in natural_photos():
         img = torch.tensor(photo).permute(2, 0, 1).float().div(255)[None]
         h, w = photo.shape[:2]
@@ -50,43 +53,63 @@ def natural_crops(size: int, seed: int = 0) -> torch.Tensor:
             for _ in range(CROPS_PER_SCALE):
                 y, x = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
                 crop = img[..., y:y + side, x:x + side]
-                crops.append(F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True,
-                                           align_corners=False))
-    return torch.cat(crops)
+                yield F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
 
-_natural_lock = threading.Lock()
+def natural_crops(size: int, seed: int = 0) -> torch.Tensor:
+    """Every crop of :func:`iter_crops` as one (N, 3, size, size) tensor in [0, 1]."""
+    return torch.cat(list(iter_crops(size, seed)))
+
+
+_natural_locks: dict[Path, threading.Lock] = {}
+_natural_guard = threading.Lock()
+
+
+def natural_path(weights: str, layer: str, size: int) -> Path:
+    """Where the natural-photo maxima of ``weights`` at ``layer`` and ``size`` are cached."""
+    safe_weights = "".join(c if c.isalnum() or c in "-_" else "_" for c in weights)
+    return cache_dir() / "natural" / f"{safe_weights}_{get_layer(layer).name}_{int(size)}.npy"
 
 
 @torch.no_grad()
-def natural_max(model: VGGFeatures, layer: str, size: int, batch: int = 16) -> np.ndarray:
+def natural_max(model: VGGFeatures, layer: str, size: int, batch: int = 16, cancel=None) -> np.ndarray | None:
     """Per channel of ``layer``: the largest mean (pre-ReLU) activation over natural-photo crops at ``size``.
 
-    Cached in memory and on disk (``<cache>/natural/<weights>_<layer>_<size>.npy``).
+    Cached in memory and on disk (:func:`natural_path`). ``batch`` crops go through the network at once (it
+    bounds the memory); ``cancel()`` is asked between batches, and a cancelled pass returns None.
     """
     lay = get_layer(layer)
-    safe_weights = "".join(c if c.isalnum() or c in "-_" else "_" for c in model.weights_name)
-    path = cache_dir() / "natural" / f"{safe_weights}_{lay.name}_{int(size)}.npy"
-    with _natural_lock:
+    path = natural_path(model.weights_name, lay.name, size)
+    with _natural_guard:
+        lock = _natural_locks.setdefault(path, threading.Lock())
+    with lock:  # one pass per layer and size at a time; other layers and sizes go on in parallel
         if path.is_file():
             try:
                 arr = np.load(path)
-                if arr.shape == (lay.channels,):
+                if arr.shape == (lay.channels,) and np.isfinite(arr).all():
                     return arr
-            except (OSError, ValueError):
+            except (OSError, ValueError, EOFError):
                 pass
         cut = model.cut(lay)
         device = next(model.parameters()).device
-        crops = natural_crops(size)
         best = torch.full((lay.channels,), -float("inf"))
-        for i in range(0, len(crops), batch):
-            acts = cut(crops[i:i + batch].to(device)).float().mean(dim=(2, 3)).cpu()
+        crops = iter_crops(size)
+        while True:
+            if cancel is not None and cancel():
+                return None
+            chunk = [c for _, c in zip(range(max(1, batch)), crops)]
+            if not chunk:
+                break
+            acts = cut(torch.cat(chunk).to(device)).float().mean(dim=(2, 3)).cpu()
             best = torch.maximum(best, acts.amax(dim=0))
         arr = best.numpy().astype(np.float32)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp.npy")
-        np.save(tmp, arr)
-        tmp.replace(path)
+        if not np.isfinite(arr).all():
+            from .errors import VizError
+
+            raise VizError("the network's activations overflow on natural photos (NaN or infinite): check the weights")
+        buf = io.BytesIO()
+        np.save(buf, arr)
+        atomic_write(path, buf.getvalue())
         return arr
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .device import resolve_device
+from .errors import VizError
 from .layers import get_layer
 from .methods import METHODS, Method
 from .model import VGGFeatures, load_model
@@ -92,6 +93,9 @@ def render(
         callback=callback, every=every, cancel=cancel, octaves=recipe.octaves,
     )
     final = channel_activation(model, settings.layer, out.images, chans)
+    if not (np.isfinite(final).all() and np.isfinite(out.history).all()):
+        raise VizError(f"the render of {settings.layer} diverged: its activations became NaN or infinite "
+                       f"(weights {settings.weights!r} may not be trained VGG16 weights)")
     return RenderResult(
         settings, chans, to_uint8(out.images), out.history, final, time.perf_counter() - start,
         out.steps_done, out.cancelled, str(dev),

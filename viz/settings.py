@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass
 
 import torch
@@ -44,7 +45,7 @@ def _int(name: str, value: object, lo: int, hi: int, hint: str = "") -> int:
         raise VizError(f"{name} must be a whole number, got {value!r}")
     if isinstance(value, str):
         text = value.strip()
-        if not (text.lstrip("-").isdigit() and len(text) <= 9):
+        if not re.fullmatch(r"-?[0-9]{1,9}", text):  # ASCII digits, one optional sign ('²' and '--16' are not)
             raise VizError(f"{name} must be a whole number, got {text[:20]!r}")
         value = int(text)
     if isinstance(value, float) and value.is_integer():

