@@ -1,7 +1,8 @@
 """Load test: 8 browser sessions at once against the real server, through the generator and the gallery.
 
-Every session must get its result or a queue message, the server must keep answering its health check
-quickly, and its memory must stay bounded."""
+Every session must get its result or a queue message, one visitor's cancel must not stop another's render, the
+largest job the server accepts must not starve the others, the server must keep answering its health check
+quickly, and its peak memory must stay under its ceiling."""
 
 import re
 import subprocess
@@ -10,7 +11,8 @@ from contextlib import contextmanager
 
 import pytest
 
-from tests.streamlit_server import BROWSER_ARGS, CHROMIUM, require_chromium, rss_mb, streamlit_server, tiny_gallery
+from tests.streamlit_server import (BROWSER_ARGS, CHROMIUM, peak_rss_mb, require_chromium, streamlit_server,
+                                   tiny_gallery)
 
 SESSIONS = 8
 # The prober asks the server's health check and, right after, a control: a trivial HTTP server in its own
@@ -65,55 +67,105 @@ def health_probe(health_url: str):
         control.communicate(timeout=10)
 
 
+MAX_JOB_SECONDS = 120  # the default: the largest job a default server accepts
+
+
 @pytest.fixture(scope="module")
 def loaded_server(tmp_path_factory):
     require_chromium()
     root = tiny_gallery(tmp_path_factory.mktemp("gallery"))
     cache = tmp_path_factory.mktemp("cache")  # cold result cache: every generation really runs
     with streamlit_server(tmp_path_factory.mktemp("log") / "streamlit.log", VIZ_GALLERY=str(root),
-                          VIZ_CACHE_DIR=str(cache), VIZ_MAX_RUNNING="2", VIZ_MAX_QUEUED="16") as server:
+                          VIZ_CACHE_DIR=str(cache), VIZ_MAX_RUNNING="2", VIZ_MAX_QUEUED="16",
+                          VIZ_MAX_JOB_SECONDS=str(MAX_JOB_SECONDS), VIZ_MEMORY_GB="2.5") as server:
         yield server
 
 
+def fill(pg, size, steps):
+    pg.get_by_label("Size (px)").fill(str(size))
+    box = pg.get_by_label("Steps")
+    box.fill(str(steps))
+    box.press("Tab")
+
+
+def body(pg) -> str:
+    return " ".join(pg.inner_text("body").split())
+
+
+def ask_for_the_largest_allowed_job(pg, url) -> str:
+    """Conv5_3 at the server's size cap: read what the refusal says fits, and ask for exactly that."""
+    from viz.budget import fmt_seconds, max_size
+
+    cap = max_size(2.5, 2)
+    pg.goto(f"{url}/generator?layer=conv5_3&channel=0")
+    pg.get_by_role("heading", name="Generator").wait_for(timeout=90_000)
+    fill(pg, cap, 20000)
+    pg.get_by_text("would take about").wait_for(timeout=60_000)
+    text = body(pg)
+    assert f"over this server's limit of {fmt_seconds(MAX_JOB_SECONDS)}" in text, text[-800:]
+    fits = re.search(rf"at {cap} px at most (\d+) steps", text)
+    if fits:
+        fill(pg, cap, fits.group(1))
+    else:  # nothing fits at the cap: the largest size that does at one step
+        fill(pg, cap, 1)
+        pg.wait_for_function("() => /at 1 steps at most \\d+ px/.test(document.body.innerText)", timeout=60_000)
+        size = re.search(r"at 1 steps at most (\d+) px", body(pg)).group(1)
+        fill(pg, size, 1)
+    pg.get_by_text("Estimated time on this server").wait_for(timeout=60_000)
+    asked = (pg.get_by_label("Size (px)").input_value(), pg.get_by_label("Steps").input_value())
+    pg.get_by_role("button", name=re.compile("Generate")).click()
+    return f"conv5_3 at {asked[0]} px x {asked[1]} steps"
+
+
 def test_eight_concurrent_sessions(loaded_server):
+    """Sessions 0-4 each render their own channel; session 5 asks for the largest job the server allows; sessions
+    6 and 7 ask for the same render, then 7 cancels: 6 must still get the whole result, and everyone else theirs."""
     from playwright.sync_api import sync_playwright
 
     url, proc = loaded_server
+    small, big, shared = range(5), 5, (6, 7)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
         pages = [browser.new_page() for _ in range(SESSIONS)]
-        # half warm up the gallery, half the generator; then every session generates a different channel
+        # half warm up the gallery, half the generator
         for i, pg in enumerate(pages):
             pg.goto(f"{url}/gallery?layer=conv1_1" if i % 2 else f"{url}/generator?layer=conv2_1&channel={i}")
         for i, pg in enumerate(pages):
             if i % 2:
                 pg.get_by_role("button", name=re.compile(r"^ch 1\b")).wait_for(timeout=90_000)
-        rss_before = rss_mb(proc.pid)
         with health_probe(f"{url}/_stcore/health") as rounds:
-            for i, pg in enumerate(pages):
-                if i % 2:
-                    pg.goto(f"{url}/generator?layer=conv2_1&channel={i}")
+            largest = ask_for_the_largest_allowed_job(pages[big], url)
+            for i in (*shared, *small):
+                pg = pages[i]
+                channel = 6 if i in shared else i
+                pg.goto(f"{url}/generator?layer=conv2_1&channel={channel}")
                 pg.get_by_role("heading", name="Generator").wait_for(timeout=90_000)
-                pg.get_by_label("Size (px)").fill("32")
-                steps = pg.get_by_label("Steps")
-                steps.fill("24")
-                steps.press("Tab")
-            for pg in pages:  # submit all at once
-                pg.get_by_role("button", name=re.compile("Generate")).click()
+                fill(pg, 32, 2000 if i in shared else 24)
+            for i in (*shared, *small):  # submit all at once
+                pages[i].get_by_role("button", name=re.compile("Generate")).click()
             saw_queue = False
-            for pg in pages:  # every session shows progress, a queue position or already its result
-                pg.wait_for_function(
-                    "() => /Queued: position|step \\d+\\/24|Final activation/.test(document.body.innerText)",
+            for i in (*shared, *small):  # every session shows progress, a queue position or already its result
+                pages[i].wait_for_function(
+                    "() => /Queued: position|step \\d+\\/(24|2000)|Final activation/.test(document.body.innerText)",
                     timeout=60_000)
-                saw_queue |= "Queued: position" in pg.inner_text("body")
-            for i, pg in enumerate(pages):  # and then its own result
+                saw_queue |= "Queued: position" in pages[i].inner_text("body")
+            canceller = pages[shared[1]]
+            canceller.get_by_role("button", name=re.compile("Cancel")).click()
+            canceller.get_by_text("cancelled at step").wait_for(timeout=60_000)
+            for i in (*small, shared[0]):  # and then its own result
+                pg = pages[i]
                 try:
                     pg.get_by_text("Final activation").wait_for(timeout=240_000)
                 except Exception:  # say what the stuck session shows instead
-                    text = " ".join(pg.inner_text("body").split())
-                    raise AssertionError(f"session {i} got no result; it shows: {text[-600:]}") from None
-                assert f"conv2_1 · channel {i} · fourier" in pg.inner_text("body")
-        rss_after = rss_mb(proc.pid)
+                    raise AssertionError(f"session {i} got no result; it shows: {body(pg)[-600:]}") from None
+                channel = 6 if i in shared else i
+                assert f"conv2_1 · channel {channel} · fourier" in body(pg)
+            assert "2000 steps" in body(pages[shared[0]]), "the other visitor's cancel stopped a shared render"
+            # the largest job: its result, or stopped by the hard time limit with its image so far
+            pages[big].wait_for_function(
+                "() => /Final activation|time limit/.test(document.body.innerText)", timeout=300_000)
+            assert "conv5_3 · channel 0" in body(pages[big])
+        peak = peak_rss_mb(proc.pid)
         # the gallery still answers after the burst
         pages[0].goto(f"{url}/gallery?layer=conv1_1&channel=2")
         pages[0].get_by_text("conv1_1 · channel 2").wait_for(timeout=60_000)
@@ -126,7 +178,7 @@ def test_eight_concurrent_sessions(loaded_server):
     server, machine = (sorted(r[i] for r in rounds) for i in (0, 1))
     p95 = int(0.95 * (len(rounds) - 1))
     summary = (f"health check p95 {server[p95]:.2f}s, slowest {server[-1]:.2f}s; control p95 {machine[p95]:.2f}s, "
-               f"slowest {machine[-1]:.2f}s; {len(rounds)} probes")
+               f"slowest {machine[-1]:.2f}s; {len(rounds)} probes; server peak RSS {peak:.0f} MB; largest job {largest}")
     print(summary)  # shown with `pytest -s` (make test-load)
     assert server[p95] < 1.0 + machine[p95] and server[-1] < 5.0 + machine[-1], summary
-    assert rss_after - rss_before < 1024, f"server memory grew {rss_after - rss_before:.0f} MB"
+    assert peak < 2.5 * 1024, f"the server's peak resident memory {peak:.0f} MB is over its 2.5 GB ceiling"

@@ -29,7 +29,8 @@ STEP_SECONDS_128 = {
     "conv3_2": 0.0263, "conv3_3": 0.035, "conv4_1": 0.0366, "conv4_2": 0.0426, "conv4_3": 0.056,
     "conv5_1": 0.0695, "conv5_2": 0.0727, "conv5_3": 0.0791,
 }
-START_SECONDS = 0.6  # first step of a render (kernel selection), measured at 32-128 px
+REFERENCE_THREADS = 2  # torch threads when STEP_SECONDS_128 was measured
+START_SECONDS = 0.1  # a render's set-up in a warm process (a fresh process's first render adds ~0.5 s once)
 STEP_OVERHEAD = 0.004  # per step, whatever the size (transforms, optimizer, callback)
 FORWARD_SHARE = 0.36  # a forward pass alone / a forward + input-gradient step (0.42 s vs 1.19 s, conv5_3 at 512 px)
 TRAIN_BYTES_PER_PIXEL = 1650  # peak RSS growth per image pixel, conv5_3 fourier: 1.58 KB from 256 to 1024 px

@@ -394,7 +394,6 @@ class JobManager:
                 if info.step in snaps:
                     job.snapshots[info.step] = img
 
-        started = time.perf_counter()
         s = job.settings
         result = render(s, [job.channel], job.device, callback=cb, every=1, cancel=stop)
         natural = None
@@ -408,13 +407,13 @@ class JobManager:
         job.history = job.result.history
         if result.cancelled or natural is None:
             return "cancelled"
-        self._learn_speed(job, time.perf_counter() - started)
+        self._learn_speed(job, result.seconds)
         self.results.put(job.key, job.result)
         return "done"
 
     def _learn_speed(self, job: Job, seconds: float) -> None:
-        """Correct the speed factor with a finished job's measured time (the estimates learn this device)."""
-        reference = budget.estimate_seconds(job.settings, 1.0, natural=False)
+        """Correct the speed factor with a finished render's measured time (the estimates learn this device)."""
+        reference = budget.render_seconds(job.settings)
         if seconds > 0.5 and reference > 0.5:
             measured = reference / seconds
             self.speed = float(np.clip(0.7 * self.speed + 0.3 * measured, 0.05, 1000.0))
@@ -440,7 +439,10 @@ def get_manager(session_alive: Callable[[str], bool | None] | None = None) -> Jo
             # generations running at once share the cores instead of each claiming all of them
             from .device import setup_threads
 
-            torch.set_num_threads(max(1, setup_threads() // _manager.limits.max_running))
+            threads = max(1, setup_threads() // _manager.limits.max_running)
+            torch.set_num_threads(threads)
+            # the reference rates were measured with 2 threads: fewer per job start slower (then it learns)
+            _manager.speed = min(1.0, threads / budget.REFERENCE_THREADS)
         return _manager
 
 
