@@ -197,7 +197,9 @@ def show_metrics(summary: dict, seconds: float | None) -> None:
     cols[2].metric("High-freq. share", f"{summary['hf_fraction']:.2f}", help="Natural photos: below 0.22")
     cols[3].metric("Seconds", "n/a" if seconds is None else f"{seconds:.1f}")
     if summary["flags"]:
-        st.error(f"Flagged: {plain(summary['evidence'])}")  # the evidence names each flag
+        # the flags are validated names; the evidence is text from a file: shown as plain text, never Markdown
+        st.error(f"Flagged: {', '.join(plain(f) for f in summary['flags'])}", icon=":material/flag:")
+        st.text(summary["evidence"])
 
 
 def plain(text: object) -> str:

@@ -103,7 +103,7 @@ for row in range(0, len(shown), COLUMNS):
         ratio, why = versus_photos(rec, digits=1)
         col.image(data, width="stretch")
         label = f"ch {ch} · {ratio}" + (" ⚠" if rec["flags"] else "")
-        if col.button(label, key=f"open_{ch}", width="stretch", help=plain(rec["evidence"]) or f"{why}; click for details"):
+        if col.button(label, key=f"open_{ch}", width="stretch", help=(f"Flagged: {plain(', '.join(rec['flags']))}" if rec["flags"] else why) + "; click for details"):
             st.query_params["channel"] = str(ch)
             st.rerun()
 

@@ -3,6 +3,7 @@ start `streamlit run app.py`, open the gallery, open a channel, run a tiny gener
 test-output/e2e/."""
 
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -12,11 +13,30 @@ from tests.streamlit_server import BROWSER_ARGS, CHROMIUM, require_chromium, str
 SHOTS = Path(__file__).resolve().parent.parent / "test-output" / "e2e"
 
 
+HOSTILE = "noise: ![pixel](http://127.0.0.1:9/pixel.png) [click](http://127.0.0.1:9/) **loud**"
+
+
+def plant_hostile_evidence(root: Path) -> None:
+    """Channel 3's record carries Markdown that would fetch a remote image if it were rendered."""
+    import json
+
+    from viz import make_settings
+    from viz.gallery import LayerDir, config_name
+
+    d = LayerDir(root, "oxford", config_name(make_settings("conv1_1", "fourier", size=32, steps=4)), "conv1_1")
+    rec = json.loads(d.record(3).read_text())
+    rec.update(flags=["noise"], evidence=HOSTILE)
+    d.record(3).write_text(json.dumps(rec))
+    d.manifest.unlink()  # read from the records
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     require_chromium()
     root = tiny_gallery(tmp_path_factory.mktemp("gallery"))
-    with streamlit_server(tmp_path_factory.mktemp("log") / "streamlit.log", VIZ_GALLERY=str(root)) as (url, _):
+    plant_hostile_evidence(root)
+    with streamlit_server(tmp_path_factory.mktemp("log") / "streamlit.log", VIZ_GALLERY=str(root),
+                          VIZ_CACHE_DIR=str(tmp_path_factory.mktemp("cache")), VIZ_SESSION_TIMEOUT="3") as (url, _):
         yield url
 
 
@@ -70,3 +90,44 @@ def _journey(server, page):
     page.goto(f"{server}/gallery?layer=..%2F..%2Fetc&channel=abc")
     expect(page.get_by_text("unknown layer")).to_be_visible(timeout=60_000)
     page.screenshot(path=str(SHOTS / "hostile-link.png"), full_page=True)
+
+
+def test_hostile_links_and_files_are_friendly(server, page):
+    from playwright.sync_api import expect
+
+    fetched = []
+    page.on("request", lambda r: fetched.append(r.url) if "127.0.0.1:9" in r.url else None)
+    for path in ("gallery", "generator"):
+        page.goto(f"{server}/{path}?layer=conv5_1&channel=%C2%B2")
+        expect(page.get_by_text("channel must be a whole number")).to_be_visible(timeout=60_000)
+        assert "Traceback" not in page.inner_text("body")
+    page.goto(f"{server}/gallery?layer=conv1_1&channel=3")
+    expect(page.get_by_text("conv1_1 · channel 3")).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("![pixel](http://127.0.0.1:9/pixel.png)", exact=False)).to_be_visible()
+    assert page.locator("a[href^='http://127.0.0.1:9']").count() == 0  # no link either
+    expect(page.get_by_text("Final activation")).to_be_visible()
+    page.screenshot(path=str(SHOTS / "hostile-evidence.png"), full_page=True)
+    assert not fetched, f"the browser fetched {fetched}"
+
+
+def test_a_closed_tab_stops_its_render(server, page):
+    """A visitor starts a long render and closes the tab: the server stops it (no heartbeat, not connected)."""
+    from playwright.sync_api import expect
+
+    visitor = page.context.browser.new_page()
+    visitor.goto(f"{server}/generator?layer=conv3_1&channel=1")
+    expect(visitor.get_by_role("heading", name="Generator")).to_be_visible(timeout=60_000)
+    visitor.get_by_label("Size (px)").fill("32")
+    steps = visitor.get_by_label("Steps")
+    steps.fill("20000")
+    steps.press("Tab")
+    visitor.get_by_role("button", name=re.compile("Generate")).click()
+    expect(visitor.get_by_text(re.compile(r"step \d+/20000"))).to_be_visible(timeout=60_000)
+    visitor.close()
+    page.goto(f"{server}/overview")
+    expect(page.get_by_text("Server: 1/1 generating")).to_be_visible(timeout=30_000)  # still running just after
+    deadline = time.monotonic() + 60
+    while "Server: 0/1 generating" not in page.inner_text("body"):
+        assert time.monotonic() < deadline, "the closed tab's render still runs after 60 s"
+        page.wait_for_timeout(1000)
+        page.reload()
