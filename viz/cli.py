@@ -97,7 +97,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 def cmd_precompute(args: argparse.Namespace) -> int:
     from .device import resolve_device
     from .files import check_output_dir
-    from .gallery import config_name, layer_channels, precompute
+    from .gallery import config_name, layer_channels, precompute, safe_name
     from .progress import ProgressBar
     from .settings import MAX_BATCH, _int, make_settings
 
@@ -117,7 +117,7 @@ def cmd_precompute(args: argparse.Namespace) -> int:
         bar[0].total = max(total, 1)  # grows when a flagged channel is queued for a retry
         bar[0].update(done, text)
 
-    print(f"gallery {args.out}/{settings.weights}/{config_name(settings)}: "
+    print(f"gallery {out / safe_name(settings.weights) / config_name(settings)}: "
           f"{sum(map(len, layers.values()))} channels in {len(layers)} layers", file=sys.stderr)
     report = precompute(out, settings, layers, batch=batch, device=str(device), retries=retries,
                         progress=progress, notice=_notice)
