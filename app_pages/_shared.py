@@ -16,7 +16,6 @@ from viz.gallery import Gallery
 from viz.jobs import get_manager
 from viz.links import parse_link
 from viz.metrics import versus_photos
-from viz.model import load_model
 from viz.weights import default_weights_name
 
 DEFAULT_GALLERY = Path(__file__).resolve().parent.parent / "gallery"
@@ -55,17 +54,6 @@ def session_id() -> str:
 
     ctx = get_script_run_ctx()
     return ctx.session_id if ctx is not None else "no-session"
-
-
-@st.cache_resource(show_spinner=False, max_entries=4)
-def _model(weights: str, device: str):
-    return load_model(weights, device, channels_last=device == "cpu")
-
-
-def model(weights: str, device: str):
-    """The frozen VGG16 conv base, loaded once per server, with a spinner naming the weights."""
-    with st.spinner(f"Loading VGG16 weights '{weights}' on {device} (first time only)…"):
-        return _model(weights, device)
 
 
 def sidebar_controls() -> None:
