@@ -19,7 +19,10 @@ from app_pages._shared import sidebar_controls
 st.set_page_config(page_title="VGG16 Feature Atlas", page_icon=":material/grid_view:", layout="wide")
 
 PAGES = [
-    st.Page("app_pages/overview.py", title="Overview", icon=":material/home:", url_path="overview", default=True),
+    st.Page("app_pages/overview.py", title="Overview", icon=":material/home:", url_path="home", default=True),
+    # the default page is served at "/" only (Streamlit answers its own url_path with "Page not found"); this
+    # hidden twin serves the "/overview" links people share
+    st.Page("app_pages/overview.py", title="Overview", url_path="overview", visibility="hidden"),
     st.Page("app_pages/gallery.py", title="Layer gallery", icon=":material/grid_view:", url_path="gallery"),
     st.Page("app_pages/generator.py", title="Generator", icon=":material/auto_awesome:", url_path="generator"),
     st.Page("app_pages/compare.py", title="Compare methods", icon=":material/compare:", url_path="compare"),

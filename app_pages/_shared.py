@@ -72,8 +72,22 @@ def sidebar_controls() -> None:
         st.selectbox("Default method", list(METHODS), key="g_method",
                      format_func=lambda m: f"{m} (modern)" if m == "fourier" else f"{m} (naive baseline)")
         stats = manager().stats()
+        mine = len(manager().session_jobs(session_id()))
         st.caption(f"Server: {stats['running']}/{stats['max_running']} generating, {stats['queued']} queued, "
-                   f"{stats['cached']} results cached")
+                   f"{stats['cached']} results cached" + (f" ({mine} of them yours)" if mine else ""))
+
+
+# the engine's messages name CLI flags; in the app they name the widget instead
+APP_WORDS = {"use --device cpu or auto": "choose Device: cpu or auto in the sidebar",
+             "or use --weights oxford": "or choose Weights: oxford in the sidebar",
+             "--weights": "the Weights setting", "--device": "the Device setting"}
+
+
+def app_words(message: object) -> str:
+    text = str(message)
+    for cli, app in APP_WORDS.items():
+        text = text.replace(cli, app)
+    return text
 
 
 def device() -> str | None:
@@ -81,31 +95,46 @@ def device() -> str | None:
     try:
         return str(resolve_device(st.session_state.get("g_device", "auto")))
     except VizError as exc:
-        st.error(f"{exc}")
+        st.error(app_words(exc))
         return None
 
 
-def link_state(default_layer: str = "conv5_1"):
-    """Layer/channel from the URL, validated; problems are shown as one friendly warning each."""
+def link_state(default_layer: str | None = "conv5_1"):
+    """The URL's parameters, validated: each bad one is shown as one friendly warning and dropped from the URL."""
     link = parse_link(st.query_params.to_dict(), default_layer)
     for problem in link.problems:
         st.warning(f"Ignored part of the link: {problem}.", icon=":material/link_off:")
+    for name in link.bad:
+        st.query_params.pop(name, None)
     return link
 
 
-def seed_from_link(prefix: str) -> None:
-    """On a session's first visit, take ``<prefix>_layer`` / ``<prefix>_channel`` from the URL (validated)."""
-    link = link_state()
+PERSIST = {"persist_state": "session"}  # a visitor's choices survive a visit to another page
+
+
+def seed_from_link(prefix: str, defaults: dict) -> None:
+    """The form's values: a new link's (layer, channel, size, steps, method) when the URL changed since it was
+    last applied, else what this visitor chose before (widgets persist across pages), else ``defaults``."""
+    link = link_state(default_layer=None)
     ss = st.session_state
-    if not ss.get(f"_{prefix}_linked"):
-        ss[f"{prefix}_layer"] = link.layer or "conv5_1"
-        ss[f"{prefix}_channel"] = link.channel if link.channel is not None else 104
-        ss[f"_{prefix}_linked"] = True
+    for name, value in {"layer": "conv5_1", "channel": 104, **defaults}.items():
+        ss.setdefault(f"{prefix}_{name}", value)
+    given = {k: v for k, v in link.given().items() if k != "page"}
+    if given and given != ss.get(f"_{prefix}_link"):
+        for name, value in given.items():
+            ss[f"{prefix}_{name}"] = value
+        ss[f"_{prefix}_link"] = given
+
+
+def remember_link(prefix: str, **values) -> None:
+    """Put a submitted request in the URL (a shareable link) without it counting as a new link."""
+    st.query_params.update({k: str(v) for k, v in values.items()})
+    st.session_state[f"_{prefix}_link"] = values
 
 
 def layer_picker(label: str, key: str, container=st) -> str:
     """A layer selectbox whose value lives in ``st.session_state[key]`` (set it first to choose the default)."""
-    return container.selectbox(label, list(LAYER_NAMES), key=key,
+    return container.selectbox(label, list(LAYER_NAMES), key=key, **PERSIST,
                                format_func=lambda n: f"{n} ({LAYERS[n].channels} ch, RF {LAYERS[n].receptive_field}px)")
 
 
@@ -114,16 +143,18 @@ def defaults_for(device_name: str) -> tuple[int, int]:
     return (224, 512) if device_name.startswith("cuda") else (128, 128)
 
 
-def generation_page(title: str, caption: str, prefix: str) -> tuple[str, int, int]:
+def generation_page(title: str, caption: str, prefix: str, **defaults) -> tuple[str, int, int]:
     """The top of a page that generates: title, caption, the device (the page stops with a message when it is
-    not available), the link's layer/channel on a first visit; returns (device, default size, default steps)."""
+    not available), the form's values from the link or the visitor's last choice; returns (device, default
+    size, default steps)."""
     st.title(title)
     st.caption(caption)
     dev = device()
     if dev is None:
         st.stop()
-    seed_from_link(prefix)
-    return (dev, *defaults_for(dev))
+    size, steps = defaults_for(dev)
+    seed_from_link(prefix, {"size": size, "steps": steps, **defaults})
+    return dev, size, steps
 
 
 def follow(draw, every: float = 1.0) -> bool:
@@ -169,7 +200,7 @@ def estimate_line(specs) -> bool:
     try:
         seconds = sum(m.check_budget(spec) for spec in specs)
     except VizError as exc:
-        st.warning(str(exc), icon=":material/timer_off:")
+        st.warning(app_words(exc), icon=":material/timer_off:")
         return False
     lim = m.limits
     st.caption(f"Estimated time on this server: {'instant (cached)' if seconds == 0 else 'about ' + fmt_seconds(seconds)}"
@@ -177,17 +208,46 @@ def estimate_line(specs) -> bool:
     return True
 
 
-def show_metrics(summary: dict, seconds: float | None) -> None:
+FINAL_HELP = ("The channel's mean activation on the final image exactly as shown. The curve is measured during the "
+              "optimization on randomly jittered, scaled and rotated copies (and, in the first steps, on a "
+              "smaller image), so its last point is not the same number.")
+
+
+def show_metrics(summary: dict, seconds: float | None, curve_last: float | None = None) -> None:
+    """The metrics row of a result; says why the final activation and the curve's end differ when they do."""
     ratio, why = versus_photos(summary)
+    final = summary["final_activation"]
     cols = st.columns(4)
-    cols[0].metric("Final activation", f"{summary['final_activation']:.4g}")
+    cols[0].metric("Final activation", f"{final:.4g}", help=FINAL_HELP)
     cols[1].metric("× best photo", ratio, help=f"{why} (natural-photo crops of the same size)")
-    cols[2].metric("High-freq. share", f"{summary['hf_fraction']:.2f}", help="Natural photos: below 0.22")
+    cols[2].metric("HF share", f"{summary['hf_fraction']:.2f}",
+                   help="High-frequency share of the image's spectrum (natural photos: below 0.22; noise: ~0.8)")
     cols[3].metric("Seconds", "n/a" if seconds is None else f"{seconds:.1f}")
+    if curve_last is not None and abs(final - curve_last) > 0.05 * max(abs(final), abs(curve_last), 1e-6):
+        st.caption(f"The curve ends at {curve_last:.4g}: it is measured on transformed copies during the "
+                   f"optimization, the final activation ({final:.4g}) on the final image as shown.")
     if summary["flags"]:
         # the flags are validated names; the evidence is text from a file: shown as plain text, never Markdown
         st.error(f"Flagged: {', '.join(plain(f) for f in summary['flags'])}", icon=":material/flag:")
         st.text(summary["evidence"])
+
+
+LEGEND = """
+- **N.N×**: the image's activation over the best natural-photo crop's (crops of the same size from the photos
+  that ship with scikit-image and scikit-learn); above 1× the image beats every photo crop.
+- **∞×**: no photo crop activates the channel at all (its best is 0 or below) while the image does.
+- **n/a**: neither the image nor any photo crop activates it, or the photo maximum is unknown.
+- **⚠ flags**: `dead` never positive, neither on photos nor after optimization; `no_rise` the objective did not
+  rise; `blank` a nearly uniform image; `noise` mostly high-frequency noise. A flagged channel was retried once
+  (another seed, twice the steps) before it was kept flagged.
+- **Dotted line** in a curve: the best natural-photo crop's activation, for scale.
+- **Final activation** is measured on the final image as shown; the curve on transformed copies during the run.
+"""
+
+
+def legend() -> None:
+    with st.expander("How to read these numbers", icon=":material/help:"):
+        st.markdown(LEGEND)
 
 
 def plain(text: object) -> str:

@@ -3,8 +3,8 @@
 import numpy as np
 import streamlit as st
 
-from app_pages._shared import (estimate_line, follow, generation_page, job_progress, layer_picker, manager,
-                               session_id, show_metrics)
+from app_pages._shared import (PERSIST, app_words, estimate_line, follow, generation_page, job_progress, layer_picker,
+                               manager, remember_link, session_id, show_metrics)
 from viz import VizError, get_layer, make_settings, parse_channel
 from viz.figures import curve_figure
 from viz.jobs import JobSpec
@@ -12,40 +12,39 @@ from viz.metrics import summarize
 from viz.settings import MAX_SIZE, MAX_STEPS, MIN_SIZE
 
 ss = st.session_state
-dev, size0, steps0 = generation_page(
+dev, _, _ = generation_page(
     "Compare methods", "Left: the original naive method (pixel noise, MSE to an unreachable target, post-ReLU). "
     "Right: the modern default (Fourier, decorrelated colour, transformation robustness).", "cmp")
 
 c = st.columns([1.4, 1, 1, 1])
 layer = layer_picker("Layer", key="cmp_layer", container=c[0])
-channel = c[1].number_input("Channel", 0, 511, step=1, key="cmp_channel")
-size = c[2].number_input("Size (px)", MIN_SIZE, MAX_SIZE, min(size0, 128), step=16, key="cmp_size")
-steps = c[3].number_input("Steps", 1, MAX_STEPS, steps0, step=32, key="cmp_steps")
+channel = c[1].number_input("Channel", step=1, key="cmp_channel", **PERSIST)
+size = c[2].number_input("Size (px)", step=16, key="cmp_size", help=f"{MIN_SIZE}-{MAX_SIZE} px", **PERSIST)
+steps = c[3].number_input("Steps", step=32, key="cmp_steps", help=f"1-{MAX_STEPS}", **PERSIST)
 snaps = st.multiselect("Also show the modern image at steps", [8, 16, 32, 64, 128, 256, 512],
-                       default=[16, 32, 64], key="cmp_snaps")
+                       default=[16, 32, 64], key="cmp_snaps", **PERSIST)
 
-specs, problem = [], None
+specs = []
 try:
     ch = parse_channel(get_layer(layer), channel)
     for method in ("seed", "fourier"):
         settings = make_settings(layer, method, size, steps, None, 0, ss.get("g_weights"))
         snap_steps = tuple(s for s in snaps if s < steps) if method == "fourier" else ()
         specs.append(JobSpec(settings, ch, dev, snap_steps))
-except VizError as exc:
-    problem = str(exc)
-if specs:
     estimate_line(specs)
-go = st.button("Render both", type="primary", icon=":material/play_arrow:", key="cmp_go")
+except VizError as exc:
+    specs = []
+    st.error(app_words(exc), icon=":material/error:")
+go = st.button("Render both", type="primary", icon=":material/play_arrow:", key="cmp_go", disabled=not specs)
 
-if go:
+if go and specs:
     try:
-        if problem:
-            raise VizError(problem)
         jobs = manager().submit_many(specs, session=session_id(), tag="compare")
         ss["cmp_jobs"] = {spec.settings.method: job.id for spec, job in zip(specs, jobs)}
-        st.query_params.update({"layer": layer, "channel": str(specs[0].channel)})
+        s = specs[0].settings
+        remember_link("cmp", layer=s.layer, channel=specs[0].channel, size=s.size, steps=s.steps)
     except VizError as exc:
-        st.error(str(exc))
+        st.error(app_words(exc))
 
 
 def current_jobs():
@@ -68,7 +67,7 @@ def render_compare(tick: int = 0) -> bool:
         with col:
             st.markdown(f"#### {method}")
             if job.state == "error":
-                st.error(job.error)
+                st.error(app_words(job.error))
                 continue
             if not job.finished:
                 job_progress(job, manager().position(job))

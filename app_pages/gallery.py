@@ -4,9 +4,10 @@ import math
 
 import streamlit as st
 
-from app_pages._shared import gallery, link_state, plain, show_metrics
-from viz import VizError
+from app_pages._shared import PERSIST, gallery, legend, link_state, plain, show_metrics
+from viz import LAYERS, VizError
 from viz.figures import curve_figure
+from viz.images import zoom_png
 from viz.metrics import strength, versus_photos
 from viz.sheets import contact_sheet, layer_zip
 
@@ -18,24 +19,39 @@ st.title("Layer gallery")
 g = gallery()
 weights_list = g.weights()
 if not weights_list:
-    st.info("No precomputed gallery yet. Make one with `python -m viz precompute …` (see Overview).")
+    st.info("No precomputed gallery yet. Make one on the command line with `python -m viz precompute` (see "
+            "Overview).")
     st.stop()
 
 link = link_state(default_layer=None)
+
+
+def _to_page_one() -> None:
+    ss["gal_page"] = 1
+    st.query_params.pop("page", None)
+    st.query_params.pop("channel", None)
+
+
 c1, c2, c3 = st.columns([1, 2, 2])
 w_default = ss.get("g_weights") if ss.get("g_weights") in weights_list else weights_list[0]
-weights = c1.selectbox("Weights", weights_list, index=weights_list.index(w_default), key="gal_weights")
+weights = c1.selectbox("Weights", weights_list, index=weights_list.index(w_default), key="gal_weights",
+                       on_change=_to_page_one)
 configs = g.configs(weights)
-config = c2.selectbox("Config (method, size, steps)", configs, key="gal_config")
+config = c2.selectbox("Config (method, size, steps)", configs, key="gal_config", on_change=_to_page_one)
 layers = g.layers(weights, config)
-if "gal_layer" not in ss or (link.layer in layers and not ss.get("_gal_linked")):
-    ss["gal_layer"] = link.layer if link.layer in layers else layers[-1]
-    ss["_gal_linked"] = True
-if link.layer is not None and link.layer not in layers:
-    st.warning(f"No gallery for {link.layer} in {weights}/{config}: showing {ss['gal_layer']}.")
+# A new link (the URL's layer changed since it was last applied) chooses the layer; else the visitor's choice.
+if link.layer is not None and link.layer != ss.get("_gal_link_layer"):
+    if link.layer in layers:
+        ss["gal_layer"] = link.layer
+        ss["gal_page"] = link.page or 1
+    else:
+        st.warning(f"No gallery for {link.layer} in {weights}/{config}: showing "
+                   f"{ss.get('gal_layer') if ss.get('gal_layer') in layers else layers[-1]}.")
 if ss.get("gal_layer") not in layers:
     ss["gal_layer"] = layers[-1]
-layer = c3.selectbox("Layer", layers, key="gal_layer")
+layer = c3.selectbox("Layer", layers, key="gal_layer", on_change=_to_page_one)
+st.query_params["layer"] = layer
+ss["_gal_link_layer"] = layer
 
 try:
     view = g.layer(weights, config, layer)
@@ -49,47 +65,109 @@ for problem in view.problems:
 channel = link.channel if link.layer == layer else None
 if channel is not None and channel not in view.records:
     st.warning(f"Channel {channel} of {layer} is not in this gallery.")
+    st.query_params.pop("channel", None)
     channel = None
-st.query_params["layer"] = layer
+
+
+def _open(ch: int | None) -> None:
+    if ch is None:
+        st.query_params.pop("channel", None)
+    else:
+        st.query_params["channel"] = str(ch)
+
 
 if channel is not None:
     rec = view.records[channel]
     st.query_params["channel"] = str(channel)
-    if st.button("← Back to the grid", key="back"):
-        del st.query_params["channel"]
-        st.rerun()
+    chans = view.channels()
+    i = chans.index(channel)
+    nav = st.columns([1.3, 1, 1, 3])
+    nav[0].button("← Back to the grid", key="back", on_click=_open, args=(None,))
+    nav[1].button("‹ Previous", key="prev_ch", on_click=_open, args=(chans[i - 1] if i else None,), disabled=i == 0,
+                  help=f"channel {chans[i - 1]}" if i else None)
+    nav[2].button("Next ›", key="next_ch", on_click=_open, args=(chans[i + 1] if i + 1 < len(chans) else None,),
+                  disabled=i + 1 == len(chans), help=f"channel {chans[i + 1]}" if i + 1 < len(chans) else None)
+    settings = rec["settings"]
+    bigger = max(224, 2 * int(settings.get("size", 96)))
+    nav[3].page_link("app_pages/generator.py", label=f"Render it bigger ({bigger} px) in the Generator",
+                     icon=":material/open_in_full:",
+                     query_params={"layer": layer, "channel": str(channel), "size": str(bigger),
+                                   "steps": str(settings.get("steps", 128)),
+                                   "method": str(settings.get("method", "fourier"))})
     st.subheader(f"{layer} · channel {channel}")
     left, right = st.columns([1, 1.4])
     data = view.image_bytes(channel)
     if data is None:
         left.error("This image is missing or corrupted; the next precompute will redo it.")
     else:
-        left.image(data, width="stretch")
+        big, factor, side = zoom_png(data, 384)
+        left.image(big, caption=f"{side} px" + (f", shown {factor}× (each pixel a square)" if factor > 1 else ""))
         left.download_button("Download PNG", data, f"{weights}_{layer}_c{channel:04d}.png", "image/png")
     right.plotly_chart(curve_figure({"objective": (rec["history_steps"], rec["history"])}, rec["natural_max"]),
                        key="detail_curve")
     with right:
-        show_metrics({**rec, **rec["metrics"]}, rec["seconds"])
-    right.json({k: rec[k] for k in ("weights", "settings", "seed", "steps", "attempts", "device", "created")},
-               expanded=False)
+        show_metrics({**rec, **rec["metrics"]}, rec["seconds"], curve_last=rec["history"][-1] if rec["history"]
+                     else None)
+        with st.expander("Settings of this render (from its record)"):
+            st.json({k: rec[k] for k in ("weights", "settings", "seed", "steps", "attempts", "device", "created")})
+    legend()
     st.stop()
-else:
-    st.query_params.pop("channel", None)
 
-f1, f2, f3 = st.columns([1.2, 1.2, 2])
-show = f1.radio("Show", ["all", "flagged only", "unflagged only"], horizontal=True, key="gal_show")
-order = f2.radio("Order", ["channel", "strongest first"], horizontal=True, key="gal_order")
+st.query_params.pop("channel", None)
+f1, f2, f3 = st.columns([1.2, 1.3, 1.5])
+show = f1.segmented_control("Show", ["all", "flagged", "unflagged"], default="all", key="gal_show",
+                            on_change=_to_page_one, **PERSIST) or "all"
+order = f2.segmented_control("Order", ["channel", "strongest first"], default="channel", key="gal_order",
+                             on_change=_to_page_one, **PERSIST) or "channel"
 chans = view.channels()
-if show == "flagged only":
+if show == "flagged":
     chans = [c for c in chans if view.records[c]["flags"]]
-elif show == "unflagged only":
+elif show == "unflagged":
     chans = [c for c in chans if not view.records[c]["flags"]]
 if order == "strongest first":
     chans.sort(key=lambda c: -strength(view.records[c]))
 pages = max(1, math.ceil(len(chans) / PER_PAGE))
-page = f3.number_input(f"Page (of {pages})", 1, pages, 1, key="gal_page") if pages > 1 else 1
+# the page: a new link's, else the visitor's, kept within the pages there are
+if link.page is not None and link.page != ss.get("_gal_link_page"):
+    ss["gal_page"] = link.page
+ss["gal_page"] = min(max(1, int(ss.get("gal_page") or 1)), pages)
+goto = f3.number_input(f"Go to channel (0-{LAYERS[layer].channels - 1})", value=None, step=1, key="gal_goto",
+                       placeholder="#", help="opens its detail")
+if goto is not None:
+    ss.pop("gal_goto")
+    _open(int(goto))
+    st.rerun()
+
+
+def _turn(delta: int) -> None:
+    ss["gal_page"] = min(max(1, ss["gal_page"] + delta), pages)
+
+
+def pager(where: str) -> int:
+    p1, p2, p3 = st.columns([1, 2, 1])
+    p1.button("‹ Previous page", key=f"prev_{where}", on_click=_turn, args=(-1,), disabled=ss["gal_page"] <= 1,
+              width="stretch")
+    if where == "top":
+        p2.number_input(f"Page (of {pages})", 1, pages, key="gal_page", label_visibility="collapsed", **PERSIST)
+    else:
+        p2.markdown(f"<div style='text-align:center'>Page {ss['gal_page']} of {pages}</div>", unsafe_allow_html=True)
+    p3.button("Next page ›", key=f"next_{where}", on_click=_turn, args=(1,), disabled=ss["gal_page"] >= pages,
+              width="stretch")
+    return ss["gal_page"]
+
+
 st.caption(f"{len(chans)} of {len(view.records)} channels · {view.settings.get('method')} at "
-           f"{view.settings.get('size')} px, {view.settings.get('steps')} steps · weights {weights}")
+           f"{view.settings.get('size')} px, {view.settings.get('steps')} steps · weights {weights}"
+           + (f" · page {ss['gal_page']} of {pages}" if pages > 1 else ""))
+if not chans:
+    st.info(f"No {show} channels in {layer}." if show != "all" else f"No channels in {layer} yet.",
+            icon=":material/filter_alt_off:")
+page = pager("top") if pages > 1 else 1
+if page > 1:
+    st.query_params["page"] = str(page)
+else:
+    st.query_params.pop("page", None)
+ss["_gal_link_page"] = page
 
 shown = chans[(page - 1) * PER_PAGE: page * PER_PAGE]
 for row in range(0, len(shown), COLUMNS):
@@ -103,12 +181,14 @@ for row in range(0, len(shown), COLUMNS):
         ratio, why = versus_photos(rec, digits=1)
         col.image(data, width="stretch")
         label = f"ch {ch} · {ratio}" + (" ⚠" if rec["flags"] else "")
-        if col.button(label, key=f"open_{ch}", width="stretch", help=(f"Flagged: {plain(', '.join(rec['flags']))}" if rec["flags"] else why) + "; click for details"):
-            st.query_params["channel"] = str(ch)
-            st.rerun()
+        tip = (f"Flagged: {plain(', '.join(rec['flags']))}" if rec["flags"] else plain(why)) + "; click for details"
+        col.button(label, key=f"open_{ch}", width="stretch", help=tip, on_click=_open, args=(ch,))
+if pages > 1:
+    pager("bottom")
 
 d1, d2 = st.columns(2)
 d1.download_button("Download layer (zip)", lambda: layer_zip(view), f"{weights}_{config}_{layer}.zip",
-                   "application/zip", key="dl_zip")
-d2.download_button("Download contact sheet (PNG)", lambda: contact_sheet(view),
-                   f"{weights}_{config}_{layer}_sheet.png", "image/png", key="dl_sheet")
+                   "application/zip", key="dl_zip", disabled=not chans)
+d2.download_button("Download contact sheet (PNG)", lambda: contact_sheet(view, channels=chans),
+                   f"{weights}_{config}_{layer}_sheet.png", "image/png", key="dl_sheet", disabled=not chans)
+legend()

@@ -3,9 +3,9 @@
 import numpy as np
 import streamlit as st
 
-from app_pages._shared import (estimate_line, follow, generation_page, job_progress, layer_picker, manager,
-                               session_id, show_metrics)
-from viz import METHODS, VizError, get_layer, make_settings, parse_channel
+from app_pages._shared import (PERSIST, app_words, estimate_line, follow, generation_page, job_progress, layer_picker,
+                               manager, remember_link, session_id, show_metrics)
+from viz import DEFAULT_METHOD, METHODS, VizError, get_layer, make_settings, parse_channel
 from viz.figures import curve_figure
 from viz.images import png_bytes
 from viz.jobs import JobSpec
@@ -13,41 +13,40 @@ from viz.metrics import summarize
 from viz.settings import MAX_SIZE, MAX_STEPS, MIN_SIZE
 
 ss = st.session_state
-dev, size0, steps0 = generation_page(
+dev, _, _ = generation_page(
     "Generator", "Pick a channel and watch its image form. The same settings twice give the same image, instantly "
-    "the second time.", "gen")
+    "the second time.", "gen", method=ss.get("g_method", DEFAULT_METHOD))
 
+# No min/max on the numbers: an out-of-range value gets a sentence below instead of a silently red field.
 c = st.columns([1.4, 1, 1.2])
 layer = layer_picker("Layer", key="gen_layer", container=c[0])
-channel = c[1].number_input("Channel", min_value=0, max_value=511, step=1, key="gen_channel")
-methods = list(METHODS)
-method = c[2].selectbox("Method", methods, index=methods.index(ss.get("g_method", "fourier")), key="gen_method")
+channel = c[1].number_input("Channel", step=1, key="gen_channel", **PERSIST)
+method = c[2].selectbox("Method", list(METHODS), key="gen_method", **PERSIST)
 c = st.columns(4)
-size = c[0].number_input("Size (px)", MIN_SIZE, MAX_SIZE, size0, step=16, key="gen_size")
-steps = c[1].number_input("Steps", 1, MAX_STEPS, steps0, step=32, key="gen_steps")
-lr = c[2].number_input("Learning rate", 0.001, 10.0, METHODS[method].lr, step=0.01, format="%.3f", key="gen_lr")
-seed = c[3].number_input("Seed", 0, 2**31 - 1, 0, key="gen_seed")
+size = c[0].number_input("Size (px)", step=16, key="gen_size", help=f"{MIN_SIZE}-{MAX_SIZE} px", **PERSIST)
+steps = c[1].number_input("Steps", step=32, key="gen_steps", help=f"1-{MAX_STEPS}", **PERSIST)
+lr = c[2].number_input("Learning rate", value=METHODS[method].lr, step=0.01, format="%.3f", key="gen_lr",
+                       help="above 0, at most 10", **PERSIST)
+seed = c[3].number_input("Seed", value=0, step=1, key="gen_seed", **PERSIST)
 
-spec = problem = None
+spec = None
 try:
     spec = JobSpec(make_settings(layer, method, size, steps, lr, seed, ss.get("g_weights")),
                    parse_channel(get_layer(layer), channel), dev)
-except VizError as exc:
-    problem = str(exc)
-if spec is not None:
     estimate_line([spec])
-go = st.button("Generate", type="primary", icon=":material/play_arrow:", key="gen_go")
+except VizError as exc:
+    st.error(app_words(exc), icon=":material/error:")
+go = st.button("Generate", type="primary", icon=":material/play_arrow:", key="gen_go", disabled=spec is None)
 
-if go:
+if go and spec is not None:
     try:
-        if spec is None:
-            raise VizError(problem)
         job = manager().submit_many([spec], session=session_id(), tag="generator")[0]
         ss["gen_job"] = job.id
         ss.pop("gen_partial", None)
-        st.query_params.update({"layer": layer, "channel": str(spec.channel)})
+        s = spec.settings
+        remember_link("gen", layer=s.layer, channel=spec.channel, size=s.size, steps=s.steps, method=s.method)
     except VizError as exc:
-        st.error(str(exc))
+        st.error(app_words(exc))
 
 job = manager().get(ss.get("gen_job", ""))
 
@@ -74,7 +73,7 @@ def render_job(tick: int = 0) -> bool:
                                key=f"gen_live_curve_{tick}")
         return False
     if job.state == "error":
-        st.error(job.error)
+        st.error(app_words(job.error))
         return True
     r = job.result
     summary = summarize(r.image, np.array(r.history), r.final_activation, r.natural)

