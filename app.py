@@ -14,7 +14,7 @@ sys.setswitchinterval(0.001)
 import streamlit as st  # noqa: E402
 
 import viz.figures  # noqa: F401  (imports pandas before plotly first runs; see viz/figures.py)
-from app_pages._shared import sidebar_controls
+from app_pages._shared import page_style, sidebar_controls
 
 st.set_page_config(page_title="VGG16 Feature Atlas", page_icon=":material/grid_view:", layout="wide")
 
@@ -28,5 +28,6 @@ PAGES = [
     st.Page("app_pages/compare.py", title="Compare methods", icon=":material/compare:", url_path="compare"),
 ]
 page = st.navigation(PAGES)
+page_style()
 sidebar_controls()
 page.run()

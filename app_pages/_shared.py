@@ -56,6 +56,24 @@ def session_id() -> str:
     return ctx.session_id if ctx is not None else "no-session"
 
 
+# On a phone Streamlit stacks every column, so a 6-wide grid page becomes 24 full-width images (11,000 px) and the
+# first image sits below three screens of controls. Keep up to three columns side by side there instead.
+SMALL_SCREENS = """<style>
+@media (max-width: 640px) {
+  .stMainBlockContainer { padding-top: 3rem; }
+  .stMainBlockContainer h1 { font-size: 2rem; }
+  .stMainBlockContainer [data-testid="stHorizontalBlock"] { flex-wrap: wrap !important; gap: 0.5rem !important; }
+  .stMainBlockContainer [data-testid="stHorizontalBlock"] > [data-testid="stColumn"] {
+    min-width: calc(33.3% - 0.5rem) !important; flex: 1 1 calc(33.3% - 0.5rem) !important; width: auto !important;
+  }
+}
+</style>"""
+
+
+def page_style() -> None:
+    st.html(SMALL_SCREENS)
+
+
 def sidebar_controls() -> None:
     """Global controls (weights, device, default method), kept in session state across pages."""
     ss = st.session_state

@@ -15,8 +15,8 @@ st.title("VGG16 Feature Atlas")
 st.markdown(
     "What does each channel of a trained VGG16 respond to? For any conv layer (conv1_1 … conv5_3) the atlas "
     "**synthesizes the image that most excites a channel**: it starts from noise and follows the gradient of "
-    "the channel's activation back to the pixels, step after step (*activation maximization*). Click any image "
-    "to open it."
+    "the channel's activation back to the pixels, step after step (*activation maximization*). Click a "
+    "caption to open its channel."
 )
 c1, c2, c3 = st.columns(3)
 c1.page_link("app_pages/gallery.py", label="Browse precomputed layers", icon=":material/grid_view:")
@@ -34,9 +34,12 @@ for w in ("oxford", *g.weights()):
 
 
 def picture(col, view, channel: int, caption: str) -> None:
+    """An image with its caption as a link to its channel (in this tab: the visitor's session and theme stay)."""
     data = view.image_bytes(channel)
     if data is not None:
-        col.image(data, caption=caption, width="stretch", link=f"gallery?layer={view.layer}&channel={channel}")
+        col.image(data, width="stretch")
+        col.page_link("app_pages/gallery.py", label=caption, query_params={"layer": view.layer,
+                                                                           "channel": str(channel)})
 
 
 if shown is not None:

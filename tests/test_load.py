@@ -82,8 +82,8 @@ def loaded_server(tmp_path_factory):
 
 
 def fill(pg, size, steps):
-    pg.get_by_label("Size (px)").fill(str(size))
-    box = pg.get_by_label("Steps")
+    pg.get_by_role("spinbutton", name="Size (px)").fill(str(size))
+    box = pg.get_by_role("spinbutton", name="Steps")
     box.fill(str(steps))
     box.press("Tab")
 
@@ -112,7 +112,7 @@ def ask_for_the_largest_allowed_job(pg, url) -> str:
         size = re.search(r"at 1 steps at most (\d+) px", body(pg)).group(1)
         fill(pg, size, 1)
     pg.get_by_text("Estimated time on this server").wait_for(timeout=60_000)
-    asked = (pg.get_by_label("Size (px)").input_value(), pg.get_by_label("Steps").input_value())
+    asked = (pg.get_by_role("spinbutton", name="Size (px)").input_value(), pg.get_by_role("spinbutton", name="Steps").input_value())
     pg.get_by_role("button", name=re.compile("Generate")).click()
     return f"conv5_3 at {asked[0]} px x {asked[1]} steps"
 

@@ -1,0 +1,54 @@
+"""Retake the README's screenshots: a real server on the committed gallery, headless Debian Chromium.
+
+    .venv/bin/python docs/screenshots/take.py          # writes docs/screenshots/*.png (about 2 minutes)
+"""
+
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent.parent))
+
+from tests.streamlit_server import BROWSER_ARGS, CHROMIUM, streamlit_server  # noqa: E402
+
+
+def settle(pg, text: str, timeout: float = 120_000) -> None:
+    """Wait for ``text``, then for every image to load and the page to stop changing."""
+    pg.get_by_text(text).first.wait_for(timeout=timeout)
+    pg.wait_for_function("() => [...document.images].every(i => i.complete)", timeout=60_000)
+    pg.wait_for_timeout(2500)
+
+
+def main() -> None:
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory() as tmp, \
+            streamlit_server(Path(tmp) / "streamlit.log", VIZ_CACHE_DIR=tmp) as (url, _), sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
+        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+        pg.goto(f"{url}/overview")
+        settle(pg, "Every layer at a glance")
+        pg.screenshot(path=str(HERE / "overview.png"), full_page=True)
+        pg.goto(f"{url}/gallery?layer=conv5_1")
+        settle(pg, "page 1 of 22")
+        pg.screenshot(path=str(HERE / "gallery.png"), full_page=True)
+        pg.goto(f"{url}/gallery?layer=conv5_1&channel=104")
+        settle(pg, "Final activation")
+        pg.screenshot(path=str(HERE / "channel.png"), full_page=True)
+        pg.goto(f"{url}/compare?layer=conv5_1&channel=104&size=64&steps=64")
+        pg.get_by_text("Estimated time on this server").wait_for(timeout=60_000)
+        pg.get_by_role("button", name=re.compile("Render both")).click()
+        pg.wait_for_function("() => document.body.innerText.split('Final activation').length == 3", timeout=300_000)
+        settle(pg, "The modern image along the way")
+        pg.screenshot(path=str(HERE / "compare.png"), full_page=True)
+        phone = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True)
+        phone.goto(f"{url}/gallery?layer=conv5_1")
+        settle(phone, "page 1 of 22")
+        phone.screenshot(path=str(HERE / "phone-gallery.png"))
+        browser.close()
+
+
+if __name__ == "__main__":
+    main()

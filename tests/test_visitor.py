@@ -1,0 +1,131 @@
+"""A first-time visitor's path through the app, in a real headless Chromium against a real server with the
+committed gallery (the dashboard issue's items 1-5). Screenshots go to test-output/visitor/."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.streamlit_server import BROWSER_ARGS, CHROMIUM, require_chromium, streamlit_server
+
+SHOTS = Path(__file__).resolve().parent.parent / "test-output" / "visitor"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    require_chromium()
+    with streamlit_server(tmp_path_factory.mktemp("log") / "streamlit.log",
+                          VIZ_CACHE_DIR=str(tmp_path_factory.mktemp("cache"))) as (url, _):
+        yield url
+
+
+@pytest.fixture
+def page(server):
+    from playwright.sync_api import sync_playwright
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
+        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+        try:
+            yield pg
+        except BaseException:
+            pg.screenshot(path=str(SHOTS / "failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
+
+
+def on_page(pg, n):
+    """The grid's caption, which names the page shown."""
+    return pg.get_by_text(re.compile(rf"channels · .*page {n} of 22"))
+
+
+def page_box(pg):
+    return pg.get_by_label(re.compile(r"^Page \(of \d+\)$"))
+
+
+def test_gallery_pages_survive_a_channel_a_reload_and_reset_with_the_layer(server, page):
+    from playwright.sync_api import expect
+
+    page.goto(f"{server}/gallery?layer=conv5_1&page=5")  # item 2: the page is in the URL
+    expect(on_page(page, 5)).to_be_visible(timeout=60_000)
+    expect(page_box(page)).to_have_value("5")
+    page.get_by_role("button", name=re.compile(r"^ch 96\b")).click()  # channel order: page 5 starts at 96
+    expect(page.get_by_text("conv5_1 · channel 96")).to_be_visible(timeout=30_000)
+    page.get_by_role("button", name="Next ›").click()
+    expect(page.get_by_text("conv5_1 · channel 97")).to_be_visible(timeout=30_000)
+    page.screenshot(path=str(SHOTS / "channel.png"), full_page=True)
+    page.get_by_role("button", name="← Back to the grid").click()  # item 1: back to page 5, and the box says 5
+    expect(on_page(page, 5)).to_be_visible(timeout=30_000)
+    expect(page_box(page)).to_have_value("5")
+    assert "page=5" in page.url and "channel" not in page.url
+    page.get_by_role("button", name="Next page ›").first.click()
+    expect(on_page(page, 6)).to_be_visible(timeout=30_000)
+    expect(page.get_by_role("button", name=re.compile(r"^ch 120\b"))).to_be_visible()
+    page.reload()  # item 2: a reload keeps the page
+    expect(on_page(page, 6)).to_be_visible(timeout=60_000)
+    page.screenshot(path=str(SHOTS / "gallery.png"), full_page=True)
+    page.get_by_label("Layer", exact=True).click()
+    page.get_by_role("option", name="conv4_3").click()  # a new layer starts at its first page
+    expect(on_page(page, 1)).to_be_visible(timeout=30_000)
+    assert "page=" not in page.url and "layer=conv4_3" in page.url
+
+
+def test_forms_remember_and_bad_numbers_say_why(server, page):
+    from playwright.sync_api import expect
+
+    page.goto(f"{server}/generator?layer=conv3_3&channel=10")
+    expect(page.get_by_role("heading", name="Generator")).to_be_visible(timeout=60_000)
+    channel = page.get_by_role("spinbutton", name="Channel")
+    channel.fill("12")
+    channel.press("Tab")
+    size = page.get_by_role("spinbutton", name="Size (px)")
+    size.fill("64")
+    size.press("Tab")
+    expect(page.get_by_text("Estimated time on this server")).to_be_visible(timeout=30_000)
+    page.get_by_role("link", name="Layer gallery").click()  # item 3: leave and come back through the sidebar
+    expect(page.get_by_role("heading", name="Layer gallery")).to_be_visible(timeout=60_000)
+    page.get_by_role("link", name="Generator").click()
+    expect(page.get_by_role("heading", name="Generator")).to_be_visible(timeout=60_000)
+    expect(page.get_by_role("spinbutton", name="Channel")).to_have_value("12", timeout=30_000)
+    expect(page.get_by_role("spinbutton", name="Size (px)")).to_have_value("64")
+    layer = page.locator('[data-testid="stSelectbox"]').filter(has_text="Layer").first
+    assert "conv3_3" in (layer.text_content() or "") + str(layer.locator("input").input_value()), \
+        layer.inner_html()[:2000]
+    size = page.get_by_role("spinbutton", name="Size (px)")  # item 5: out of range says why
+    size.fill("5000")
+    size.press("Tab")
+    expect(page.get_by_text("size must be between 16 and 1024 pixels, got 5000")).to_be_visible(timeout=30_000)
+    expect(page.get_by_role("button", name=re.compile("Generate"))).to_be_disabled()
+    page.screenshot(path=str(SHOTS / "generator-bad-size.png"), full_page=True)
+
+
+def test_overview_link_has_no_page_not_found(server, page):
+    from playwright.sync_api import expect
+
+    page.goto(f"{server}/overview")  # item 4
+    expect(page.get_by_role("heading", name="VGG16 Feature Atlas")).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("Three famous channels of conv5_1")).to_be_visible(timeout=30_000)
+    page.wait_for_timeout(2000)
+    assert "Page not found" not in page.inner_text("body") and page.url.endswith("/overview")
+    page.screenshot(path=str(SHOTS / "overview.png"), full_page=True)
+    page.get_by_role("link", name="conv5_1:104 · faces").click()  # a picture is a link to its channel
+    expect(page.get_by_text("conv5_1 · channel 104")).to_be_visible(timeout=60_000)
+
+
+def test_a_phone_sees_the_first_image_without_scrolling(server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
+        phone = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True)
+        phone.goto(f"{server}/gallery?layer=conv5_1")
+        phone.get_by_role("button", name=re.compile(r"^ch 23\b")).wait_for(timeout=60_000)
+        phone.wait_for_function("() => [...document.images].every(i => i.complete)", timeout=30_000)
+        top = phone.evaluate("() => document.querySelector('.stMainBlockContainer img').getBoundingClientRect().top")
+        height = phone.evaluate("() => document.querySelector('.stMainBlockContainer').scrollHeight")
+        phone.screenshot(path=str(SHOTS / "phone-gallery.png"))
+        browser.close()
+    assert top < 844, f"the first image starts at {top:.0f} px, below a 844 px screen"
+    assert height < 4000, f"a page of the grid is {height:.0f} px tall on a phone"
