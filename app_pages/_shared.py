@@ -91,8 +91,8 @@ def sidebar_controls() -> None:
                      format_func=lambda m: f"{m} (modern)" if m == "fourier" else f"{m} (naive baseline)")
         stats = manager().stats()
         mine = len(manager().session_jobs(session_id()))
-        st.caption(f"Server: {stats['running']}/{stats['max_running']} generating, {stats['queued']} queued, "
-                   f"{stats['cached']} results cached" + (f" ({mine} of them yours)" if mine else ""))
+        st.caption(f"Server: {stats['running']}/{stats['max_running']} generating, {stats['queued']} queued"
+                   + (f" ({mine} of these yours)" if mine else "") + f" · {stats['cached']} results cached")
 
 
 # the engine's messages name CLI flags; in the app they name the widget instead

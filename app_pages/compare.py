@@ -79,7 +79,8 @@ def render_compare(tick: int = 0) -> bool:
                 caption = f"{job.stopped or 'cancelled'}: the image so far" if job.state == "cancelled" else \
                     f"{method} · {len(r.history)} steps"
                 st.image(r.image, caption=caption, width="stretch")
-                show_metrics(summarize(r.image, np.array(r.history), r.final_activation, nat), r.seconds)
+                show_metrics(summarize(r.image, np.array(r.history), r.final_activation, nat), r.seconds,
+                             curve_last=r.history[-1] if r.history else None)
             if job.history:
                 curves[method] = (range(1, len(job.history) + 1), job.history)
     if curves:

@@ -85,7 +85,7 @@ def render_job(tick: int = 0) -> bool:
     with right:
         st.plotly_chart(curve_figure({"objective": (range(1, len(r.history) + 1), r.history)}, r.natural),
                         key="gen_curve")
-        show_metrics(summary, r.seconds)
+        show_metrics(summary, r.seconds, curve_last=r.history[-1] if r.history else None)
     return True
 
 
