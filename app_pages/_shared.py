@@ -243,7 +243,7 @@ def show_metrics(summary: dict, seconds: float | None, curve_last: float | None 
     cols[3].metric("Seconds", "n/a" if seconds is None else f"{seconds:.1f}")
     if curve_last is not None and abs(final - curve_last) > 0.05 * max(abs(final), abs(curve_last), 1e-6):
         st.caption(f"The curve ends at {curve_last:.4g}: it is measured on transformed copies during the "
-                   f"optimization, the final activation ({final:.4g}) on the final image as shown.")
+                   f"optimization; the image as shown reaches {final:.4g}.")
     if summary["flags"]:
         # the flags are validated names; the evidence is text from a file: shown as plain text, never Markdown
         st.error(f"Flagged: {', '.join(plain(f) for f in summary['flags'])}", icon=":material/flag:")

@@ -71,7 +71,7 @@ def _journey(server, page):
 
     button.click()
     expect(page.get_by_text("conv1_1 · channel 2")).to_be_visible(timeout=30_000)
-    expect(page.get_by_text("Final activation")).to_be_visible()
+    expect(page.get_by_text("Final activation", exact=True).first).to_be_visible()
     assert "channel=2" in page.url  # the view is a shareable link
     page.screenshot(path=str(SHOTS / "channel.png"), full_page=True)
 
@@ -83,7 +83,7 @@ def _journey(server, page):
     steps.fill("8")
     steps.press("Tab")
     page.get_by_role("button", name=re.compile("Generate")).click()
-    expect(page.get_by_text("Final activation")).to_be_visible(timeout=120_000)
+    expect(page.get_by_text("Final activation", exact=True).first).to_be_visible(timeout=120_000)
     expect(page.get_by_text("conv2_1 · channel 3 · fourier")).to_be_visible()
     page.screenshot(path=str(SHOTS / "generator.png"), full_page=True)
 
@@ -105,7 +105,7 @@ def test_hostile_links_and_files_are_friendly(server, page):
     expect(page.get_by_text("conv1_1 · channel 3")).to_be_visible(timeout=60_000)
     expect(page.get_by_text("![pixel](http://127.0.0.1:9/pixel.png)", exact=False)).to_be_visible()
     assert page.locator("a[href^='http://127.0.0.1:9']").count() == 0  # no link either
-    expect(page.get_by_text("Final activation")).to_be_visible()
+    expect(page.get_by_text("Final activation", exact=True).first).to_be_visible()
     page.screenshot(path=str(SHOTS / "hostile-evidence.png"), full_page=True)
     assert not fetched, f"the browser fetched {fetched}"
 

@@ -155,7 +155,7 @@ def test_eight_concurrent_sessions(loaded_server):
             for i in (*small, shared[0]):  # and then its own result
                 pg = pages[i]
                 try:
-                    pg.get_by_text("Final activation").wait_for(timeout=240_000)
+                    pg.get_by_text("Final activation", exact=True).first.wait_for(timeout=240_000)
                 except Exception:  # say what the stuck session shows instead
                     raise AssertionError(f"session {i} got no result; it shows: {body(pg)[-600:]}") from None
                 channel = 6 if i in shared else i
