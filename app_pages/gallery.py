@@ -4,7 +4,7 @@ import math
 
 import streamlit as st
 
-from app_pages._shared import PERSIST, gallery, legend, link_state, plain, show_metrics
+from app_pages._shared import PERSIST, gallery, legend, link_state, plain, show_examples, show_metrics
 from viz import LAYERS, VizError
 from viz.figures import curve_figure
 from viz.images import zoom_png
@@ -110,6 +110,7 @@ if channel is not None:
                      else None)
         with st.expander("Settings of this render (from its record)"):
             st.json({k: rec[k] for k in ("weights", "settings", "seed", "steps", "attempts", "device", "created")})
+    show_examples(weights, layer, channel)
     legend()
     st.stop()
 

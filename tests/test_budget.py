@@ -14,17 +14,13 @@ MEMORY_PROBE = """
 import json, resource, sys
 import pandas, plotly.graph_objects, streamlit  # what the dashboard's process holds besides the engine
 from viz import make_settings, render
-from viz.budget import Limits, forward_batch
-from viz.metrics import natural_max
+from viz.budget import Limits
 from viz.model import load_model
 
 lim = Limits.from_env()
 size = min(lim.size_cap, 1024)
 model = load_model("oxford", "cpu", channels_last=True)
 render(make_settings("conv5_3", "fourier", size=size, steps=2), [0], "cpu")  # the last step is at full size
-batches = []
-natural_max(model, "conv5_3", size, batch=forward_batch(size, lim.memory_gb, lim.max_running),
-            cancel=lambda: batches.append(1) or len(batches) > 1)  # one full batch of the natural pass
 print(json.dumps({"size": size, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 

@@ -163,10 +163,10 @@ def test_comparison_with_photos_for_people_and_for_sorting():
     only_image = {"final_activation": 2848.2, "natural_max": -21.9, "activation_ratio": None}  # conv4_1:1 here
     neither = {"final_activation": -3.0, "natural_max": -1.0, "activation_ratio": None}
     unknown = {"final_activation": 7.0, "natural_max": None, "activation_ratio": None}
-    assert versus_photos(beats) == ("5.00×", "Final activation 50 over the best photo crop's 10")
+    assert versus_photos(beats) == ("5.00×", "Final activation 50 over the best photo position's 10")
     assert versus_photos(beats, digits=1)[0] == "5.0×"
-    assert versus_photos(only_image) == ("∞×", "No photo crop activates this channel (best -21.9); the image "
-                                              "reaches 2848")
+    assert versus_photos(only_image) == ("∞×", "No photo position activates this channel (best -21.9); the "
+                                              "image reaches 2848")
     assert versus_photos(neither)[0] == versus_photos(unknown)[0] == "n/a"
     ranked = sorted([beats, neither, only_image, unknown], key=strength, reverse=True)
     assert ranked[:2] == [only_image, beats] and strength(neither) == strength(unknown) == float("-inf")

@@ -4,8 +4,8 @@
   per-layer rates measured on this project's 2-core CPU (:data:`STEP_SECONDS_128`), times a speed factor that
   the job manager corrects with every finished job (a faster CPU or a GPU is learnt after its first render).
 - **Memory.** A render's resident memory grows with its pixels: :data:`TRAIN_BYTES_PER_PIXEL` (measured from peak
-  RSS at 256-1024 px) for the optimization, :data:`FORWARD_BYTES_PER_PIXEL` per image for the natural-photo
-  pass. :func:`max_size` derives the largest side a server may accept from its memory ceiling.
+  RSS at 256-1024 px) for the optimization. :func:`max_size` derives the largest side a server may accept from
+  its memory ceiling.
 - **Limits.** :class:`Limits` reads every ``VIZ_*`` variable once; a bad value is named in one log line and the
   default is used (an operator's typo never breaks a page).
 """
@@ -32,11 +32,9 @@ STEP_SECONDS_128 = {
 REFERENCE_THREADS = 2  # torch threads when STEP_SECONDS_128 was measured
 START_SECONDS = 0.1  # a render's set-up in a warm process (a fresh process's first render adds ~0.5 s once)
 STEP_OVERHEAD = 0.004  # per step, whatever the size (transforms, optimizer, callback)
-FORWARD_SHARE = 0.36  # a forward pass alone / a forward + input-gradient step (0.42 s vs 1.19 s, conv5_3 at 512 px)
 TRAIN_BYTES_PER_PIXEL = 1650  # peak RSS growth per image pixel, conv5_3 fourier: 1.58 KB from 256 to 1024 px
-FORWARD_BYTES_PER_PIXEL = 700  # per image in a no-grad batch (conv5_3, 512 px: 0.67 KB)
 SERVER_BASE_GB = 1.0  # the dashboard's resident memory with torch, the model and the pages loaded
-NATURAL_CROPS = 72  # crops in the natural-photo reference (viz.metrics: 6 photos x 3 scales x 4)
+SCAN_SECONDS = 6.0  # `python -m viz examples --images bundled` (11 photos, 2 scales, 13 layers): 4.1 s here
 
 
 def pixel_share(method: str, steps: int) -> float:
@@ -66,8 +64,9 @@ def render_seconds(s: RenderSettings) -> float:
 
 
 def natural_seconds(layer: str, size: int) -> float:
-    """Reference-CPU seconds for the natural-photo reference of a layer at ``size`` (once; then cached)."""
-    return NATURAL_CROPS * full_step_seconds(layer, size) * FORWARD_SHARE
+    """Reference-CPU seconds for the natural-photo reference when the weights have none yet: one scan of the
+    bundled photos, every layer at once, whatever the render's layer and size (measured: 4.1 s here)."""
+    return SCAN_SECONDS
 
 
 def estimate_seconds(s: RenderSettings, speed: float = 1.0, natural: bool = False) -> float:
@@ -110,12 +109,6 @@ def max_size(memory_gb: float, slots: int, base_gb: float = SERVER_BASE_GB) -> i
     per_job = (memory_gb - base_gb) * 1e9 / max(1, slots)
     side = int(math.sqrt(max(per_job, 0) / TRAIN_BYTES_PER_PIXEL)) // 16 * 16
     return max(MIN_SIZE, side)
-
-
-def forward_batch(size: int, memory_gb: float, slots: int, base_gb: float = SERVER_BASE_GB) -> int:
-    """Images per no-grad batch at ``size`` that fit in one slot's share of the memory ceiling."""
-    per_job = (memory_gb - base_gb) * 1e9 / max(1, slots)
-    return max(1, min(16, int(per_job // (size * size * FORWARD_BYTES_PER_PIXEL))))
 
 
 def fmt_seconds(seconds: float) -> str:

@@ -55,6 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--retries", default="1", help="retries for a flagged channel: new seed, twice the steps")
     g.add_argument("--out", default="gallery", help="gallery root (default gallery/)")
 
+    e = sub.add_parser("examples", help="scan a folder of photos (or the bundled ones) for each channel's dataset "
+                                         "examples: resumable, one JSON summary line")
+    e.add_argument("--images", required=True, help="a folder (recursive: jpg, png, webp, bmp, tiff) or bundled")
+    e.add_argument("--weights", default="auto", help="oxford, torchvision or a path to a state dict")
+    e.add_argument("--layers", default="all", help="all (default) or comma-separated layers")
+    e.add_argument("--top", default="16", help="examples kept per channel, strongest and most negative (default 16)")
+    e.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda or mps")
+    e.add_argument("--out", default="gallery", help="gallery root (default gallery/)")
+
     from . import bench
 
     bench.add_parser(sub)
@@ -129,6 +138,38 @@ def cmd_precompute(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_examples(args: argparse.Namespace) -> int:
+    from .corpus import resolve
+    from .device import resolve_device
+    from .examples import examples_dir, scan
+    from .files import check_output_dir
+    from .layers import LAYER_NAMES, get_layer
+    from .model import load_model
+    from .progress import ProgressBar
+    from .settings import _int
+
+    out = check_output_dir(args.out)
+    corpus = resolve(args.images)
+    layers = list(LAYER_NAMES) if args.layers == "all" else [get_layer(n.strip()).name for n in args.layers.split(",")]
+    top = _int("top", args.top, 1, 256)
+    device = resolve_device(args.device)
+    model = load_model(args.weights, device, notice=_notice)
+    bar: list[ProgressBar] = []
+
+    def progress(done: int, total: int, text: str) -> None:
+        if not bar:
+            bar.append(ProgressBar(total, f"examples {corpus.name}", unit="img"))
+        bar[0].update(done, text)
+
+    report = scan(model, corpus, out, layers, top, progress=progress, notice=_notice)
+    if bar:
+        bar[0].close()
+    print(json.dumps({"out": str(examples_dir(out, model.weights_name, corpus.name)), "images": len(corpus.images),
+                      "read": report.images, "skipped": len(report.skipped), "skipped_why": report.skipped,
+                      "resumed_after": report.resumed, "seconds": round(report.seconds, 1)}, allow_nan=False))
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run_bench
 
@@ -151,7 +192,8 @@ def cmd_layers(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        handler = {"render": cmd_render, "layers": cmd_layers, "precompute": cmd_precompute, "bench": cmd_bench}[args.command]
+        handler = {"render": cmd_render, "layers": cmd_layers, "precompute": cmd_precompute, "bench": cmd_bench,
+                   "examples": cmd_examples}[args.command]
         return handler(args)
     except VizError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -19,7 +19,7 @@ def curve_figure(curves: dict[str, tuple[Sequence[int], Sequence[float]]], natur
     if natural is not None:
         # mid-grey: visible on the light and the dark theme alike
         fig.add_hline(y=natural, line_dash="dot", line_color="#8c8c8c", line_width=2,
-                      annotation_text="best natural photo crop", annotation_position="bottom right",
+                      annotation_text="best photo position", annotation_position="bottom right",
                       annotation_font_color="#8c8c8c")
     fig.update_layout(title=title or None, height=height, margin=dict(l=10, r=10, t=40 if title else 10, b=10),
                       xaxis_title="step", yaxis_title="channel activation", legend=dict(orientation="h", y=1.1))

@@ -30,7 +30,8 @@ from .errors import VizError
 from .images import atomic_write, png_bytes
 from .layers import LAYER_NAMES, get_layer
 from .methods import METHODS
-from .metrics import natural_max, summarize
+from .examples import reference
+from .metrics import summarize
 from .optimize import Cancel, StepInfo
 from .settings import RenderSettings, check_channels
 
@@ -212,7 +213,8 @@ def make_record(d: LayerDir, s: RenderSettings, channel: int, image: np.ndarray,
         "seed": s.seed, "steps": s.steps, "attempts": attempts, "image": d.image(channel).name,
         "image_sha256": _sha256(png), "final_activation": summary["final_activation"],
         "natural_max": summary["natural_max"], "activation_ratio": summary["activation_ratio"],
-        "history": hist, "history_steps": steps_idx, "seconds": round(seconds, 3), "device": device,
+        "natural_reference": "examples:bundled:max", "history": hist, "history_steps": steps_idx,
+        "seconds": round(seconds, 3), "device": device,
         "flags": summary["flags"], "evidence": summary["evidence"],
         "metrics": {"std": summary["std"], "hf_fraction": summary["hf_fraction"]},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -332,7 +334,7 @@ def _precompute(root, settings, layers, batch, device, retries, progress, cancel
             if d.path.is_dir() and not d.manifest.is_file():
                 write_manifest(d, cfg_settings)
             continue
-        natural = natural_max(model, d.layer, settings.size)
+        natural = reference(model, d.layer, notice=notice)  # size-independent: the best photo position
         queue = sorted(todo, key=lambda t: t[1])
         while queue and not report.cancelled:
             group, queue = queue[:batch], queue[batch:]
@@ -381,6 +383,43 @@ def _precompute(root, settings, layers, batch, device, retries, progress, cancel
                     report.flagged.setdefault(f, []).append(f"{d.layer}:{ch}")
     report.seconds = time.perf_counter() - start
     return report
+
+
+def migrate_reference(root: Path | str, weights: str, config: str, model) -> int:
+    """Give every record of a gallery the size-independent natural reference (:func:`viz.examples.reference`):
+    ``natural_max``, ``activation_ratio`` and the ``dead`` flag are recomputed from the record's own final
+    activation; nothing is rendered again. Returns the number of records changed."""
+    from .metrics import activation_ratio
+
+    changed = 0
+    for layer in LAYER_NAMES:
+        d = LayerDir(Path(root), weights, config, layer)
+        if not d.path.is_dir():
+            continue
+        ref = reference(model, layer)
+        settings = None
+        for path in sorted(d.path.glob("c[0-9][0-9][0-9][0-9].json")):
+            rec = load_valid_record(d, int(path.stem[1:]))
+            if rec is None:
+                continue
+            settings = rec["settings"]
+            nat, final = float(ref[rec["channel"]]), rec["final_activation"]
+            ratio = activation_ratio(np.array([final]), np.array([nat]))[0]
+            parts = [p for p in rec["evidence"].split("; ") if p and not p.startswith("dead:")]
+            flags = [f for f in rec["flags"] if f != "dead"]
+            if nat <= 0 and final <= 0:
+                flags.insert(0, "dead")
+                parts.insert(0, f"dead: never positive on natural photos (max {nat:.3g}) nor after optimization "
+                                f"({final:.3g})")
+            new = {**rec, "natural_max": round(nat, 4), "flags": flags, "evidence": "; ".join(parts),
+                   "activation_ratio": None if not np.isfinite(ratio) else round(float(ratio), 4),
+                   "natural_reference": "examples:bundled:max"}
+            if new != rec:
+                atomic_write(d.record(rec["channel"]), json.dumps(new, allow_nan=False).encode())
+                changed += 1
+        if settings is not None:
+            write_manifest(d, settings)
+    return changed
 
 
 # ---------------------------------------------------------------------------------------------------- reader

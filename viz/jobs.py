@@ -10,8 +10,9 @@ order with a visible position. Its rules keep one visitor from breaking the serv
   ``max_job_seconds`` or over the memory-derived size cap is refused with one line naming the estimate and what
   fits. A running job is stopped at ``hard_seconds`` (its image so far is kept). Each session may have
   ``max_per_session`` requests running or queued; a new request from the same page replaces its previous one.
-- **One queue for all the work.** The natural-photo reference a result is compared with is measured inside the
-  job (same slot, priority, cancel and memory rules), never in a page's thread.
+- **One queue for all the work.** The natural-photo reference a result is compared with comes from the dataset
+  examples (:mod:`viz.examples`); weights that have none yet get them scanned inside the job (same slot, priority
+  and time limit), never in a page's thread.
 
 Finished results live in a :class:`~viz.results.ResultCache` (memory LRU over a disk cache bounded by bytes).
 """
@@ -150,9 +151,9 @@ class JobManager:
 
     # ------------------------------------------------------------------------------------------- budgets
     def natural_cached(self, spec: JobSpec) -> bool:
-        from .metrics import natural_path
+        from .examples import reference_available
 
-        return natural_path(spec.settings.weights, spec.settings.layer, spec.settings.size).is_file()
+        return reference_available(spec.settings.weights)
 
     def estimate(self, spec: JobSpec) -> float:
         """Predicted seconds for ``spec`` on this server (a cached result costs nothing)."""
@@ -371,8 +372,8 @@ class JobManager:
                     job.state = state
 
     def _run(self, job: Job) -> str:
-        """Render the job and measure its natural-photo reference; return "done" or "cancelled" (unpublished)."""
-        from .metrics import natural_max
+        """Render the job and look up its natural-photo reference; return "done" or "cancelled" (unpublished)."""
+        from .examples import reference
         from .model import load_model
         from .render import render
 
@@ -397,15 +398,13 @@ class JobManager:
         s = job.settings
         result = render(s, [job.channel], job.device, callback=cb, every=1, cancel=stop)
         natural = None
-        if not result.cancelled:
+        if not result.cancelled:  # the channel's strongest response in the bundled photos (scanned once per weights)
             model = load_model(s.weights, job.device, channels_last=job.device == "cpu")
-            batch = budget.forward_batch(s.size, self.limits.memory_gb, self.limits.max_running)
-            nat = natural_max(model, s.layer, s.size, batch=batch, cancel=stop)
-            natural = None if nat is None else float(nat[job.channel])
+            natural = float(reference(model, s.layer)[job.channel])
         job.result = Result(result.images[0], result.history[:, 0].tolist(), float(result.final_activation[0]),
                             result.seconds, natural, job.snapshots)
         job.history = job.result.history
-        if result.cancelled or natural is None:
+        if result.cancelled:
             return "cancelled"
         self._learn_speed(job, result.seconds)
         self.results.put(job.key, job.result)

@@ -234,12 +234,12 @@ def versus_photos(summary: dict, digits: int = 2) -> tuple[str, str]:
     or a gallery record). An unbounded ratio (see :func:`_unbounded`) is shown as "∞×" rather than left blank."""
     ratio, final, natural = summary["activation_ratio"], summary["final_activation"], summary["natural_max"]
     if ratio is not None:
-        return f"{ratio:.{digits}f}×", f"Final activation {final:.4g} over the best photo crop's {natural:.4g}"
+        return f"{ratio:.{digits}f}×", f"Final activation {final:.4g} over the best photo position's {natural:.4g}"
     if _unbounded(summary):
-        return "∞×", f"No photo crop activates this channel (best {natural:.4g}); the image reaches {final:.4g}"
+        return "∞×", f"No photo position activates this channel (best {natural:.4g}); the image reaches {final:.4g}"
     if natural is None:
-        return "n/a", "The photo maximum is not known for this result"
-    return "n/a", f"Neither the image ({final:.4g}) nor any photo crop ({natural:.4g}) activates this channel"
+        return "n/a", "The photo reference is not known for this result"
+    return "n/a", f"Neither the image ({final:.4g}) nor any photo position ({natural:.4g}) activates this channel"
 
 
 def strength(summary: dict) -> float:

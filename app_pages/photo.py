@@ -1,0 +1,76 @@
+"""Your photo: upload an image (or pick a bundled one) and see which channels of a layer fire most on it."""
+
+import numpy as np
+import streamlit as st
+
+from app_pages._shared import PERSIST, app_words, gallery, layer_picker, load_model_for
+from viz import VizError
+from viz.corpus import BUNDLED, bundled, load_rgb, to_rgb
+from viz.photo import overlay, respond
+
+MAX_MB = 20
+SHOWN = 12
+ss = st.session_state
+
+st.title("Your photo")
+st.caption("Which channels fire on a photo, and where: one pass of the network over it (short side 224 px). "
+           "Each channel's score is its strongest response in your photo over its strongest response anywhere "
+           "in the bundled photos.")
+c1, c2 = st.columns([1.4, 1])
+upload = c1.file_uploader(f"Upload a photo (at most {MAX_MB} MB: jpg, png, webp, bmp, tiff)",
+                          type=["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"], key="photo_upload")
+pick = c2.selectbox("…or pick a bundled photo", list(BUNDLED), key="photo_pick", **PERSIST,
+                    format_func=lambda n: f"{n.split('/')[-1]} ({BUNDLED[n][2]})")
+ss.setdefault("photo_layer", "conv4_3")
+layer = layer_picker("Layer", key="photo_layer", container=c2)
+
+image, source = None, pick
+try:
+    if upload is not None:
+        source = upload.name
+        if upload.size > MAX_MB << 20:
+            raise VizError(f"{upload.name[:60]} is {upload.size / 2**20:.0f} MB: at most {MAX_MB} MB")
+        from io import BytesIO
+
+        from PIL import Image, ImageOps
+
+        try:
+            with Image.open(BytesIO(upload.getvalue())) as im:
+                if im.width * im.height > 50_000_000:
+                    raise VizError(f"{upload.name[:60]} has too many pixels ({im.width} x {im.height})")
+                image = to_rgb(ImageOps.exif_transpose(im))
+        except VizError:
+            raise
+        except Exception as exc:  # Pillow raises many kinds for a broken file
+            raise VizError(f"{upload.name[:60]} is not an image this page can read ({type(exc).__name__})") from None
+    else:
+        image = load_rgb(bundled().path(pick))
+except VizError as exc:
+    st.warning(app_words(exc), icon=":material/broken_image:")
+    st.stop()
+
+weights = ss.get("g_weights", "oxford")
+with st.spinner(f"Running {layer} of VGG16 ({weights}) over {source}…"):
+    try:
+        response = respond(load_model_for(weights), image, layer)
+    except VizError as exc:
+        st.error(app_words(exc))
+        st.stop()
+
+g = gallery()
+config = next((c for c in g.configs(weights) if layer in g.layers(weights, c)), None)
+view = g.layer(weights, config, layer) if config else None
+st.subheader(f"The {SHOWN} channels of {layer} that fire most on {source}")
+left, right = st.columns([1, 3])
+left.image(response.image, caption=f"{source} as the network sees it", width="stretch")
+with right:
+    for row in range(0, SHOWN, 4):
+        cols = st.columns(4)
+        for col, ch in zip(cols, response.ranked(SHOWN)[row: row + 4]):
+            score = response.score[ch]
+            col.image(overlay(response.image, response.maps[ch]), width="stretch",
+                      caption=f"peak {response.peak[ch]:.4g}" + ("" if np.isnan(score) else f" · {score:.2f}× its best"))
+            if view is not None and ch in view.records and (data := view.image_bytes(ch)) is not None:
+                col.image(data, width=64)
+            col.page_link("app_pages/gallery.py", label=f"{layer}:{ch} in the gallery",
+                          query_params={"layer": layer, "channel": str(ch)})

@@ -1,0 +1,196 @@
+"""Dataset examples: any folder (broken files included), resume after kill -9, one size-independent reference,
+the committed examples, and the Your photo page."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from viz import make_settings
+from viz.corpus import bundled, folder, load_rgb
+from viz.examples import committed_dir, examples_dir, read_layer, reference
+from viz.jobs import JobManager, wait
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "viz", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def photo(seed: int, size=(96, 128)) -> Image.Image:
+    """A crop of a bundled photo (real image statistics), different for every seed."""
+    base = load_rgb(bundled().path("skimage/astronaut.png"))
+    rng = np.random.default_rng(seed)
+    y, x = rng.integers(0, 512 - size[0]), rng.integers(0, 512 - size[1])
+    return Image.fromarray(base[y:y + size[0], x:x + size[1]])
+
+
+def make_corpus(root: Path) -> dict[str, str]:
+    """Every format and mode a user's folder may hold, and broken files; returns the expected skips."""
+    (root / "sub" / "deeper").mkdir(parents=True)
+    photo(0).save(root / "a.png")
+    photo(1).save(root / "sub" / "b.jpg", quality=90)
+    photo(2).convert("L").save(root / "gray.png")
+    photo(3).convert("CMYK").save(root / "cmyk.jpg")
+    photo(4).save(root / "sub" / "deeper" / "c.webp")
+    photo(5).save(root / "d.bmp")
+    photo(6).save(root / "e.tiff")
+    rgba = photo(7).convert("RGBA")
+    rgba.putalpha(128)
+    rgba.save(root / "alpha.png")
+    sixteen = (np.asarray(photo(8).convert("L"), dtype=np.uint16) * 257)
+    Image.fromarray(sixteen).save(root / "sixteen.png")  # mode I;16
+    rotated = photo(9, size=(64, 128))
+    exif = rotated.getexif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees to display
+    rotated.save(root / "exif.jpg", exif=exif)
+    (root / "empty.jpg").write_bytes(b"")
+    (root / "junk.png").write_bytes(os.urandom(300))
+    (root / "notes.jpg").write_text("not an image")
+    Image.new("L", (8000, 8000)).save(root / "huge.png")  # 64 MP: skipped before decoding
+    (root / ".hidden.png").write_bytes(b"")
+    (root / "readme.txt").write_text("ignored: not an image extension")
+    return {"empty.jpg": "empty file", "junk.png": "not a readable image", "notes.jpg": "not a readable image",
+            "huge.png": "too many pixels"}
+
+
+def test_a_users_folder_with_every_format_and_broken_files(tmp_path):
+    corpus_dir = tmp_path / "my photos"
+    skips = make_corpus(corpus_dir)
+    assert load_rgb(corpus_dir / "exif.jpg").shape[:2] == (128, 64)  # EXIF orientation applied
+    for name in ("gray.png", "cmyk.jpg", "alpha.png", "sixteen.png"):
+        arr = load_rgb(corpus_dir / name)
+        assert arr.dtype == np.uint8 and arr.shape[2] == 3 and arr.std() > 5, name
+    p = run_cli("examples", "--images", str(corpus_dir), "--layers", "conv1_1,conv3_1", "--top", "4",
+                "--weights", "oxford", "--out", str(tmp_path / "g"))
+    assert p.returncode == 0, p.stderr[-1500:]
+    summary = json.loads(p.stdout.strip().splitlines()[-1])
+    assert summary["images"] == 14 and summary["read"] == 10 and summary["skipped"] == 4
+    assert {k: v.split(" (")[0] for k, v in summary["skipped_why"].items()} == skips
+    assert sum(line.startswith("note: skipped") for line in p.stderr.splitlines()) == 4
+    d = examples_dir(tmp_path / "g", "oxford", "my_photos")
+    corpus = json.loads((d / "corpus.json").read_text())
+    assert corpus["root"] == str(corpus_dir.resolve()) and "sub/deeper/c.webp" in corpus["images"]
+    for layer, channels in (("conv1_1", 64), ("conv3_1", 256)):
+        ex = read_layer(d, layer)
+        assert len(ex.channels) == channels
+        for ch in ex.channels[:20]:
+            acts = [e["activation"] for e in ch["top"]]
+            assert 1 <= len(acts) <= 4 and acts == sorted(acts, reverse=True) and acts[0] == ch["max"]
+            assert ch["p99"] <= ch["p999"] * 1.05 + 1e-3 and ch["p999"] <= ch["max"] * 1.05 + 1e-3
+            negs = [e["activation"] for e in ch["bottom"]]
+            assert negs == sorted(negs) and negs[0] <= acts[-1]
+            for e in ch["top"] + ch["bottom"]:
+                h, w = load_rgb(corpus_dir / e["image"]).shape[:2]
+                left, top, right, bottom = e["box"]
+                assert 0 <= left < right <= w and 0 <= top < bottom <= h, (e, w, h)
+    assert not (tmp_path / "g" / "oxford" / "examples" / "my_photos" / "a.png").exists()  # no copies
+
+
+def test_the_strongest_example_is_where_the_network_says(tmp_path, model):
+    """Recompute a channel's map on its top example's photo: the recorded activation is its maximum there."""
+    from viz.examples import forward_all, resized
+
+    corpus_dir = tmp_path / "c"
+    corpus_dir.mkdir()
+    for i in range(3):
+        photo(10 + i).save(corpus_dir / f"{i}.png")
+    p = run_cli("examples", "--images", str(corpus_dir), "--layers", "conv2_1", "--top", "3", "--weights", "oxford",
+                "--out", str(tmp_path / "g"))
+    assert p.returncode == 0, p.stderr[-1000:]
+    ex = read_layer(examples_dir(tmp_path / "g", "oxford", "c"), "conv2_1")
+    for channel in (0, 17, 101):
+        best = ex.channels[channel]["top"][0]
+        image = load_rgb(corpus_dir / best["image"])
+        x, _ = resized(image, best["scale"])
+        seen = {}
+        forward_all(model, x, lambda layer, a: seen.setdefault(layer, a))
+        assert float(seen["conv2_1"][channel].max()) == pytest.approx(best["activation"], rel=1e-3, abs=1e-3)
+
+
+def test_kill_9_mid_scan_resumes_to_the_same_result(tmp_path):
+    corpus_dir = tmp_path / "many"
+    corpus_dir.mkdir()
+    for i in range(40):
+        photo(100 + i, size=(160, 160)).save(corpus_dir / f"{i:02d}.png")
+    args = ["examples", "--images", str(corpus_dir), "--layers", "conv4_3", "--top", "4", "--weights", "oxford"]
+    state = examples_dir(tmp_path / "killed", "oxford", "many") / ".scan-state.pt"
+    proc = subprocess.Popen([sys.executable, "-m", "viz", *args, "--out", str(tmp_path / "killed")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not state.is_file():
+            assert proc.poll() is None, "the scan ended before its first checkpoint"
+            time.sleep(0.01)
+        assert state.is_file(), "no checkpoint within 240 s"
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    resumed = run_cli(*args, "--out", str(tmp_path / "killed"))
+    assert resumed.returncode == 0, resumed.stderr[-1000:]
+    summary = json.loads(resumed.stdout.strip().splitlines()[-1])
+    assert summary["resumed_after"] >= 8 and summary["read"] == 40 and not state.exists()
+    whole = run_cli(*args, "--out", str(tmp_path / "whole"))
+    assert whole.returncode == 0
+    a = json.loads((examples_dir(tmp_path / "killed", "oxford", "many") / "conv4_3.json").read_text())
+    b = json.loads((examples_dir(tmp_path / "whole", "oxford", "many") / "conv4_3.json").read_text())
+    assert a["channels"] == b["channels"]
+
+
+def test_bad_corpus_arguments_are_one_line(tmp_path):
+    for images, msg in ((str(tmp_path / "nope"), "is not a directory"), (str(tmp_path), "no images")):
+        p = run_cli("examples", "--images", images, "--out", str(tmp_path / "g"), "--weights", "oxford")
+        assert p.returncode == 2 and msg in p.stderr and "Traceback" not in p.stderr
+
+
+def test_committed_examples_cover_every_channel():
+    from viz import LAYER_NAMES, LAYERS
+
+    for layer in LAYER_NAMES:
+        ex = read_layer(committed_dir("oxford"), layer)
+        assert len(ex.channels) == LAYERS[layer].channels
+        assert all(ch["top"] and ch["bottom"] for ch in ex.channels), layer
+        assert np.isfinite(ex.reference()).all(), layer
+    corpus = json.loads((committed_dir("oxford") / "corpus.json").read_text())
+    assert corpus["read"] == len(corpus["images"]) == 11 and set(corpus["licences"]) == set(corpus["images"])
+
+
+def test_one_reference_whatever_the_size_and_the_page(tmp_path, model):
+    """The generator's number at two sizes and the gallery's record all use the channel's examples maximum."""
+    from viz.gallery import Gallery
+
+    ref = reference(model, "conv5_1")
+    m = JobManager(disk_cache=None)
+    try:
+        jobs = [m.submit(make_settings("conv5_1", size=size, steps=4), 104, "cpu") for size in (32, 48)]
+        for job in jobs:
+            assert wait(job, 120).state == "done"
+            assert job.result.natural == pytest.approx(ref[104])
+    finally:
+        m.shutdown()
+    rec = Gallery(ROOT / "gallery").layer("oxford", "fourier-96px-128st", "conv5_1").records[104]
+    assert rec["natural_max"] == pytest.approx(ref[104], abs=1e-3)
+    assert rec["activation_ratio"] == pytest.approx(rec["final_activation"] / ref[104], rel=1e-3)
+
+
+def test_your_photo_page(tmp_path):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.run()
+    at.switch_page("app_pages/photo.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    at.selectbox(key="photo_layer").set_value("conv5_1").run()
+    assert not at.exception
+    assert any("The 12 channels of conv5_1 that fire most" in s.value for s in at.subheader)
+    links = [el for el in at.get("page_link")]
+    assert len(links) >= 12

@@ -1,0 +1,169 @@
+"""Image corpora for dataset examples: the photos bundled with installed packages, or any folder a user has.
+
+Every image comes out as RGB uint8 whatever it was on disk (EXIF orientation applied; grayscale, palette, CMYK,
+16-bit and alpha converted). A file that is empty, corrupt, too large or not an image is skipped with one note
+and counted, never fatal. Images are named by their path relative to the corpus root, so results never copy a
+corpus: crops are cut from the original file when they are shown.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from .errors import VizError
+
+EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+MAX_PIXELS = 50_000_000  # larger images are skipped (a decompression bomb, or a scan too big to be a photo)
+MAX_BYTES = 200 << 20
+
+# Every colour photograph shipped inside the packages this project installs (nothing is downloaded), with its
+# licence as the package states it (scikit-image: skimage/data docstrings; scikit-learn: datasets/images/README).
+BUNDLED: dict[str, tuple[str, str, str]] = {
+    # name: (package, file inside the package's data folder, licence)
+    "skimage/astronaut.png": ("skimage", "data/astronaut.png", "public domain (NASA)"),
+    "skimage/chelsea.png": ("skimage", "data/chelsea.png", "CC0 (Stefan van der Walt)"),
+    "skimage/coffee.png": ("skimage", "data/coffee.png", "CC0 (Rachel Michetti)"),
+    "skimage/rocket.jpg": ("skimage", "data/rocket.jpg", "public domain (SpaceX)"),
+    "skimage/hubble_deep_field.jpg": ("skimage", "data/hubble_deep_field.jpg", "public domain (NASA)"),
+    "skimage/ihc.png": ("skimage", "data/ihc.png", "no known copyright restrictions (CMMI)"),
+    "skimage/retina.jpg": ("skimage", "data/retina.jpg", "CC0 (Mikael Häggström)"),
+    "skimage/motorcycle_left.png": ("skimage", "data/motorcycle_left.png",
+                                    "Middlebury stereo 2014 (Scharstein et al.), research use"),
+    "skimage/motorcycle_right.png": ("skimage", "data/motorcycle_right.png",
+                                     "Middlebury stereo 2014 (Scharstein et al.), research use"),
+    "sklearn/china.jpg": ("sklearn", "datasets/images/china.jpg", "CC BY 2.0 (danielbuechele, Flickr)"),
+    "sklearn/flower.jpg": ("sklearn", "datasets/images/flower.jpg", "CC BY 2.0 (vultilion, Flickr)"),
+}
+
+
+def _package_dir(package: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise VizError(f"the package {package!r} is not installed: pip install -r requirements.txt")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """A named set of images: ``bundled`` or a folder (``root``), with its images' relative names."""
+
+    name: str
+    root: Path | None  # None for the bundled corpus
+    images: tuple[str, ...]
+
+    def path(self, image: str) -> Path:
+        """The file of ``image`` (one of :attr:`images`; nothing else is resolved)."""
+        if image not in self.images:
+            raise VizError(f"{image[:60]!r} is not in the corpus {self.name!r}")
+        if self.root is None:
+            package, rel, _ = BUNDLED[image]
+            return _package_dir(package) / rel
+        return self.root / image
+
+    @property
+    def signature(self) -> str:
+        """Changes when the corpus changes (names, sizes, modification times)."""
+        h = hashlib.sha256(self.name.encode())
+        for image in self.images:
+            try:
+                st = self.path(image).stat()
+                h.update(f"{image}\0{st.st_size}\0{int(st.st_mtime)}\n".encode())
+            except OSError:
+                h.update(f"{image}\0missing\n".encode())
+        return h.hexdigest()[:16]
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "root": None if self.root is None else str(self.root), "images": list(self.images)}
+
+    @classmethod
+    def from_json(cls, obj: dict) -> "Corpus":
+        root = obj.get("root")
+        return cls(str(obj["name"]), None if root is None else Path(root), tuple(str(i) for i in obj["images"]))
+
+
+def bundled() -> Corpus:
+    return Corpus("bundled", None, tuple(BUNDLED))
+
+
+def folder(path: str | Path) -> Corpus:
+    """Every file with an image extension below ``path`` (recursive, sorted, hidden files skipped)."""
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise VizError(f"--images {str(path)[:60]!r} is not a directory (or use --images bundled)")
+    names = sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                   if p.suffix.lower() in EXTENSIONS and not any(part.startswith(".") for part in
+                                                                p.relative_to(root).parts))
+    if not names:
+        raise VizError(f"no images ({', '.join(EXTENSIONS)}) found under {str(path)[:60]!r}")
+    from .gallery import safe_name
+
+    return Corpus(safe_name(root.resolve().name) or "images", root.resolve(), tuple(names))
+
+
+def resolve(spec: str) -> Corpus:
+    """``bundled`` or a folder path."""
+    return bundled() if spec == "bundled" else folder(spec)
+
+
+def load_rgb(path: Path) -> np.ndarray:
+    """An image file as RGB uint8 (H, W, 3), or :class:`VizError` saying in a few words why not."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise VizError(f"unreadable ({exc.strerror})") from None
+    if size == 0:
+        raise VizError("empty file")
+    if size > MAX_BYTES:
+        raise VizError(f"file too large ({size >> 20} MB)")
+    try:
+        with Image.open(path) as im:
+            if im.width * im.height > MAX_PIXELS:
+                raise VizError(f"too many pixels ({im.width} x {im.height})")
+            im = ImageOps.exif_transpose(im)
+            return to_rgb(im)
+    except VizError:
+        raise
+    except Image.DecompressionBombError:
+        raise VizError("too many pixels") from None
+    except Exception as exc:  # Pillow raises many kinds for broken files
+        raise VizError(f"not a readable image ({type(exc).__name__})") from None
+
+
+def to_rgb(im: Image.Image) -> np.ndarray:
+    """Any Pillow mode -> RGB uint8: 16-bit and float images are scaled, alpha is composed over white."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(im, dtype=np.float64)
+        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+        arr = np.zeros_like(arr) if hi <= lo else (arr - lo) / (hi - lo) * 255
+        im = Image.fromarray(arr.astype(np.uint8), "L")
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        im = im.convert("RGBA")
+        white = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(white, im)
+    arr = np.asarray(im.convert("RGB"))
+    if arr.ndim != 3 or arr.shape[2] != 3 or min(arr.shape[:2]) < 8:
+        raise VizError(f"too small ({arr.shape[1]} x {arr.shape[0]})")
+    return np.ascontiguousarray(arr)
+
+
+def iter_images(corpus: Corpus, skip: set[str] | None = None) -> Iterator[tuple[int, str, np.ndarray | None, str]]:
+    """(index, name, RGB array or None, why skipped) for every image of the corpus not in ``skip``."""
+    for i, name in enumerate(corpus.images):
+        if skip and name in skip:
+            continue
+        try:
+            yield i, name, load_rgb(corpus.path(name)), ""
+        except VizError as exc:
+            yield i, name, None, str(exc)
+
+
+def read_corpus_json(path: Path) -> Corpus:
+    return Corpus.from_json(json.loads(path.read_text()))

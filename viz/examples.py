@@ -1,0 +1,420 @@
+"""Dataset examples: which real photos, and where in them, make each channel fire (and which it hates).
+
+:func:`scan` reads a corpus once per weights: every image at the network's native scale (short side 224) and at
+a coarser one (short side 112), one forward pass per image and scale through all 13 conv layers, every spatial
+position. Per channel it keeps
+
+- the ``top`` strongest positions (pre-ReLU), at least half a receptive field apart within an image, each with
+  its receptive-field box in the original image's pixels;
+- the ``top`` most negative positions, likewise;
+- the activation distribution: the maximum (exact) and the 99th and 99.9th percentiles (from a log-scale
+  histogram of a spatial sample of every map, about 1 % relative resolution).
+
+Memory is bounded by the layer sizes, not by the corpus. State is checkpointed every few images (atomic), so a
+scan killed with ``kill -9`` resumes where it was. Results:
+``<out>/<weights>/examples/<corpus>/<layer>.json`` and ``corpus.json`` (the images, the skipped ones with why).
+
+The **reference** of a channel (:func:`reference`) is its maximum over the bundled corpus: the strongest response
+of any position of any photo. "× best photo" is a result's activation over it, one number per image whatever its
+size or page.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .corpus import Corpus, bundled
+from .errors import VizError
+from .files import atomic_write
+from .layers import LAYER_NAMES, LAYERS, get_layer
+
+SCALES = (224, 112)  # short side in pixels: the network's native scale, then a coarser one
+TOP = 16
+HIST_BINS = 1024
+HIST_LIMIT = math.log1p(1e5)  # activations up to 1e5 in magnitude are binned; beyond, the end bins
+HIST_SAMPLE = 256  # positions per channel, image and scale that enter the histogram (a regular spatial sample)
+SCHEMA = "vgg16-atlas/examples"
+VERSION = 1
+CHECKPOINT_EVERY = 8  # images
+
+
+def window(layer: str) -> int:
+    """Peak-suppression window in map units: peaks are at least half a receptive field apart."""
+    lay = get_layer(layer)
+    return 2 * max(1, lay.receptive_field // (4 * lay.stride)) + 1
+
+
+def box(layer: str, y: int, x: int, factor: float, height: int, width: int) -> list[int]:
+    """The receptive field of unit (y, x) in the original image's pixels: [left, top, right, bottom]."""
+    lay = get_layer(layer)
+    cy, cx = y * lay.stride + (lay.stride - 1) / 2, x * lay.stride + (lay.stride - 1) / 2
+    half = lay.receptive_field / 2
+    left, top = max(0.0, (cx - half) / factor), max(0.0, (cy - half) / factor)
+    right, bottom = min(float(width), (cx + half) / factor), min(float(height), (cy + half) / factor)
+    return [int(left), int(top), int(math.ceil(right)), int(math.ceil(bottom))]
+
+
+@dataclass
+class LayerState:
+    """Running results for one layer (tensors of shape (C, TOP) and (C, HIST_BINS))."""
+
+    channels: int
+    top: int
+    values: torch.Tensor = field(init=False)
+    where: torch.Tensor = field(init=False)  # (C, top, 4): image index, scale index, y, x
+    neg_values: torch.Tensor = field(init=False)
+    neg_where: torch.Tensor = field(init=False)
+    hist: torch.Tensor = field(init=False)
+    maximum: torch.Tensor = field(init=False)
+
+    def __post_init__(self):
+        c, k = self.channels, self.top
+        self.values = torch.full((c, k), -math.inf)
+        self.where = torch.full((c, k, 4), -1, dtype=torch.int32)
+        self.neg_values = torch.full((c, k), -math.inf)  # of -activation
+        self.neg_where = torch.full((c, k, 4), -1, dtype=torch.int32)
+        self.hist = torch.zeros((c, HIST_BINS), dtype=torch.int64)
+        self.maximum = torch.full((c,), -math.inf)
+
+    def state(self) -> dict:
+        return {k: getattr(self, k) for k in ("values", "where", "neg_values", "neg_where", "hist", "maximum")}
+
+    def load(self, d: dict) -> None:
+        for k, v in d.items():
+            setattr(self, k, v)
+
+
+def _merge(values, where, cand_v, cand_where, top):
+    allv = torch.cat([values, cand_v], dim=1)
+    allw = torch.cat([where, cand_where], dim=1)
+    v, i = allv.topk(min(top, allv.shape[1]), dim=1)
+    return v, torch.gather(allw, 1, i[..., None].expand(-1, -1, 4))
+
+
+def _peaks(a: torch.Tensor, k: int, top: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Up to ``top`` strongest positions per channel of ``a`` (C, H, W) that are more than ``k // 2`` map units
+    apart (in y or x): values (-inf where fewer) and flat positions. Suppression runs on the ``2 * top`` strongest
+    positions only (a max-pool over the whole map costs more than the forward pass)."""
+    w = a.shape[2]
+    flat = a.flatten(1)
+    v, i = flat.topk(min(2 * top, flat.shape[1]), dim=1)
+    i32 = i.to(torch.int32)
+    y, x, r = i32 // w, i32 % w, k // 2
+    near = ((y[:, :, None] - y[:, None, :]).abs() <= r) & ((x[:, :, None] - x[:, None, :]).abs() <= r)
+    m = v.shape[1]
+    earlier = torch.ones(m, m, dtype=torch.bool).triu(diagonal=1)  # [i, j]: candidate i is stronger than j
+    suppressed = (near & earlier).any(dim=1)
+    v = v.masked_fill(suppressed, -math.inf)
+    keep_v, keep = v.topk(min(top, m), dim=1)
+    return keep_v, torch.gather(i, 1, keep)
+
+
+def reduce_map(state: LayerState, layer: str, a: torch.Tensor, image: int, scale: int) -> None:
+    """Fold one pre-ReLU map ``a`` (C, H, W) of one image into ``state``."""
+    c, h, w = a.shape
+    k = min(window(layer), 2 * (min(h, w) // 2) + 1)
+    meta = lambda flat: torch.stack([torch.full_like(flat, image), torch.full_like(flat, scale),  # noqa: E731
+                                     flat // w, flat % w], dim=-1).to(torch.int32)
+    v, flat = _peaks(a, k, state.top)
+    state.values, state.where = _merge(state.values, state.where, v, meta(flat), state.top)
+    v, flat = _peaks(-a, k, state.top)
+    state.neg_values, state.neg_where = _merge(state.neg_values, state.neg_where, v, meta(flat), state.top)
+    state.maximum = torch.maximum(state.maximum, a.flatten(1).amax(dim=1))
+    step = max(1, int(math.sqrt(h * w / HIST_SAMPLE)))
+    sample = a[:, ::step, ::step].flatten(1)
+    t = torch.sign(sample) * torch.log1p(sample.abs())
+    idx = ((t + HIST_LIMIT) / (2 * HIST_LIMIT) * HIST_BINS).long().clamp_(0, HIST_BINS - 1)
+    idx += torch.arange(c)[:, None] * HIST_BINS
+    state.hist += torch.bincount(idx.flatten(), minlength=c * HIST_BINS).view(c, HIST_BINS)
+
+
+def percentile(hist: torch.Tensor, q: float) -> np.ndarray:
+    """Per channel, the activation below which a share ``q`` of the sampled positions lies (bin centre)."""
+    cum = hist.cumsum(dim=1).double()
+    total = cum[:, -1:].clamp(min=1)
+    b = (cum / total < q).sum(dim=1).clamp(max=HIST_BINS - 1).double()
+    t = (b + 0.5) / HIST_BINS * 2 * HIST_LIMIT - HIST_LIMIT
+    return (torch.sign(t) * torch.expm1(t.abs())).numpy()
+
+
+def resized(image: np.ndarray, short: int) -> tuple[torch.Tensor, float]:
+    """(1, 3, H, W) in [0, 1] with the short side ``short``, and the resize factor."""
+    h, w = image.shape[:2]
+    f = short / min(h, w)
+    x = torch.tensor(image).permute(2, 0, 1)[None].float().div(255)
+    size = (max(1, round(h * f)), max(1, round(w * f)))
+    return F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False), f
+
+
+@torch.no_grad()
+def forward_all(model, x: torch.Tensor, on_conv: Callable[[str, torch.Tensor], None] | None = None) -> None:
+    """One pass through every conv layer; ``on_conv(layer, pre-ReLU map)`` sees each map before its ReLU.
+
+    The modules are called one by one (no hooks): the shared model serves other threads at the same time."""
+    convs = {lay.index: lay.name for lay in LAYERS.values()}
+    last = LAYERS[LAYER_NAMES[-1]].index
+    x = model.normalize(x.to(next(model.parameters()).device))
+    for i, module in enumerate(model.features[: last + 1]):
+        x = module(x)
+        if i in convs and on_conv is not None:
+            on_conv(convs[i], x[0].float().cpu())
+
+
+@dataclass
+class ScanReport:
+    images: int = 0
+    skipped: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+    resumed: int = 0
+
+
+def examples_dir(root: Path, weights: str, corpus: str) -> Path:
+    from .gallery import safe_name
+
+    return Path(root) / safe_name(weights) / "examples" / safe_name(corpus)
+
+
+def scan(model, corpus: Corpus, out: Path, layers: list[str] | None = None, top: int = TOP,
+         progress: Callable[[int, int, str], None] | None = None,
+         notice: Callable[[str], None] | None = None) -> ScanReport:
+    """Scan ``corpus`` with ``model`` into ``examples_dir(out, weights, corpus.name)``; resumable."""
+    layers = [get_layer(n).name for n in (layers or LAYER_NAMES)]
+    d = examples_dir(out, model.weights_name, corpus.name)
+    d.mkdir(parents=True, exist_ok=True)
+    states = {n: LayerState(LAYERS[n].channels, top) for n in layers}
+    done: dict[str, list[int]] = {}  # image -> [height, width] of the images read
+    report = ScanReport()
+    ckpt = d / ".scan-state.pt"
+    signature = {"weights": model.weights.sha256, "corpus": corpus.signature, "layers": layers, "top": top,
+                 "scales": list(SCALES), "version": VERSION}
+    if ckpt.is_file():
+        try:
+            saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+            if saved["signature"] == signature:
+                for n in layers:
+                    states[n].load(saved["states"][n])
+                done, report.skipped = dict(saved["done"]), dict(saved["skipped"])
+                report.resumed = len(done) + len(report.skipped)
+                if notice and report.resumed:
+                    notice(f"resuming the scan after {report.resumed} images")
+        except Exception:  # a checkpoint of another version, or half of one: start again
+            pass
+    start = time.perf_counter()
+
+    def save_state() -> None:
+        buf = io.BytesIO()
+        torch.save({"signature": signature, "states": {n: s.state() for n, s in states.items()},
+                    "done": done, "skipped": report.skipped}, buf)
+        atomic_write(ckpt, buf.getvalue())
+
+    from .corpus import iter_images
+
+    index = {name: i for i, name in enumerate(corpus.images)}
+    todo = [n for n in corpus.images if n not in done and n not in report.skipped]
+    total, count = len(corpus.images), len(corpus.images) - len(todo)
+    for _, name, image, why in iter_images(corpus, skip=set(done) | set(report.skipped)):
+        count += 1
+        if image is None:
+            report.skipped[name] = why
+            if notice:
+                notice(f"skipped {name[:80]}: {why}")
+        else:
+            for s, short in enumerate(SCALES):
+                x, _ = resized(image, short)
+                forward_all(model, x, lambda layer, a: reduce_map(states[layer], layer, a, index[name], s)
+                            if layer in states else None)
+            done[name] = list(image.shape[:2])
+        if progress:
+            progress(count, total, name[-40:])
+        if count % CHECKPOINT_EVERY == 0:
+            save_state()
+    report.images, report.seconds = len(done), time.perf_counter() - start
+    write_results(d, corpus, model, states, done, report, top)
+    ckpt.unlink(missing_ok=True)
+    return report
+
+
+def write_results(d: Path, corpus: Corpus, model, states: dict[str, LayerState], done: dict[str, list[int]],
+                  report: ScanReport, top: int) -> None:
+    names = list(corpus.images)
+    for layer, st in states.items():
+        p99, p999 = percentile(st.hist, 0.99), percentile(st.hist, 0.999)
+
+        def entries(values, where, sign):
+            out = []
+            for v, (img, sc, y, x) in zip(values.tolist(), where.tolist()):
+                if img < 0 or not math.isfinite(v):
+                    continue
+                name = names[img]
+                h, w = done[name]
+                factor = SCALES[sc] / min(h, w)
+                out.append({"image": name, "scale": SCALES[sc], "box": box(layer, y, x, factor, h, w),
+                            "activation": round(sign * v, 4)})
+            return out
+
+        channels = []
+        for c in range(st.channels):
+            channels.append({
+                "top": entries(st.values[c], st.where[c], 1.0),
+                "bottom": entries(st.neg_values[c], st.neg_where[c], -1.0),
+                "max": round(float(st.maximum[c]), 4) if math.isfinite(float(st.maximum[c])) else None,
+                "p99": round(float(p99[c]), 4), "p999": round(float(p999[c]), 4),
+            })
+        obj = {"schema": SCHEMA, "version": VERSION, "layer": layer, "weights": model.weights_name,
+               "weights_sha256": model.weights.sha256, "corpus": corpus.name, "top": top, "scales": list(SCALES),
+               "channels": channels}
+        atomic_write(d / f"{layer}.json", json.dumps(obj, separators=(",", ":"), allow_nan=False).encode())
+    meta = {**corpus.to_json(), "read": len(done), "skipped": report.skipped, "seconds": round(report.seconds, 1),
+            "weights": model.weights_name, "licences": None}
+    if corpus.root is None:
+        from .corpus import BUNDLED
+
+        meta["licences"] = {name: lic for name, (_, _, lic) in BUNDLED.items()}
+    atomic_write(d / "corpus.json", json.dumps(meta, indent=1).encode())
+
+
+# --------------------------------------------------------------------------------------------------- reading
+@dataclass
+class LayerExamples:
+    layer: str
+    corpus: Corpus
+    channels: list[dict]
+
+    def reference(self) -> np.ndarray:
+        """Per channel, the strongest response at any position of any image (NaN where unknown)."""
+        return np.array([np.nan if ch["max"] is None else ch["max"] for ch in self.channels], dtype=np.float64)
+
+
+def read_layer(d: Path, layer: str) -> LayerExamples:
+    """The examples of ``layer`` in the examples folder ``d`` (validated), or :class:`VizError`."""
+    from .gallery import read_json
+
+    layer = get_layer(layer).name
+    try:
+        obj = read_json(d / f"{layer}.json")
+        corpus = Corpus.from_json(read_json(d / "corpus.json"))
+    except FileNotFoundError:
+        raise VizError(f"no dataset examples for {layer} in {d}") from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise VizError(f"the examples in {d} are unreadable ({type(exc).__name__})") from None
+    if not isinstance(obj, dict) or obj.get("schema") != SCHEMA or obj.get("layer") != layer or \
+            not isinstance(obj.get("channels"), list) or len(obj["channels"]) != LAYERS[layer].channels:
+        raise VizError(f"{layer}.json in {d} is not an examples file for {layer}")
+    return LayerExamples(layer, corpus, obj["channels"])
+
+
+def committed_dir(weights: str) -> Path:
+    return Path(__file__).resolve().parent.parent / "gallery" / weights / "examples" / "bundled"
+
+
+_reference_cache: dict[tuple[str, str], np.ndarray] = {}
+
+
+def reference_dirs(weights: str) -> list[Path]:
+    """Where the bundled corpus's examples for ``weights`` may be: committed beside the app, or cached."""
+    from .weights import cache_dir
+
+    return [committed_dir(weights), examples_dir(cache_dir() / "examples", weights, "bundled")]
+
+
+def reference_available(weights: str) -> bool:
+    """Whether :func:`reference` can answer without scanning (the files exist; their hash is checked on use)."""
+    return any((d / "corpus.json").is_file() for d in reference_dirs(weights))
+
+
+def reference(model, layer: str, notice: Callable[[str], None] | None = None) -> np.ndarray:
+    """Per channel of ``layer``: its strongest response anywhere in the bundled photos, for ``model``'s weights.
+
+    Read from the committed examples (oxford) or from the cache; for other weights the bundled corpus is
+    scanned once (all layers, about a minute on 2 cores) into ``<cache>/examples``."""
+    from .weights import cache_dir
+
+    layer = get_layer(layer).name
+    key = (model.weights.sha256, layer)
+    if key in _reference_cache:
+        return _reference_cache[key]
+    for d in reference_dirs(model.weights_name):
+        try:
+            ex = read_layer(d, layer)
+        except VizError:
+            continue
+        meta = json.loads((d / f"{layer}.json").read_text())
+        if meta.get("weights_sha256") == model.weights.sha256:
+            _reference_cache[key] = ex.reference()
+            return _reference_cache[key]
+    if notice:
+        notice(f"scanning the bundled photos with weights {model.weights_name} (once)")
+    scan(model, bundled(), cache_dir() / "examples")
+    ex = read_layer(examples_dir(cache_dir() / "examples", model.weights_name, "bundled"), layer)
+    _reference_cache[key] = ex.reference()
+    return _reference_cache[key]
+
+
+def crop(corpus: Corpus, entry: dict, pad: float = 0.0) -> np.ndarray:
+    """The receptive-field crop of an example, cut from the original image on demand."""
+    from .corpus import load_rgb
+
+    image = load_rgb(corpus.path(entry["image"]))
+    left, top, right, bottom = entry["box"]
+    return image[max(0, top):max(top + 1, bottom), max(0, left):max(left + 1, right)]
+
+
+# ------------------------------------------------------------------------------------------------ for people
+@functools.lru_cache(maxsize=32)
+def _photo(path: str) -> np.ndarray:
+    from .corpus import load_rgb
+
+    return load_rgb(Path(path))
+
+
+def thumbnail(image: np.ndarray, side: int) -> np.ndarray:
+    from PIL import Image
+
+    im = Image.fromarray(image)
+    im.thumbnail((side, side), Image.Resampling.LANCZOS)
+    return np.asarray(im)
+
+
+def example_tiles(ex: LayerExamples, channel: int, which: str = "top", n: int = 8,
+                  side: int = 128) -> list[tuple[np.ndarray, str]]:
+    """Up to ``n`` receptive-field crops of ``channel``'s strongest (``top``) or most negative (``bottom``)
+    examples, with a caption (activation, photo); photos that cannot be read any more are left out."""
+    tiles = []
+    for entry in ex.channels[channel][which][:n]:
+        try:
+            image = _photo(str(ex.corpus.path(entry["image"])))
+        except VizError:
+            continue
+        left, top, right, bottom = entry["box"]
+        crop = image[max(0, top):max(top + 1, bottom), max(0, left):max(left + 1, right)]
+        tiles.append((thumbnail(crop, side), f"{entry['activation']:.4g} · {Path(entry['image']).name}"))
+    return tiles
+
+
+def in_context(ex: LayerExamples, channel: int, side: int = 320) -> tuple[np.ndarray, str] | None:
+    """The strongest example's whole photo with its receptive field outlined."""
+    from PIL import Image, ImageDraw
+
+    entries = ex.channels[channel]["top"]
+    if not entries:
+        return None
+    entry = entries[0]
+    try:
+        image = _photo(str(ex.corpus.path(entry["image"])))
+    except VizError:
+        return None
+    im = Image.fromarray(image)
+    width = max(2, round(max(im.size) / 150))
+    ImageDraw.Draw(im).rectangle(entry["box"], outline=(255, 64, 0), width=width)
+    return thumbnail(np.asarray(im), side), f"{entry['image']} · receptive field of its strongest position"

@@ -1,0 +1,62 @@
+"""A visitor's own photo: which channels of a layer fire most on it, and where (activation maps)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import VizError
+from .examples import resized
+from .layers import get_layer
+
+SHORT_SIDE = 224  # the network's native scale
+MAX_LONG_SIDE = 672  # a panorama is cut to this after resizing (bounded work per photo)
+
+
+@dataclass
+class PhotoResponse:
+    image: np.ndarray  # the photo as the network saw it (short side 224), RGB uint8
+    maps: np.ndarray  # (C, h, w) pre-ReLU maps of the layer
+    peak: np.ndarray  # (C,) strongest response anywhere in the photo
+    reference: np.ndarray  # (C,) the channel's strongest response in the bundled photos
+
+    @property
+    def score(self) -> np.ndarray:
+        """Peak over reference: 1.0 = as strong as the channel's best position in the bundled photos."""
+        ref = np.where(self.reference > 0, self.reference, np.nan)
+        return self.peak / ref
+
+    def ranked(self, n: int = 12) -> list[int]:
+        score = np.nan_to_num(self.score, nan=-np.inf)
+        return [int(c) for c in np.argsort(-score)[:n]]
+
+
+@torch.no_grad()
+def respond(model, image: np.ndarray, layer: str) -> PhotoResponse:
+    """One forward pass of ``image`` (RGB uint8) at the native scale up to ``layer``."""
+    from .examples import reference
+
+    lay = get_layer(layer)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise VizError("the photo must be an RGB image")
+    x, _ = resized(image, SHORT_SIDE)
+    x = x[..., :MAX_LONG_SIDE, :MAX_LONG_SIDE]
+    maps = model.cut(lay)(x.to(next(model.parameters()).device))[0].float().cpu()
+    shown = (x[0].permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    return PhotoResponse(shown, maps.numpy(), maps.flatten(1).amax(dim=1).numpy(), reference(model, lay.name))
+
+
+def overlay(image: np.ndarray, amap: np.ndarray, alpha: float = 0.6) -> np.ndarray:
+    """The activation map (positive part, scaled to its maximum) as a heat layer over the photo."""
+    heat = torch.from_numpy(np.clip(amap, 0, None))[None, None].float()
+    heat = F.interpolate(heat, size=image.shape[:2], mode="bilinear", align_corners=False)[0, 0].numpy()
+    top = heat.max()
+    heat = heat / top if top > 0 else heat
+    # black -> orange -> yellow
+    colour = np.stack([np.clip(heat * 2, 0, 1), np.clip(heat * 1.6 - 0.35, 0, 1), np.clip(heat * 2 - 1.4, 0, 1)], -1)
+    weight = (alpha * heat)[..., None]
+    out = image.astype(np.float64) / 255 * (1 - weight) + colour * weight
+    return (out * 255).round().clip(0, 255).astype(np.uint8)
