@@ -14,8 +14,8 @@ ss = st.session_state
 
 st.title("Your photo")
 st.caption("Which channels fire on a photo, and where: one pass of the network over it (short side 224 px). "
-           "Each channel's score is its strongest response in your photo over its strongest response anywhere "
-           "in the bundled photos.")
+           "Each channel's score is its strongest response in your photo over its 99.9th percentile in the "
+           "bundled photos; the map shows where it fires (bright), the rest of the photo is dimmed.")
 c1, c2 = st.columns([1.4, 1])
 upload = c1.file_uploader(f"Upload a photo (at most {MAX_MB} MB: jpg, png, webp, bmp, tiff)",
                           type=["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"], key="photo_upload")
@@ -69,8 +69,8 @@ with right:
         for col, ch in zip(cols, response.ranked(SHOWN)[row: row + 4]):
             score = response.score[ch]
             col.image(overlay(response.image, response.maps[ch]), width="stretch",
-                      caption=f"peak {response.peak[ch]:.4g}" + ("" if np.isnan(score) else f" · {score:.2f}× its best"))
+                      caption=f"peak {response.peak[ch]:.4g}" + ("" if np.isnan(score) else f" · {score:.1f}×"))
             if view is not None and ch in view.records and (data := view.image_bytes(ch)) is not None:
                 col.image(data, width=64)
-            col.page_link("app_pages/gallery.py", label=f"{layer}:{ch} in the gallery",
+            col.page_link("app_pages/gallery.py", label=f"channel {ch}",
                           query_params={"layer": layer, "channel": str(ch)})

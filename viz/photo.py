@@ -21,11 +21,12 @@ class PhotoResponse:
     image: np.ndarray  # the photo as the network saw it (short side 224), RGB uint8
     maps: np.ndarray  # (C, h, w) pre-ReLU maps of the layer
     peak: np.ndarray  # (C,) strongest response anywhere in the photo
-    reference: np.ndarray  # (C,) the channel's strongest response in the bundled photos
+    reference: np.ndarray  # (C,) the 99.9th percentile of the channel's responses in the bundled photos
 
     @property
     def score(self) -> np.ndarray:
-        """Peak over reference: 1.0 = as strong as the channel's best position in the bundled photos."""
+        """Peak over reference: 1.0 = as strong as the channel's top 0.1 % of positions in the bundled photos (the
+        maximum itself would tie every channel whose best position is in a bundled photo that is shown)."""
         ref = np.where(self.reference > 0, self.reference, np.nan)
         return self.peak / ref
 
@@ -37,7 +38,7 @@ class PhotoResponse:
 @torch.no_grad()
 def respond(model, image: np.ndarray, layer: str) -> PhotoResponse:
     """One forward pass of ``image`` (RGB uint8) at the native scale up to ``layer``."""
-    from .examples import reference
+    from .examples import read_layer, reference, reference_dirs
 
     lay = get_layer(layer)
     if image.ndim != 3 or image.shape[2] != 3:
@@ -46,11 +47,19 @@ def respond(model, image: np.ndarray, layer: str) -> PhotoResponse:
     x = x[..., :MAX_LONG_SIDE, :MAX_LONG_SIDE]
     maps = model.cut(lay)(x.to(next(model.parameters()).device))[0].float().cpu()
     shown = (x[0].permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-    return PhotoResponse(shown, maps.numpy(), maps.flatten(1).amax(dim=1).numpy(), reference(model, lay.name))
+    ref = reference(model, lay.name)  # makes sure the examples exist (scans the bundled photos once if not)
+    for d in reference_dirs(model.weights_name):
+        try:
+            ref = np.array([ch["p999"] for ch in read_layer(d, lay.name).channels], dtype=np.float64)
+            break
+        except VizError:
+            continue
+    return PhotoResponse(shown, maps.numpy(), maps.flatten(1).amax(dim=1).numpy(), ref)
 
 
-def overlay(image: np.ndarray, amap: np.ndarray, alpha: float = 0.6) -> np.ndarray:
-    """The activation map (positive part, scaled to its maximum) as a heat layer over the photo."""
+def overlay(image: np.ndarray, amap: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """The activation map (positive part, scaled to its maximum) over the photo: where the channel is silent the
+    photo is dimmed, where it fires the photo stays bright under an orange-to-yellow tint."""
     heat = torch.from_numpy(np.clip(amap, 0, None))[None, None].float()
     heat = F.interpolate(heat, size=image.shape[:2], mode="bilinear", align_corners=False)[0, 0].numpy()
     top = heat.max()
@@ -58,5 +67,6 @@ def overlay(image: np.ndarray, amap: np.ndarray, alpha: float = 0.6) -> np.ndarr
     # black -> orange -> yellow
     colour = np.stack([np.clip(heat * 2, 0, 1), np.clip(heat * 1.6 - 0.35, 0, 1), np.clip(heat * 2 - 1.4, 0, 1)], -1)
     weight = (alpha * heat)[..., None]
-    out = image.astype(np.float64) / 255 * (1 - weight) + colour * weight
+    base = image.astype(np.float64) / 255 * (0.25 + 0.75 * heat[..., None])
+    out = base * (1 - weight) + colour * weight
     return (out * 255).round().clip(0, 255).astype(np.uint8)

@@ -21,6 +21,15 @@ def settle(pg, text: str, timeout: float = 120_000) -> None:
     pg.wait_for_timeout(2500)
 
 
+def shoot(pg, name: str, width: int = 1400) -> None:
+    """The whole page: Streamlit scrolls inside its main area, so the viewport grows to the content first."""
+    height = pg.evaluate("() => document.querySelector('.stMain').scrollHeight")
+    pg.set_viewport_size({"width": width, "height": min(6000, height + 40)})
+    pg.wait_for_timeout(1500)
+    pg.screenshot(path=str(HERE / name))
+    pg.set_viewport_size({"width": width, "height": 1000})
+
+
 def main() -> None:
     from playwright.sync_api import sync_playwright
 
@@ -30,19 +39,22 @@ def main() -> None:
         pg = browser.new_page(viewport={"width": 1400, "height": 1000})
         pg.goto(f"{url}/overview")
         settle(pg, "Every layer at a glance")
-        pg.screenshot(path=str(HERE / "overview.png"), full_page=True)
+        shoot(pg, "overview.png")
         pg.goto(f"{url}/gallery?layer=conv5_1")
         settle(pg, "page 1 of 22")
-        pg.screenshot(path=str(HERE / "gallery.png"), full_page=True)
+        shoot(pg, "gallery.png")
         pg.goto(f"{url}/gallery?layer=conv5_1&channel=104")
         settle(pg, "Final activation")
-        pg.screenshot(path=str(HERE / "channel.png"), full_page=True)
+        shoot(pg, "channel.png")
         pg.goto(f"{url}/compare?layer=conv5_1&channel=104&size=64&steps=64")
         pg.get_by_text("Estimated time on this server").wait_for(timeout=60_000)
         pg.get_by_role("button", name=re.compile("Render both")).click()
         pg.wait_for_function("() => document.body.innerText.split('Final activation').length == 3", timeout=300_000)
         settle(pg, "The modern image along the way")
-        pg.screenshot(path=str(HERE / "compare.png"), full_page=True)
+        shoot(pg, "compare.png")
+        pg.goto(f"{url}/photo")
+        settle(pg, "channels of conv4_3 that fire most")
+        shoot(pg, "photo.png")
         phone = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True)
         phone.goto(f"{url}/gallery?layer=conv5_1")
         settle(phone, "page 1 of 22")
