@@ -102,21 +102,22 @@ def _merge(values, where, cand_v, cand_where, top):
     return v, torch.gather(allw, 1, i[..., None].expand(-1, -1, 4))
 
 
-def _peaks(a: torch.Tensor, k: int, top: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Up to ``top`` strongest positions per channel of ``a`` (C, H, W) that are more than ``k // 2`` map units
-    apart (in y or x): values (-inf where fewer) and flat positions. Suppression runs on the ``2 * top`` strongest
-    positions only (a max-pool over the whole map costs more than the forward pass)."""
+def _peaks(a: torch.Tensor, k: int, top: int, largest: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Up to ``top`` strongest (or, ``largest=False``, most negative) positions per channel of ``a`` (C, H, W)
+    that are more than ``k // 2`` map units apart in y or x: values (±inf where fewer) and flat positions.
+    Suppression runs on the ``top + 8`` strongest positions only (a max-pool over the whole map costs more than
+    the forward pass)."""
     w = a.shape[2]
     flat = a.flatten(1)
-    v, i = flat.topk(min(2 * top, flat.shape[1]), dim=1)
+    v, i = flat.topk(min(top + 8, flat.shape[1]), dim=1, largest=largest)
     i32 = i.to(torch.int32)
     y, x, r = i32 // w, i32 % w, k // 2
     near = ((y[:, :, None] - y[:, None, :]).abs() <= r) & ((x[:, :, None] - x[:, None, :]).abs() <= r)
     m = v.shape[1]
     earlier = torch.ones(m, m, dtype=torch.bool).triu(diagonal=1)  # [i, j]: candidate i is stronger than j
     suppressed = (near & earlier).any(dim=1)
-    v = v.masked_fill(suppressed, -math.inf)
-    keep_v, keep = v.topk(min(top, m), dim=1)
+    v = v.masked_fill(suppressed, -math.inf if largest else math.inf)
+    keep_v, keep = v.topk(min(top, m), dim=1, largest=largest)
     return keep_v, torch.gather(i, 1, keep)
 
 
@@ -128,9 +129,9 @@ def reduce_map(state: LayerState, layer: str, a: torch.Tensor, image: int, scale
                                      flat // w, flat % w], dim=-1).to(torch.int32)
     v, flat = _peaks(a, k, state.top)
     state.values, state.where = _merge(state.values, state.where, v, meta(flat), state.top)
-    v, flat = _peaks(-a, k, state.top)
-    state.neg_values, state.neg_where = _merge(state.neg_values, state.neg_where, v, meta(flat), state.top)
-    state.maximum = torch.maximum(state.maximum, a.flatten(1).amax(dim=1))
+    state.maximum = torch.maximum(state.maximum, v[:, 0])  # the strongest candidate is the map's maximum
+    v, flat = _peaks(a, k, state.top, largest=False)
+    state.neg_values, state.neg_where = _merge(state.neg_values, state.neg_where, -v, meta(flat), state.top)
     step = max(1, int(math.sqrt(h * w / HIST_SAMPLE)))
     sample = a[:, ::step, ::step].flatten(1)
     t = torch.sign(sample) * torch.log1p(sample.abs())
@@ -418,3 +419,26 @@ def in_context(ex: LayerExamples, channel: int, side: int = 320) -> tuple[np.nda
     width = max(2, round(max(im.size) / 150))
     ImageDraw.Draw(im).rectangle(entry["box"], outline=(255, 64, 0), width=width)
     return thumbnail(np.asarray(im), side), f"{entry['image']} · receptive field of its strongest position"
+
+
+def scan_throughput(model, corpus: Corpus, limit: int | None = None) -> dict:
+    """Images per second on the same images and scales: the bare forward passes vs the whole scan (decoding,
+    resizing and every layer's bookkeeping included in both, so the ratio is what the examples cost)."""
+    from .corpus import iter_images
+
+    images = [im for _, _, im, _ in iter_images(corpus) if im is not None][:limit]
+    states = {n: LayerState(LAYERS[n].channels, TOP) for n in LAYER_NAMES}
+
+    def run(with_stats: bool) -> float:
+        start = time.perf_counter()
+        for i, image in enumerate(images):
+            for s, short in enumerate(SCALES):
+                x, _ = resized(image, short)
+                forward_all(model, x, (lambda layer, a: reduce_map(states[layer], layer, a, i, s))
+                            if with_stats else None)
+        return len(images) / (time.perf_counter() - start)
+
+    run(False)  # warm-up
+    bare, scanned = run(False), run(True)
+    return {"images": len(images), "scales": list(SCALES), "bare_images_per_s": bare,
+            "scan_images_per_s": scanned, "ratio": scanned / bare}

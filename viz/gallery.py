@@ -397,7 +397,7 @@ def migrate_reference(root: Path | str, weights: str, config: str, model) -> int
         if not d.path.is_dir():
             continue
         ref = reference(model, layer)
-        settings = None
+        settings, before = None, changed
         for path in sorted(d.path.glob("c[0-9][0-9][0-9][0-9].json")):
             rec = load_valid_record(d, int(path.stem[1:]))
             if rec is None:
@@ -417,7 +417,7 @@ def migrate_reference(root: Path | str, weights: str, config: str, model) -> int
             if new != rec:
                 atomic_write(d.record(rec["channel"]), json.dumps(new, allow_nan=False).encode())
                 changed += 1
-        if settings is not None:
+        if settings is not None and changed > before:
             write_manifest(d, settings)
     return changed
 
