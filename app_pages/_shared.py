@@ -70,8 +70,34 @@ SMALL_SCREENS = """<style>
 </style>"""
 
 
+# Streamlit keeps the theme a visitor chose in localStorage under a key named after the path the tab was opened
+# at ("stActiveTheme-/gallery-v1"), so a link opened in a new tab forgot it. This script remembers the choice under
+# one key for the whole app and hands it to any path opened later (reloading once when it had to).
+THEME_SYNC = """<script>
+(() => {
+  if (window.vgg16AtlasTheme) return;
+  window.vgg16AtlasTheme = true;
+  const ls = window.localStorage, shared = "vgg16-atlas-theme";
+  const first = (performance.getEntriesByType("navigation")[0] || {}).name || location.href;
+  const own = `stActiveTheme-${new URL(first).pathname}-v1`;
+  if (ls.getItem(shared) && ls.getItem(own) !== ls.getItem(shared) && !sessionStorage.getItem(own)) {
+    sessionStorage.setItem(own, "synced");
+    ls.setItem(own, ls.getItem(shared));
+    location.reload();
+    return;
+  }
+  let last = ls.getItem(own);
+  setInterval(() => {  // the settings menu writes the tab's own key: keep the shared one in step
+    const now = ls.getItem(own);
+    if (now !== last) { last = now; if (now) ls.setItem(shared, now); }
+  }, 1000);
+})();
+</script>"""
+
+
 def page_style() -> None:
     st.html(SMALL_SCREENS)
+    st.html(THEME_SYNC, unsafe_allow_javascript=True)
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)

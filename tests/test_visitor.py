@@ -129,3 +129,36 @@ def test_a_phone_sees_the_first_image_without_scrolling(server):
         browser.close()
     assert top < 844, f"the first image starts at {top:.0f} px, below a 844 px screen"
     assert height < 4000, f"a page of the grid is {height:.0f} px tall on a phone"
+
+
+def test_the_chosen_theme_sticks_to_pages_opened_by_url(server):
+    """Choose Dark in Streamlit's settings on one page; a link opened in a new tab is dark too."""
+    from playwright.sync_api import sync_playwright
+
+    def background(pg) -> str:
+        return pg.evaluate("() => getComputedStyle(document.querySelector('.stApp')).backgroundColor")
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        first = context.new_page()
+        first.goto(f"{server}/overview")
+        first.get_by_role("heading", name="VGG16 Feature Atlas").wait_for(timeout=60_000)
+        light = background(first)
+        first.get_by_role("button", name="Main menu").click()
+        first.get_by_text("Settings", exact=True).click()
+        first.get_by_text("Light", exact=True).or_(first.get_by_text("Use system setting")).first.click()
+        first.get_by_role("option", name="Dark").click()
+        first.keyboard.press("Escape")
+        first.wait_for_function(f"() => getComputedStyle(document.querySelector('.stApp')).backgroundColor "
+                                f"!= '{light}'", timeout=10_000)
+        dark = background(first)
+        first.wait_for_timeout(1500)  # the shared key follows within a second
+        second = context.new_page()
+        second.goto(f"{server}/gallery?layer=conv5_1")
+        second.get_by_role("heading", name="Layer gallery").wait_for(timeout=60_000)
+        second.wait_for_function(f"() => getComputedStyle(document.querySelector('.stApp')).backgroundColor "
+                                 f"== '{dark}'", timeout=20_000)
+        second.screenshot(path=str(SHOTS / "dark-gallery.png"))
+        browser.close()
+    assert light != dark
