@@ -79,17 +79,22 @@ THEME_SYNC = """<script>
   window.vgg16AtlasTheme = true;
   const ls = window.localStorage, shared = "vgg16-atlas-theme";
   const first = (performance.getEntriesByType("navigation")[0] || {}).name || location.href;
-  const own = `stActiveTheme-${new URL(first).pathname}-v1`;
-  if (ls.getItem(shared) && ls.getItem(own) !== ls.getItem(shared) && !sessionStorage.getItem(own)) {
-    sessionStorage.setItem(own, "synced");
-    ls.setItem(own, ls.getItem(shared));
+  const prefix = `stActiveTheme-${new URL(first).pathname}-v`;  // Streamlit's key, "-v2" in 1.67
+  const own = () => Object.keys(ls).find(k => k.startsWith(prefix) && /^[0-9]+$/.test(k.slice(prefix.length)));
+  const chosen = JSON.parse(ls.getItem(shared) || "null");  // {key suffix, value} of the last choice anywhere
+  if (chosen && ls.getItem(prefix + chosen.version) !== chosen.value && !sessionStorage.getItem(prefix)) {
+    sessionStorage.setItem(prefix, "synced");  // at most one reload per tab
+    ls.setItem(prefix + chosen.version, chosen.value);
     location.reload();
     return;
   }
-  let last = ls.getItem(own);
-  setInterval(() => {  // the settings menu writes the tab's own key: keep the shared one in step
-    const now = ls.getItem(own);
-    if (now !== last) { last = now; if (now) ls.setItem(shared, now); }
+  let last = own() && ls.getItem(own());
+  setInterval(() => {  // the main menu writes this tab's own key: keep the shared one in step
+    const key = own(), now = key && ls.getItem(key);
+    if (now && now !== last) {
+      last = now;
+      ls.setItem(shared, JSON.stringify({version: key.slice(prefix.length), value: now}));
+    }
   }, 1000);
 })();
 </script>"""

@@ -132,7 +132,7 @@ def test_a_phone_sees_the_first_image_without_scrolling(server):
 
 
 def test_the_chosen_theme_sticks_to_pages_opened_by_url(server):
-    """Choose Dark in Streamlit's settings on one page; a link opened in a new tab is dark too."""
+    """Choose Dark in Streamlit's main menu on one page; a link opened in a new tab is dark too."""
     from playwright.sync_api import sync_playwright
 
     def background(pg) -> str:
@@ -146,9 +146,7 @@ def test_the_chosen_theme_sticks_to_pages_opened_by_url(server):
         first.get_by_role("heading", name="VGG16 Feature Atlas").wait_for(timeout=60_000)
         light = background(first)
         first.get_by_role("button", name="Main menu").click()
-        first.get_by_text("Settings", exact=True).click()
-        first.get_by_text("Light", exact=True).or_(first.get_by_text("Use system setting")).first.click()
-        first.get_by_role("option", name="Dark").click()
+        first.get_by_test_id("stMainMenuItem-theme-Dark").click()
         first.keyboard.press("Escape")
         first.wait_for_function(f"() => getComputedStyle(document.querySelector('.stApp')).backgroundColor "
                                 f"!= '{light}'", timeout=10_000)
