@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from viz import make_settings
-from viz.corpus import bundled, folder, load_rgb
+from viz.corpus import bundled, load_rgb
 from viz.examples import committed_dir, examples_dir, read_layer, reference
 from viz.jobs import JobManager, wait
 
