@@ -55,6 +55,7 @@ def test_gallery_pages_survive_a_channel_a_reload_and_reset_with_the_layer(serve
     expect(page.get_by_text("conv5_1 · channel 96")).to_be_visible(timeout=30_000)
     page.get_by_role("button", name="Next ›").click()
     expect(page.get_by_text("conv5_1 · channel 97")).to_be_visible(timeout=30_000)
+    expect(page.get_by_text("Real photos that make conv5_1:97 fire")).to_be_visible(timeout=30_000)
     page.screenshot(path=str(SHOTS / "channel.png"), full_page=True)
     page.get_by_role("button", name="← Back to the grid").click()  # item 1: back to page 5, and the box says 5
     expect(on_page(page, 5)).to_be_visible(timeout=30_000)
@@ -63,6 +64,17 @@ def test_gallery_pages_survive_a_channel_a_reload_and_reset_with_the_layer(serve
     page.get_by_role("button", name="Next page ›").first.click()
     expect(on_page(page, 6)).to_be_visible(timeout=30_000)
     expect(page.get_by_role("button", name=re.compile(r"^ch 120\b"))).to_be_visible()
+    goto = page.get_by_role("spinbutton", name=re.compile("Go to channel"))  # item 6: straight to a channel
+    goto.fill("300")
+    goto.press("Enter")
+    expect(page.get_by_text("conv5_1 · channel 300")).to_be_visible(timeout=30_000)
+    page.get_by_role("link", name=re.compile("Render it bigger")).click()  # with its settings filled in
+    expect(page.get_by_role("heading", name="Generator")).to_be_visible(timeout=60_000)
+    expect(page.get_by_role("spinbutton", name="Channel")).to_have_value("300", timeout=30_000)
+    expect(page.get_by_role("spinbutton", name="Size (px)")).to_have_value("224")
+    expect(page.get_by_role("spinbutton", name="Steps")).to_have_value("128")
+    page.goto(f"{server}/gallery?layer=conv5_1&page=6")
+    expect(on_page(page, 6)).to_be_visible(timeout=60_000)
     page.reload()  # item 2: a reload keeps the page
     expect(on_page(page, 6)).to_be_visible(timeout=60_000)
     page.screenshot(path=str(SHOTS / "gallery.png"), full_page=True)
