@@ -72,7 +72,7 @@ SMALL_SCREENS = """<style>
 
 # Streamlit keeps the theme a visitor chose in localStorage under a key named after the path the tab was opened
 # at ("stActiveTheme-/gallery-v1"), so a link opened in a new tab forgot it. This script remembers the choice under
-# one key for the whole app and hands it to any path opened later (reloading once when it had to).
+# one key for the whole app (when it is made in the main menu) and hands it to any path opened later (one reload).
 THEME_SYNC = """<script>
 (() => {
   if (window.vgg16AtlasTheme) return;
@@ -88,14 +88,14 @@ THEME_SYNC = """<script>
     location.reload();
     return;
   }
-  let last = own() && ls.getItem(own());
-  setInterval(() => {  // the main menu writes this tab's own key: keep the shared one in step
-    const key = own(), now = key && ls.getItem(key);
-    if (now && now !== last) {
-      last = now;
-      ls.setItem(shared, JSON.stringify({version: key.slice(prefix.length), value: now}));
-    }
-  }, 1000);
+  // a choice in the main menu (not Streamlit's own default write) becomes the shared one
+  document.addEventListener("click", (event) => {
+    if (!event.target.closest('[data-testid^="stMainMenuItem-theme-"]')) return;
+    setTimeout(() => {
+      const key = own();
+      if (key) ls.setItem(shared, JSON.stringify({version: key.slice(prefix.length), value: ls.getItem(key)}));
+    }, 300);
+  }, true);
 })();
 </script>"""
 
@@ -230,6 +230,8 @@ def follow(draw, every: float = 1.0) -> bool:
     tick = 0
     sid = session_id()
     while True:
+        if _session_alive(sid) is False:  # the tab is gone (the server may keep its script running): stop, and
+            return tick > 0  # stop vouching for it, so its jobs are dropped after VIZ_SESSION_TIMEOUT
         manager().heartbeat(sid)  # this visitor still watches: its jobs keep running
         with slot.container():
             if draw(tick):

@@ -124,10 +124,13 @@ def test_a_closed_tab_stops_its_render(server, page):
     visitor.get_by_role("button", name=re.compile("Generate")).click()
     expect(visitor.get_by_text(re.compile(r"step \d+/20000"))).to_be_visible(timeout=60_000)
     visitor.close()
-    page.goto(f"{server}/overview")
+    page.goto(f"{server}/generator")  # a light page whose sidebar shows the server's state
     expect(page.get_by_text("Server: 1/1 generating")).to_be_visible(timeout=30_000)  # still running just after
     deadline = time.monotonic() + 60
-    while "Server: 0/1 generating" not in page.inner_text("body"):
+    while True:
+        page.get_by_text(re.compile(r"Server: \d/1 generating")).wait_for(timeout=30_000)
+        if "Server: 0/1 generating" in page.inner_text("body"):
+            break
         assert time.monotonic() < deadline, "the closed tab's render still runs after 60 s"
         page.wait_for_timeout(1000)
         page.reload()

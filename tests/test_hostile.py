@@ -116,7 +116,7 @@ def test_a_diverging_render_is_one_line_and_never_invalid_json(tmp_path, oxford_
     assert not (tmp_path / "x.png").exists() and "NaN" not in p.stdout
     p = run_cli("precompute", "--layers", "conv5_3", "--channels", "0-1", "--size", "32", "--steps", "2",
                 "--weights", str(path), "--out", str(tmp_path / "g"), timeout=120)
-    one_line_error(p, "overflow")
+    one_line_error(p, "diverged")
     assert not list((tmp_path / "g").rglob("c*.json"))  # no record that would be invalid forever
 
 
@@ -206,16 +206,18 @@ def test_kill_9_in_the_retry_pass_resumes_the_retry_and_reports_the_flags(tmp_pa
     assert again["skipped"] == 2 and "conv5_1:104" in again["flagged"]["blank"]  # nothing left, flags still shown
 
 
-def test_a_second_precompute_on_the_same_out_is_refused_and_deletes_nothing(tmp_path, viz_cache):
+def test_a_second_precompute_on_the_same_out_is_refused_and_deletes_nothing(tmp_path):
     s = make_settings("conv5_1", "seed", size=32, steps=2000)
     args = [*PRE, "--steps", "2000", "--retries", "0", "--out", str(tmp_path)]
     first = subprocess.Popen([sys.executable, "-m", "viz", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        rendering = viz_cache / "natural" / "oxford_conv5_1_32.npy"  # written after its start-up cleanup
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not rendering.is_file():
+        d = LayerDir(tmp_path, "oxford", config_name(s), "conv5_1")
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not d.record(104).is_file():  # its start-up cleanup is long over
+            assert first.poll() is None, "the first precompute ended early"
             time.sleep(0.01)
-        live = LayerDir(tmp_path, "oxford", config_name(s), "conv5_1").path / ".123-live.tmp"
+        assert d.record(104).is_file(), "the first precompute wrote nothing in 240 s"
+        live = d.path / ".123-live.tmp"
         live.parent.mkdir(parents=True, exist_ok=True)
         live.write_text("the first run's file")
         second = run_cli(*args, timeout=120)
