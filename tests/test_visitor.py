@@ -157,6 +157,7 @@ def test_the_chosen_theme_sticks_to_pages_opened_by_url(server):
         first.goto(f"{server}/overview")
         first.get_by_role("heading", name="VGG16 Feature Atlas").wait_for(timeout=60_000)
         light = background(first)
+        first.wait_for_function("() => window.vgg16AtlasTheme === true", timeout=30_000)  # the app's script is in
         first.get_by_role("button", name="Main menu").click()
         first.get_by_test_id("stMainMenuItem-theme-Dark").click()
         first.keyboard.press("Escape")
