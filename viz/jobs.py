@@ -144,11 +144,6 @@ class JobManager:
         self._workers: list[threading.Thread] = []
         self._closed = False
 
-    # compatibility with the first version's attribute names
-    @property
-    def max_running(self) -> int:
-        return self.limits.max_running
-
     # ------------------------------------------------------------------------------------------- budgets
     def natural_cached(self, spec: JobSpec) -> bool:
         from .examples import reference_available
