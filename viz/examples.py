@@ -291,6 +291,7 @@ class LayerExamples:
     layer: str
     corpus: Corpus
     channels: list[dict]
+    weights_sha256: str = ""
 
     def reference(self) -> np.ndarray:
         """Per channel, the strongest response at any position of any image (NaN where unknown)."""
@@ -312,14 +313,14 @@ def read_layer(d: Path, layer: str) -> LayerExamples:
     if not isinstance(obj, dict) or obj.get("schema") != SCHEMA or obj.get("layer") != layer or \
             not isinstance(obj.get("channels"), list) or len(obj["channels"]) != LAYERS[layer].channels:
         raise VizError(f"{layer}.json in {d} is not an examples file for {layer}")
-    return LayerExamples(layer, corpus, obj["channels"])
+    return LayerExamples(layer, corpus, obj["channels"], str(obj.get("weights_sha256", "")))
 
 
 def committed_dir(weights: str) -> Path:
     return Path(__file__).resolve().parent.parent / "gallery" / weights / "examples" / "bundled"
 
 
-_reference_cache: dict[tuple[str, str], np.ndarray] = {}
+_cache: dict[tuple[str, str], LayerExamples] = {}
 
 
 def reference_dirs(weights: str) -> list[Path]:
@@ -334,41 +335,35 @@ def reference_available(weights: str) -> bool:
     return any((d / "corpus.json").is_file() for d in reference_dirs(weights))
 
 
-def reference(model, layer: str, notice: Callable[[str], None] | None = None) -> np.ndarray:
-    """Per channel of ``layer``: its strongest response anywhere in the bundled photos, for ``model``'s weights.
+def bundled_examples(model, layer: str, notice: Callable[[str], None] | None = None) -> LayerExamples:
+    """The bundled corpus's examples of ``layer`` for ``model``'s weights (read once per process).
 
     Read from the committed examples (oxford) or from the cache; for other weights the bundled corpus is
-    scanned once (all layers, about a minute on 2 cores) into ``<cache>/examples``."""
+    scanned once (all layers, a few seconds on 2 cores) into ``<cache>/examples``."""
     from .weights import cache_dir
 
     layer = get_layer(layer).name
     key = (model.weights.sha256, layer)
-    if key in _reference_cache:
-        return _reference_cache[key]
-    for d in reference_dirs(model.weights_name):
-        try:
-            ex = read_layer(d, layer)
-        except VizError:
-            continue
-        meta = json.loads((d / f"{layer}.json").read_text())
-        if meta.get("weights_sha256") == model.weights.sha256:
-            _reference_cache[key] = ex.reference()
-            return _reference_cache[key]
-    if notice:
-        notice(f"scanning the bundled photos with weights {model.weights_name} (once)")
-    scan(model, bundled(), cache_dir() / "examples")
-    ex = read_layer(examples_dir(cache_dir() / "examples", model.weights_name, "bundled"), layer)
-    _reference_cache[key] = ex.reference()
-    return _reference_cache[key]
+    if key not in _cache:
+        for d in reference_dirs(model.weights_name):
+            try:
+                ex = read_layer(d, layer)
+            except VizError:
+                continue
+            if ex.weights_sha256 == model.weights.sha256:
+                _cache[key] = ex
+                break
+        else:
+            if notice:
+                notice(f"scanning the bundled photos with weights {model.weights_name} (once)")
+            scan(model, bundled(), cache_dir() / "examples")
+            _cache[key] = read_layer(examples_dir(cache_dir() / "examples", model.weights_name, "bundled"), layer)
+    return _cache[key]
 
 
-def crop(corpus: Corpus, entry: dict, pad: float = 0.0) -> np.ndarray:
-    """The receptive-field crop of an example, cut from the original image on demand."""
-    from .corpus import load_rgb
-
-    image = load_rgb(corpus.path(entry["image"]))
-    left, top, right, bottom = entry["box"]
-    return image[max(0, top):max(top + 1, bottom), max(0, left):max(left + 1, right)]
+def reference(model, layer: str, notice: Callable[[str], None] | None = None) -> np.ndarray:
+    """Per channel of ``layer``: its strongest response anywhere in the bundled photos, for ``model``'s weights."""
+    return bundled_examples(model, layer, notice).reference()
 
 
 # ------------------------------------------------------------------------------------------------ for people

@@ -211,11 +211,10 @@ class JobManager:
                 raise VizError(f"the server is busy ({len(self._queue)} generations waiting): try again in a minute")
             jobs = []
             for spec, est in zip(specs, estimates):
-                if hits[spec.key] is not None:
-                    job = Job(uuid.uuid4().hex[:12], spec, 0.0, "done", result=hits[spec.key], cached=True)
-                    hit = hits[spec.key]
-                    job.history, job.step, job.preview, job.snapshots = hit.history, len(hit.history), hit.image, \
-                        hit.snapshots
+                hit = hits[spec.key]
+                if hit is not None:
+                    job = Job(uuid.uuid4().hex[:12], spec, 0.0, "done", step=len(hit.history), history=hit.history,
+                              preview=hit.image, snapshots=hit.snapshots, result=hit, cached=True)
                 elif spec.key in self._active:
                     job = self._active[spec.key]
                 else:

@@ -61,8 +61,7 @@ def natural_crops(size: int, seed: int = 0) -> torch.Tensor:
     return torch.cat(list(iter_crops(size, seed)))
 
 
-_natural_locks: dict[Path, threading.Lock] = {}
-_natural_guard = threading.Lock()
+_natural_lock = threading.Lock()
 
 
 def natural_path(weights: str, layer: str, size: int) -> Path:
@@ -72,17 +71,15 @@ def natural_path(weights: str, layer: str, size: int) -> Path:
 
 
 @torch.no_grad()
-def natural_max(model: VGGFeatures, layer: str, size: int, batch: int = 16, cancel=None) -> np.ndarray | None:
-    """Per channel of ``layer``: the largest mean (pre-ReLU) activation over natural-photo crops at ``size``.
+def natural_max(model: VGGFeatures, layer: str, size: int, batch: int = 16) -> np.ndarray:
+    """Per channel of ``layer``: the largest mean (pre-ReLU) activation over natural-photo crops at ``size``
+    (the benchmark's own per-size measure; the app uses :func:`viz.examples.reference`).
 
-    Cached in memory and on disk (:func:`natural_path`). ``batch`` crops go through the network at once (it
-    bounds the memory); ``cancel()`` is asked between batches, and a cancelled pass returns None.
+    Cached on disk (:func:`natural_path`); ``batch`` crops go through the network at once (it bounds the memory).
     """
     lay = get_layer(layer)
     path = natural_path(model.weights_name, lay.name, size)
-    with _natural_guard:
-        lock = _natural_locks.setdefault(path, threading.Lock())
-    with lock:  # one pass per layer and size at a time; other layers and sizes go on in parallel
+    with _natural_lock:
         if path.is_file():
             try:
                 arr = np.load(path)
@@ -95,8 +92,6 @@ def natural_max(model: VGGFeatures, layer: str, size: int, batch: int = 16, canc
         best = torch.full((lay.channels,), -float("inf"))
         crops = iter_crops(size)
         while True:
-            if cancel is not None and cancel():
-                return None
             chunk = [c for _, c in zip(range(max(1, batch)), crops)]
             if not chunk:
                 break

@@ -38,7 +38,7 @@ class PhotoResponse:
 @torch.no_grad()
 def respond(model, image: np.ndarray, layer: str) -> PhotoResponse:
     """One forward pass of ``image`` (RGB uint8) at the native scale up to ``layer``."""
-    from .examples import read_layer, reference, reference_dirs
+    from .examples import bundled_examples
 
     lay = get_layer(layer)
     if image.ndim != 3 or image.shape[2] != 3:
@@ -47,13 +47,7 @@ def respond(model, image: np.ndarray, layer: str) -> PhotoResponse:
     x = x[..., :MAX_LONG_SIDE, :MAX_LONG_SIDE]
     maps = model.cut(lay)(x.to(next(model.parameters()).device))[0].float().cpu()
     shown = (x[0].permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-    ref = reference(model, lay.name)  # makes sure the examples exist (scans the bundled photos once if not)
-    for d in reference_dirs(model.weights_name):
-        try:
-            ref = np.array([ch["p999"] for ch in read_layer(d, lay.name).channels], dtype=np.float64)
-            break
-        except VizError:
-            continue
+    ref = np.array([ch["p999"] for ch in bundled_examples(model, lay.name).channels], dtype=np.float64)
     return PhotoResponse(shown, maps.numpy(), maps.flatten(1).amax(dim=1).numpy(), ref)
 
 
