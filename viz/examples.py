@@ -102,42 +102,105 @@ def _merge(values, where, cand_v, cand_where, top):
     return v, torch.gather(allw, 1, i[..., None].expand(-1, -1, 4))
 
 
-def _peaks(a: torch.Tensor, k: int, top: int, largest: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Up to ``top`` strongest (or, ``largest=False``, most negative) positions per channel of ``a`` (C, H, W)
-    that are more than ``k // 2`` map units apart in y or x: values (±inf where fewer) and flat positions.
-    Suppression runs on the ``top + 8`` strongest positions only (a max-pool over the whole map costs more than
-    the forward pass)."""
-    w = a.shape[2]
-    flat = a.flatten(1)
-    v, i = flat.topk(min(top + 8, flat.shape[1]), dim=1, largest=largest)
-    i32 = i.to(torch.int32)
-    y, x, r = i32 // w, i32 % w, k // 2
-    near = ((y[:, :, None] - y[:, None, :]).abs() <= r) & ((x[:, :, None] - x[:, None, :]).abs() <= r)
-    m = v.shape[1]
+@dataclass
+class Pending:
+    """Maps of one layer waiting to be folded in together (one ``topk`` per end for all of them)."""
+
+    maps: list[torch.Tensor] = field(default_factory=list)  # (C, H, W) each
+    keys: list[tuple[int, int]] = field(default_factory=list)  # (image, scale) of each map
+    numel: int = 0
+
+    def add(self, a: torch.Tensor, image: int, scale: int) -> None:
+        self.maps.append(a)
+        self.keys.append((image, scale))
+        self.numel += a.numel()
+
+    def clear(self) -> None:
+        self.maps, self.keys, self.numel = [], [], 0
+
+
+def topk_rows(flat: torch.Tensor, m: int, largest: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """``flat.topk(m, dim=1)``, exactly, in two stages: the ``m`` best blocks of ``BLOCK`` values by their
+    extreme hold every one of the ``m`` best values, so only those blocks (and the tail) are searched.
+    ``topk`` costs far more per value than a block maximum does."""
+    c, n = flat.shape
+    BLOCK = 1 << max(3, round(math.log2(max(1.0, n / m) ** 0.5)))  # ~sqrt(n / m): least work in the two stages
+    nb = n // BLOCK
+    if nb <= 2 * m:
+        return flat.topk(min(m, n), dim=1, largest=largest)
+    blocks = flat[:, :nb * BLOCK].view(c, nb, BLOCK)
+    extreme = blocks.amax(dim=2) if largest else blocks.amin(dim=2)
+    _, best = extreme.topk(m, dim=1, largest=largest)  # (c, m) block numbers
+    idx = (best[..., None] * BLOCK + torch.arange(BLOCK)).flatten(1)  # (c, m * BLOCK) positions
+    idx = torch.cat([idx, torch.arange(nb * BLOCK, n).expand(c, -1)], dim=1)
+    v, i = torch.gather(flat, 1, idx).topk(m, dim=1, largest=largest)
+    return v, torch.gather(idx, 1, i)
+
+
+def _peaks(state: LayerState, layer: str, p: Pending, flat: torch.Tensor, extreme: torch.Tensor, largest: bool):
+    """Candidates from the concatenated maps ``flat`` (C, N) that may enter one end of ``state``: per channel,
+    the strongest (or most negative) positions more than half a window apart within their map, as values and
+    (C, m, 4) locations. Channels whose ``extreme`` (max or min over ``flat``) does not beat their current
+    ``top``-th entry are skipped."""
+    kept = state.values[:, -1] if largest else -state.neg_values[:, -1]
+    rows = ((extreme > kept) if largest else (extreme < kept)).nonzero().flatten()
+    if rows.numel() == 0:
+        return None
+    sub = flat if rows.numel() == flat.shape[0] else flat[rows]
+    m = min(state.top + 8 if len(p.maps) == 1 else 4 * state.top + 8, sub.shape[1])  # spares for those suppressed
+    v, i = topk_rows(sub, m, largest)
+    useful = (v > kept[rows, None]) if largest else (v < kept[rows, None])  # the rest cannot enter the list
+    m = max(1, int(useful.sum(dim=1).max()))
+    v, i = v[:, :m], i[:, :m]
+    sizes = torch.tensor([a.shape[1] * a.shape[2] for a in p.maps])
+    starts = torch.cumsum(sizes, 0) - sizes
+    widths = torch.tensor([a.shape[2] for a in p.maps], dtype=torch.int32)
+    radius = torch.tensor([min(window(layer), 2 * (min(a.shape[1:]) // 2) + 1) // 2 for a in p.maps],
+                          dtype=torch.int16)
+    mid = torch.searchsorted(starts, i.contiguous(), right=True) - 1  # which map each candidate is in
+    local = (i - starts[mid]).to(torch.int32)
+    y, x, r = (local // widths[mid]).short(), (local % widths[mid]).short(), radius[mid]
+    same = mid.to(torch.int16)
+    near = (same[:, :, None] == same[:, None, :]) & ((y[:, :, None] - y[:, None, :]).abs() <= r[:, :, None]) & \
+        ((x[:, :, None] - x[:, None, :]).abs() <= r[:, :, None])
     earlier = torch.ones(m, m, dtype=torch.bool).triu(diagonal=1)  # [i, j]: candidate i is stronger than j
-    suppressed = (near & earlier).any(dim=1)
-    v = v.masked_fill(suppressed, -math.inf if largest else math.inf)
-    keep_v, keep = v.topk(min(top, m), dim=1, largest=largest)
-    return keep_v, torch.gather(i, 1, keep)
+    v = v.masked_fill((near & earlier).any(dim=1), -math.inf if largest else math.inf)
+    keep_v, keep = v.topk(min(state.top, m), dim=1, largest=largest)
+    keys = torch.tensor(p.keys, dtype=torch.int64)[torch.gather(mid, 1, keep)]  # (rows, top, 2)
+    where = torch.cat([keys, torch.gather(y, 1, keep)[..., None], torch.gather(x, 1, keep)[..., None]], dim=-1)
+    return rows, (keep_v if largest else -keep_v), where.to(torch.int32)
 
 
-def reduce_map(state: LayerState, layer: str, a: torch.Tensor, image: int, scale: int) -> None:
-    """Fold one pre-ReLU map ``a`` (C, H, W) of one image into ``state``."""
-    c, h, w = a.shape
-    k = min(window(layer), 2 * (min(h, w) // 2) + 1)
-    meta = lambda flat: torch.stack([torch.full_like(flat, image), torch.full_like(flat, scale),  # noqa: E731
-                                     flat // w, flat % w], dim=-1).to(torch.int32)
-    v, flat = _peaks(a, k, state.top)
-    state.values, state.where = _merge(state.values, state.where, v, meta(flat), state.top)
-    state.maximum = torch.maximum(state.maximum, v[:, 0])  # the strongest candidate is the map's maximum
-    v, flat = _peaks(a, k, state.top, largest=False)
-    state.neg_values, state.neg_where = _merge(state.neg_values, state.neg_where, -v, meta(flat), state.top)
-    step = max(1, int(math.sqrt(h * w / HIST_SAMPLE)))
-    sample = a[:, ::step, ::step].flatten(1)
-    t = torch.sign(sample) * torch.log1p(sample.abs())
-    idx = ((t + HIST_LIMIT) / (2 * HIST_LIMIT) * HIST_BINS).long().clamp_(0, HIST_BINS - 1)
+def reduce_maps(state: LayerState, layer: str, p: Pending) -> None:
+    """Fold the pending pre-ReLU maps of one layer into ``state`` and empty ``p``."""
+    if not p.maps:
+        return
+    c = state.channels
+    flat = torch.cat([a.flatten(1) for a in p.maps], dim=1) if len(p.maps) > 1 else p.maps[0].flatten(1)
+    high, low = flat.amax(dim=1), flat.amin(dim=1)
+    state.maximum = torch.maximum(state.maximum, high)
+    for largest, extreme in ((True, high), (False, low)):
+        found = _peaks(state, layer, p, flat, extreme, largest)
+        if found is None:
+            continue
+        rows, v, where = found
+        vals, at = (state.values, state.where) if largest else (state.neg_values, state.neg_where)
+        vals, at = vals.clone(), at.clone()
+        vals[rows], at[rows] = _merge(vals[rows], at[rows], v, where, state.top)
+        if largest:
+            state.values, state.where = vals, at
+        else:
+            state.neg_values, state.neg_where = vals, at
+    samples = []
+    for a in p.maps:
+        step = max(1, int(math.sqrt(a.shape[1] * a.shape[2] / HIST_SAMPLE)))
+        samples.append(a[:, ::step, ::step].flatten(1))
+    sample = torch.cat(samples, dim=1)
+    t = sample.abs().add_(1).log_().copysign_(sample)  # sign(a) log(1 + |a|); log vectorizes, log1p does not
+    idx = t.add_(HIST_LIMIT).mul_(HIST_BINS / (2 * HIST_LIMIT)).long().clamp_(0, HIST_BINS - 1)
     idx += torch.arange(c)[:, None] * HIST_BINS
     state.hist += torch.bincount(idx.flatten(), minlength=c * HIST_BINS).view(c, HIST_BINS)
+    p.clear()
 
 
 def percentile(hist: torch.Tensor, q: float) -> np.ndarray:
@@ -162,7 +225,8 @@ def resized(image: np.ndarray, short: int) -> tuple[torch.Tensor, float]:
 def forward_all(model, x: torch.Tensor, on_conv: Callable[[str, torch.Tensor], None] | None = None) -> None:
     """One pass through every conv layer; ``on_conv(layer, pre-ReLU map)`` sees each map before its ReLU.
 
-    The modules are called one by one (no hooks): the shared model serves other threads at the same time."""
+    The modules are called one by one (no hooks): the shared model serves other threads at the same time.
+    The ReLUs work in place: ``on_conv`` must copy a map it keeps."""
     convs = {lay.index: lay.name for lay in LAYERS.values()}
     last = LAYERS[LAYER_NAMES[-1]].index
     x = model.normalize(x.to(next(model.parameters()).device))
@@ -170,6 +234,44 @@ def forward_all(model, x: torch.Tensor, on_conv: Callable[[str, torch.Tensor], N
         x = module(x)
         if i in convs and on_conv is not None:
             on_conv(convs[i], x[0].float().cpu())
+
+
+# Small maps (deep layers, coarse scale) wait and are folded in together, up to this many values per layer (8 MB):
+# one topk over many maps costs far less than one per map. Larger maps are folded in at once, without a copy
+# (allocating and copying them costs more than batching saves).
+PENDING_FLOATS = 5_000_000
+ALONE_FLOATS = 2_500_000
+
+
+class Batcher:
+    """Runs images through the network and folds each layer's maps into its state, small maps in batches
+    (bounded memory: at most ``PENDING_FLOATS`` values wait per layer)."""
+
+    def __init__(self, states: dict[str, LayerState]):
+        self.states = states
+        self.pending = {n: Pending() for n in states}
+
+    def add_image(self, model, image: np.ndarray, index: int) -> None:
+        for s, short in enumerate(SCALES):
+            x, _ = resized(image, short)
+            forward_all(model, x, lambda layer, a: self._add(layer, a, index, s))
+
+    def _add(self, layer: str, a: torch.Tensor, index: int, scale: int) -> None:
+        p = self.pending.get(layer)
+        if p is None:
+            return
+        if a.numel() >= ALONE_FLOATS:
+            alone = Pending()
+            alone.add(a, index, scale)
+            reduce_maps(self.states[layer], layer, alone)
+            return
+        p.add(a.clone(), index, scale)
+        if p.numel >= PENDING_FLOATS:
+            reduce_maps(self.states[layer], layer, p)
+
+    def flush(self) -> None:
+        for layer, p in self.pending.items():
+            reduce_maps(self.states[layer], layer, p)
 
 
 @dataclass
@@ -224,6 +326,7 @@ def scan(model, corpus: Corpus, out: Path, layers: list[str] | None = None, top:
     index = {name: i for i, name in enumerate(corpus.images)}
     todo = [n for n in corpus.images if n not in done and n not in report.skipped]
     total, count = len(corpus.images), len(corpus.images) - len(todo)
+    batcher = Batcher(states)
     for _, name, image, why in iter_images(corpus, skip=set(done) | set(report.skipped)):
         count += 1
         if image is None:
@@ -231,15 +334,14 @@ def scan(model, corpus: Corpus, out: Path, layers: list[str] | None = None, top:
             if notice:
                 notice(f"skipped {name[:80]}: {why}")
         else:
-            for s, short in enumerate(SCALES):
-                x, _ = resized(image, short)
-                forward_all(model, x, lambda layer, a: reduce_map(states[layer], layer, a, index[name], s)
-                            if layer in states else None)
+            batcher.add_image(model, image, index[name])
             done[name] = list(image.shape[:2])
         if progress:
             progress(count, total, name[-40:])
         if count % CHECKPOINT_EVERY == 0:
+            batcher.flush()
             save_state()
+    batcher.flush()
     report.images, report.seconds = len(done), time.perf_counter() - start
     write_results(d, corpus, model, states, done, report, top)
     ckpt.unlink(missing_ok=True)
@@ -422,15 +524,13 @@ def scan_throughput(model, corpus: Corpus, limit: int | None = None) -> dict:
     from .corpus import iter_images
 
     images = [im for _, _, im, _ in iter_images(corpus) if im is not None][:limit]
-    states = {n: LayerState(LAYERS[n].channels, TOP) for n in LAYER_NAMES}
 
     def run(with_stats: bool) -> float:
+        batcher = Batcher({n: LayerState(LAYERS[n].channels, TOP) for n in LAYER_NAMES} if with_stats else {})
         start = time.perf_counter()
         for i, image in enumerate(images):
-            for s, short in enumerate(SCALES):
-                x, _ = resized(image, short)
-                forward_all(model, x, (lambda layer, a: reduce_map(states[layer], layer, a, i, s))
-                            if with_stats else None)
+            batcher.add_image(model, image, i)
+        batcher.flush()
         return len(images) / (time.perf_counter() - start)
 
     run(False)  # warm-up
