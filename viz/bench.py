@@ -1,15 +1,22 @@
 """``python -m viz bench``: speed and quality, measured as ratios within one run, written to docs/.
 
-Outputs ``BENCHMARKS.md``, ``bench.json`` and bar-chart PNGs. ``--quick`` is a smoke run (tiny sizes, few
-layers) for CI; the full run is what docs/BENCHMARKS.md reports.
+Outputs ``BENCHMARKS.md``, ``bench.json`` and PNGs. ``--quick`` is a smoke run (tiny sizes, few layers) for CI;
+the full run is what docs/BENCHMARKS.md reports.
+
+The run is a sequence of sections (:data:`SECTIONS`), each a function ``(Bench) -> dict`` filling one key of the
+results; the report is built from those numbers only (every claim and every target's verdict is computed, see
+:data:`TARGETS`). The peer section renders the same channels with Lucent (:mod:`viz.peers`) when torch-lucent is
+installed.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import platform
 import time
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +25,11 @@ import torch
 from .device import bf16_is_fast, resolve_device
 from .layers import LAYERS, get_layer
 from .methods import METHODS, Method
-from .metrics import diversity, hf_fraction, natural_crops, natural_max, robustness, summarize
-from .model import load_model
+from .metrics import activation_ratio, diversity, hf_fraction, natural_crops, robustness, summarize
+from .model import VGGFeatures, load_model
 from .optimize import autocast_context
-from .render import render
-from .settings import make_settings
+from .render import channel_activation, render
+from .settings import DEFAULT_SIZE, DEFAULT_STEPS, default_precision, make_settings
 from .transforms import lucid_transforms
 
 
@@ -32,6 +39,75 @@ def add_parser(sub) -> None:
     b.add_argument("--out", default="docs", help="output folder (default docs/)")
     b.add_argument("--weights", default="oxford")
     b.add_argument("--device", default="auto")
+
+
+# Every target the report checks, in one place (the verdicts are computed from the run's numbers).
+TARGETS = {
+    "speedup_vs_baseline": 4.0,  # default recipe vs the straightforward baseline, per channel: at least
+    "loop_overhead_pct": 25.0,  # render loop over the bare cut network: at most
+    "examples_ratio": 0.80,  # examples scan over bare forward throughput: at least
+    "peer_speed": 2.5,  # Lucent's seconds over ours, per channel: at least
+    "peer_activation": 0.9,  # our median activation over the best photo, as a share of Lucent's: at least
+    "peer_robust_share": 2 / 3,  # share of channels where ours is more robust than Lucent's: at least
+}
+
+
+# ---------------------------------------------------------------------------------------------- configuration
+@dataclass(frozen=True)
+class BenchConfig:
+    """Sizes, steps and samples of one run: :meth:`full_run` for the report, :meth:`quick_run` for CI."""
+
+    quick: bool
+    size: int  # speed section: image side
+    steps: int  # speed section: steps per timed render
+    batch: int  # speed section: channels per batched render
+    layers: tuple[str, ...]  # speed section
+    baseline_steps: int  # per-channel comparison with the straightforward baseline
+    variant_batches: tuple[int, ...]
+    peak_n: int  # matmul side for the machine's peak
+    examples_limit: int | None  # bundled photos scanned (None: all)
+    quality_layers: tuple[str, ...]
+    quality_size: int
+    quality_steps: int
+    quality_per_layer: int
+    peer_layers: tuple[str, ...]
+    peer_size: int
+    peer_steps: int
+    peer_per_layer: int
+
+    @classmethod
+    def full_run(cls) -> "BenchConfig":
+        every = tuple(LAYERS)
+        return cls(False, 128, 4, 8, every, 48, (1, 4, 8, 16), 1536, None, every, 64, 96, 3, every, 128, 128, 3)
+
+    @classmethod
+    def quick_run(cls) -> "BenchConfig":
+        few = ("conv1_1", "conv5_1")
+        return cls(True, 32, 2, 2, few, 4, (1, 2), 512, 2, few, 32, 8, 2, ("conv3_1",), 32, 8, 1)
+
+
+@dataclass
+class Bench:
+    """What every section needs: the configuration, the device, the model and a logger."""
+
+    cfg: BenchConfig
+    weights: str
+    dev: torch.device
+    model: VGGFeatures
+    log: Callable[[str], None] = print
+    res: dict = field(default_factory=dict)
+
+    @property
+    def channels_last(self) -> bool:
+        return self.dev.type == "cpu"
+
+    def settings(self, layer: str, method: str = "fourier", **kw):
+        return make_settings(layer, method, weights=self.weights, device=self.dev, **kw)
+
+
+def sample_channels(layer: str, n: int) -> list[int]:
+    """``n`` channels of ``layer`` spread evenly from the first to the last (the first alone when ``n`` is 1)."""
+    return [int(c) for c in np.linspace(0, get_layer(layer).channels - 1, n).round()]
 
 
 # -------------------------------------------------------------------------------------------------- timing
@@ -45,6 +121,13 @@ def _time(fn, repeats: int, warmup: int = 1) -> float:
         fn()
         best = min(best, time.perf_counter() - t)
     return best
+
+
+def _wall(fn):
+    """(fn(), its wall seconds)."""
+    t = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t
 
 
 def peak_gflops(device: torch.device, n: int = 1536) -> float:
@@ -135,6 +218,218 @@ def baseline_step_seconds(weights, layer: str, channel: int, size: int, steps: i
     return _time(step, repeats=steps)
 
 
+# ------------------------------------------------------------------------------------------------- the judge
+def judge(model: VGGFeatures, layer: str, images: np.ndarray, channels: list[int], reference: np.ndarray) -> list[dict]:
+    """The same measures for any method's images (B, H, W, 3) uint8, one dict per image: pre-ReLU channel mean
+    of the 8-bit image, that over the channel's best photo response (``reference``; None where it is not
+    positive), robustness and high-frequency share."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255
+    act = channel_activation(model, layer, x, channels)
+    ratio = activation_ratio(act, np.asarray(reference, dtype=np.float64)[channels])
+    rob = robustness(model, layer, images, channels)
+    return [{"activation": float(act[i]), "ratio": None if not np.isfinite(ratio[i]) else float(ratio[i]),
+             "robustness": float(rob[i]), "hf": hf_fraction(images[i])} for i in range(len(channels))]
+
+
+def _reference(model: VGGFeatures, layer: str, log) -> np.ndarray:
+    """Per channel of ``layer``: its strongest response in the bundled photos (the "x best photo" of the app)."""
+    from .examples import reference
+
+    return reference(model, layer, notice=log)
+
+
+# -------------------------------------------------------------------------------------------------- sections
+def machine_section(b: Bench) -> dict:
+    return {"device": str(b.dev), "cpu": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "bf16_native": bf16_is_fast(b.dev), "default_precision": default_precision(b.dev)}
+
+
+def speed_section(b: Bench) -> dict:
+    """Machine peak and, per layer, the default render batched with every step at full size (the hardware's side
+    of speed: useful GFLOP/s against the peak)."""
+    cfg, dev = b.cfg, b.dev
+    peak = peak_gflops(dev, cfg.peak_n)
+    b.log(f"peak matmul: {peak:.1f} GFLOP/s")
+    recipe, chans, per_layer = full_scale(METHODS["fourier"]), list(range(cfg.batch)), []
+    for name in cfg.layers:
+        s = b.settings(name, size=cfg.size, steps=cfg.steps)
+        render(replace(s, steps=1), chans, dev, recipe=recipe)  # warm-up
+        sec = render_step_seconds(s, chans, dev, recipe) / cfg.batch
+        useful = 2 * forward_flops(name, cfg.size, cfg.batch)  # forward + input-gradient backward, batch's channels
+        per_layer.append({"layer": name, "s_per_step_per_channel": sec, "useful_gflops": useful / sec / 1e9,
+                          "fraction_of_peak": useful / sec / 1e9 / peak})
+        b.log(f"{name}: {sec * 1e3:.1f} ms/step/channel, {useful / sec / 1e9:.1f} GFLOP/s useful")
+    return {"peak_gflops": peak, "size": cfg.size, "batch": cfg.batch, "per_layer": per_layer}
+
+
+TARGET_LAYER = "conv5_1"  # where the per-channel comparisons are made
+
+
+def baseline_section(b: Bench) -> dict:
+    """Per channel at conv5_1: the straightforward baseline, the same work done our way, and the default recipe."""
+    cfg, dev = b.cfg, b.dev
+    n = cfg.baseline_steps
+    s = b.settings(TARGET_LAYER, size=cfg.size, steps=n)
+    chans = list(range(cfg.batch))
+    base = baseline_step_seconds(b.model.weights, TARGET_LAYER, 0, cfg.size, min(n, 8)) * n
+    same_work = render_channel_seconds(s, chans, dev, straightforward(METHODS["fourier"]))
+    default = render_channel_seconds(s, chans, dev)
+    b.log(f"default vs baseline at {TARGET_LAYER}, per channel: {base / default:.2f}x "
+          f"(implementation {base / same_work:.2f}x, coarse-to-fine recipe {same_work / default:.2f}x)")
+    return {"layer": TARGET_LAYER, "steps": n, "size": cfg.size, "baseline_s_per_channel": base,
+            "same_work_s_per_channel": same_work, "default_s_per_channel": default,
+            "implementation_speedup": base / same_work, "recipe_speedup": same_work / default,
+            "speedup": base / default}
+
+
+def overhead_section(b: Bench) -> dict:
+    """The render loop against the bare cut network (forward + backward) at the same batch and size."""
+    cfg, dev = b.cfg, b.dev
+    chans = list(range(cfg.batch))
+    s = b.settings(TARGET_LAYER, size=cfg.size, steps=cfg.steps)
+    cut = b.model.cut(get_layer(TARGET_LAYER), channels=chans)  # the same network the render runs
+    x = torch.rand(cfg.batch, 3, cfg.size, cfg.size, device=dev)
+    bare = _time(bare_step(cut, x, b.channels_last, s.precision, dev), repeats=cfg.steps)
+    loop = render_step_seconds(s, chans, dev, full_scale(METHODS["fourier"]))
+    b.log(f"loop overhead: {100 * (loop / bare - 1):.1f} %")
+    return {"bare_s_per_step": bare, "loop_s_per_step": loop, "overhead_pct": 100 * (loop / bare - 1)}
+
+
+def examples_section(b: Bench) -> dict:
+    """The dataset-examples scan's throughput against bare forward passes over the same bundled photos."""
+    from .corpus import bundled
+    from .examples import scan_throughput
+
+    e = scan_throughput(load_model(b.weights, b.dev), bundled(), limit=b.cfg.examples_limit)
+    b.log(f"examples scan: {e['scan_images_per_s']:.2f} images/s vs bare forward {e['bare_images_per_s']:.2f} "
+          f"({100 * e['ratio']:.0f} %)")
+    return e
+
+
+def variants_section(b: Bench) -> list[dict]:
+    """Batch sizes, precision and memory format (bare network, conv5_1)."""
+    cfg, dev = b.cfg, b.dev
+    out = []
+    for batch in cfg.variant_batches:
+        xb = torch.rand(batch, 3, cfg.size, cfg.size, device=dev)
+        for prec in ("fp32", "bf16"):
+            for fmt in (True, False):
+                if prec == "bf16" and batch > 1 and not bf16_is_fast(dev):
+                    continue  # emulated bf16 is 30-70x slower: batch 1 shows it, larger batches only cost time
+                m = load_model(b.weights, dev, channels_last=fmt)
+                sec = _time(bare_step(m.cut(get_layer(TARGET_LAYER)), xb, fmt, prec, dev),
+                            repeats=1 if prec == "bf16" else 2)
+                out.append({"batch": batch, "precision": prec, "channels_last": fmt, "s_per_image_step": sec / batch})
+                b.log(f"batch {batch} {prec} channels_last={fmt}: {sec / batch * 1e3:.1f} ms/image-step")
+    return out
+
+
+def quality_candidates(dev: torch.device) -> dict[str, tuple[str, Method | None, str]]:
+    """label -> (method, recipe override, precision) for the quality table."""
+    out = {"seed": ("seed", None, "fp32"), "fourier": ("fourier", None, "fp32"),
+           "fourier 1-scale+pad": ("fourier", straightforward(METHODS["fourier"]), "fp32")}
+    if bf16_is_fast(dev):  # where bf16 is native, its quality decides whether it may become the default
+        out["fourier bf16"] = ("fourier", None, "bf16")
+    return out
+
+
+def quality_section(b: Bench) -> dict:
+    """Every method (and variants of the default) on a sample of channels from every layer, same seeds; the
+    activation is measured against the channel's best response in the bundled photos, as in the app."""
+    cfg, dev = b.cfg, b.dev
+    size, steps = cfg.quality_size, cfg.quality_steps
+    refs = {name: _reference(b.model, name, b.log) for name in cfg.quality_layers}
+    per_method = {}
+    for label, (method, recipe, precision) in quality_candidates(dev).items():
+        rows = []
+        for name in cfg.quality_layers:
+            chans = sample_channels(name, cfg.quality_per_layer)
+            r = render(b.settings(name, method, size=size, steps=steps, precision=precision), chans, dev, recipe=recipe)
+            rob = robustness(b.model, name, r.images, chans)
+            for i, c in enumerate(chans):
+                ref = float(refs[name][c])
+                summ = summarize(r.images[i], r.history[:, i], float(r.final_activation[i]),
+                                 ref if np.isfinite(ref) else None)
+                rows.append({"layer": name, "channel": int(c), **summ, "robustness": float(rob[i])})
+        per_method[label] = rows
+        b.log(f"{label}: {sum(1 for row in rows if row['flags'])}/{len(rows)} flagged")
+    nat_hf = [hf_fraction((x.permute(1, 2, 0).numpy() * 255).astype(np.uint8)) for x in natural_crops(size)]
+    div_layer, div_channel = "conv4_1", 7
+    div_imgs = [render(b.settings(div_layer, size=size, steps=steps, seed=k), [div_channel], dev).images[0]
+                for k in range(3)]
+    return {"size": size, "steps": steps, "per_method": per_method,
+            "natural_hf_median": float(np.median(nat_hf)), "natural_hf_p95": float(np.percentile(nat_hf, 95)),
+            "diversity": {"layer": div_layer, "channel": div_channel, "seeds": 3,
+                          "value": diversity(np.stack(div_imgs))}}
+
+
+def peer_section(b: Bench) -> dict:
+    """Ours (the default recipe) and Lucent's default recipe on the same channels, size and steps, each channel
+    rendered alone by both, interleaved so that both see the same machine; one judge for both."""
+    from .peers import LUCENT_VERSION, lucent_render, lucent_unusable
+
+    why = lucent_unusable(b.dev)
+    if why:
+        b.log(why)
+        return {"skipped": why}
+    cfg, dev = b.cfg, b.dev
+    size, steps = cfg.peer_size, cfg.peer_steps
+    rows, images = [], {}
+    for name in cfg.peer_layers:
+        chans = sample_channels(name, cfg.peer_per_layer)
+        s = b.settings(name, size=size, steps=steps)
+        render(replace(s, steps=2), [chans[0]], dev)  # warm-up of both: one-off costs out of the timings
+        lucent_render(b.model, name, chans[0], size, 2)
+        got = {"ours": ([], []), "lucent": ([], [])}
+        for c in chans:
+            r, sec = _wall(lambda: render(s, [c], dev))
+            got["ours"][0].append(r.images[0])
+            got["ours"][1].append(sec)
+            p, sec = _wall(lambda: lucent_render(b.model, name, c, size, steps, seed=s.seed))
+            got["lucent"][0].append(p.image)
+            got["lucent"][1].append(sec)
+        ref = _reference(b.model, name, b.log)
+        judged = {k: judge(b.model, name, np.stack(imgs), chans, ref) for k, (imgs, _) in got.items()}
+        for i, c in enumerate(chans):
+            rows.append({"layer": name, "channel": c, "reference": float(ref[c]),
+                         **{k: {**judged[k][i], "seconds": got[k][1][i]} for k in got}})
+            o, lu = rows[-1]["ours"], rows[-1]["lucent"]
+            b.log(f"peer {name}:{c}: robustness {o['robustness']:.2f} vs {lu['robustness']:.2f}, "
+                  f"HF {o['hf']:.3f} vs {lu['hf']:.3f}, {o['seconds']:.1f} s vs {lu['seconds']:.1f} s")
+        images[name] = {k: np.stack(imgs) for k, (imgs, _) in got.items()}
+    b.res.setdefault("_images", {})["peer"] = images  # for the report's picture, not for bench.json
+    return {"peer": "lucent", "version": LUCENT_VERSION, "size": size, "steps": steps,
+            "per_layer": cfg.peer_per_layer, "rows": rows}
+
+
+SECTIONS: dict[str, Callable[[Bench], object]] = {
+    "speed": speed_section, "baseline": baseline_section, "overhead": overhead_section,
+    "examples": examples_section, "variants": variants_section, "quality": quality_section,
+    "peer": peer_section,
+}
+
+
+def run_bench(quick: bool, out: Path, weights: str = "oxford", device: str = "auto", log=print,
+              sections: tuple[str, ...] | None = None, config: BenchConfig | None = None) -> dict:
+    """Run ``sections`` (default: all of :data:`SECTIONS`, in order), write ``bench.json`` and the report to
+    ``out``, return the results. ``config`` overrides the sizes of ``quick`` / full."""
+    dev = resolve_device(device)
+    cfg = config or (BenchConfig.quick_run() if quick else BenchConfig.full_run())
+    b = Bench(cfg, weights, dev, load_model(weights, dev, channels_last=dev.type == "cpu"), log)
+    b.res.update({"quick": cfg.quick, "weights": weights, "machine": machine_section(b)})
+    spent = b.res["section_seconds"] = {}
+    for name in sections or tuple(SECTIONS):
+        b.res[name], spent[name] = _wall(lambda: SECTIONS[name](b))
+        log(f"[{name}: {spent[name]:.0f} s]")
+    res = b.res
+    pictures = res.pop("_images", {})
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps(res, indent=1, default=float))
+    write_report(res, out, pictures)
+    return res
+
+
 # ---------------------------------------------------------------------------------------------------- plots
 def bar_chart(path: Path, title: str, labels: list[str], values: list[float], unit: str = "") -> None:
     from PIL import Image, ImageDraw
@@ -148,131 +443,54 @@ def bar_chart(path: Path, title: str, labels: list[str], values: list[float], un
     for i, (lab, v) in enumerate(zip(labels, values)):
         y = 36 + i * (bar_h + pad)
         d.text((10, y + 5), lab[:26], fill=(40, 40, 40))
-        length = 0 if not np.isfinite(v) else int((w - 330) * v / vmax)
+        length = 0 if not np.isfinite(v) else int((w - 330) * max(v, 0) / vmax)
         d.rectangle([200, y, 200 + length, y + bar_h], fill=(217, 72, 15))
         d.text((206 + length, y + 5), f"{v:.3g}{unit}", fill=(40, 40, 40))
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path)
 
 
-# ------------------------------------------------------------------------------------------------ the bench
-def run_bench(quick: bool, out: Path, weights: str = "oxford", device: str = "auto", log=print) -> dict:
-    dev = resolve_device(device)
-    cl = dev.type == "cpu"
-    model = load_model(weights, dev, channels_last=cl)
-    size = 32 if quick else 128
-    steps = 2 if quick else 4
-    batch = 2 if quick else 8
-    layers = ["conv1_1", "conv5_1"] if quick else list(LAYERS)
-    res: dict = {"machine": {"device": str(dev), "cpu": platform.processor() or platform.machine(),
-                             "threads": torch.get_num_threads(), "torch": torch.__version__},
-                 "quick": quick, "size": size, "batch": batch}
-    res["peak_gflops"] = peak_gflops(dev, 512 if quick else 1536)
-    log(f"peak matmul: {res['peak_gflops']:.1f} GFLOP/s")
+def peer_sheet(path: Path, images: dict[str, dict[str, np.ndarray]]) -> None:
+    """One row per layer: our images, then Lucent's, same channels in the same order."""
+    from PIL import Image, ImageDraw
 
-    # speed per layer: the default render, batched, every step at full size (the hardware's side of speed)
-    default = METHODS["fourier"]
-    per_layer = []
-    for name in layers:
-        s = make_settings(name, "fourier", size=size, steps=steps, weights=weights, device=dev)
-        render(replace(s, steps=1), list(range(batch)), dev, recipe=full_scale(default))  # warm-up
-        sec = render_step_seconds(s, list(range(batch)), dev, full_scale(default)) / batch
-        useful = 2 * forward_flops(name, size, batch)  # forward + input-gradient backward, batch's channels only
-        per_layer.append({"layer": name, "s_per_step_per_channel": sec, "useful_gflops": useful / sec / 1e9,
-                          "fraction_of_peak": useful / sec / 1e9 / res["peak_gflops"]})
-        log(f"{name}: {sec * 1e3:.1f} ms/step/channel, {useful / sec / 1e9:.1f} GFLOP/s useful")
-    res["per_layer"] = per_layer
+    rows = [(name, np.concatenate([got["ours"], got["lucent"]])) for name, got in images.items()]
+    side = max(int(imgs.shape[1]) for _, imgs in rows)
+    cols = max(len(imgs) for _, imgs in rows)
+    label, gap = 70, 4
+    sheet = Image.new("RGB", (label + cols * (side + gap), 20 + len(rows) * (side + gap)), "white")
+    d = ImageDraw.Draw(sheet)
+    half = cols // 2
+    d.text((label, 4), "ours", fill=(20, 20, 20))
+    d.text((label + half * (side + gap), 4), "Lucent", fill=(20, 20, 20))
+    for r, (name, imgs) in enumerate(rows):
+        y = 20 + r * (side + gap)
+        d.text((4, y + side // 2 - 5), name, fill=(40, 40, 40))
+        for i, im in enumerate(imgs):
+            sheet.paste(Image.fromarray(im), (label + i * (side + gap), y))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
 
-    # per channel at conv5_1: the straightforward baseline, the same work done our way, and the default recipe
-    target = "conv5_1"
-    n_steps = 4 if quick else 48
-    s5 = make_settings(target, "fourier", size=size, steps=n_steps, weights=weights, device=dev)
-    chans = list(range(batch))
-    base_sec = baseline_step_seconds(model.weights, target, 0, size, min(n_steps, 8)) * n_steps
-    same_work = render_channel_seconds(s5, chans, dev, straightforward(default))
-    default_sec = render_channel_seconds(s5, chans, dev)
-    res["baseline"] = {"layer": target, "steps": n_steps, "baseline_s_per_channel": base_sec,
-                       "same_work_s_per_channel": same_work, "default_s_per_channel": default_sec,
-                       "implementation_speedup": base_sec / same_work, "recipe_speedup": same_work / default_sec,
-                       "speedup": base_sec / default_sec}
-    log(f"default vs baseline at {target}, per channel: {base_sec / default_sec:.2f}x "
-        f"(implementation {base_sec / same_work:.2f}x, coarse-to-fine recipe {same_work / default_sec:.2f}x)")
 
-    # loop overhead against the bare cut network at the same batch and size
-    cut = model.cut(get_layer(target), channels=chans)  # the same network the render runs
-    x = torch.rand(batch, 3, size, size, device=dev)
-    bare = _time(bare_step(cut, x, cl, s5.precision, dev), repeats=steps)
-    loop = render_step_seconds(replace(s5, steps=steps), chans, dev, full_scale(default))
-    res["overhead"] = {"bare_s_per_step": bare, "loop_s_per_step": loop, "overhead_pct": 100 * (loop / bare - 1)}
-    log(f"loop overhead: {100 * (loop / bare - 1):.1f} %")
+# ----------------------------------------------------------------------------------------------- the report
+def _median(values) -> float:
+    vals = [float(v) for v in values if v is not None and np.isfinite(v)]
+    return float(np.median(vals)) if vals else float("nan")
 
-    # dataset examples: the scan's throughput against bare forward passes over the same bundled photos
-    from .corpus import bundled
-    from .examples import scan_throughput
 
-    res["examples"] = scan_throughput(load_model(weights, dev), bundled(), limit=3 if quick else None)
-    e = res["examples"]
-    log(f"examples scan: {e['scan_images_per_s']:.2f} images/s vs bare forward {e['bare_images_per_s']:.2f} "
-        f"({100 * e['ratio']:.0f} %)")
+def verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("**met**" if ok else "**not met**")
 
-    # batch sizes, precision and memory format (bare network, conv5_1)
-    variants = []
-    for b in ([1, 2] if quick else [1, 4, 8, 16]):
-        xb = torch.rand(b, 3, size, size, device=dev)
-        for prec in ("fp32", "bf16"):
-            for fmt in (True, False):
-                if prec == "bf16" and b > 1 and not bf16_is_fast(dev):
-                    continue  # emulated bf16 is 30-70x slower: batch 1 shows it, larger batches only cost time
-                m = load_model(weights, dev, channels_last=fmt)
-                sec = _time(bare_step(m.cut(get_layer(target)), xb, fmt, prec, dev), repeats=1 if prec == "bf16" else 2)
-                variants.append({"batch": b, "precision": prec, "channels_last": fmt, "s_per_image_step": sec / b})
-                log(f"batch {b} {prec} channels_last={fmt}: {sec / b * 1e3:.1f} ms/image-step")
-    res["variants"] = variants
 
-    # quality per method on a sample of channels from every layer
-    q_layers = layers if quick else list(LAYERS)
-    q_size, q_steps = (32, 8) if quick else (64, 96)
-    per_layer_ch = 2 if quick else 3
-    quality = {}
-    candidates = {"seed": ("seed", None, "fp32"), "fourier": ("fourier", None, "fp32"),
-                  "fourier 1-scale+pad": ("fourier", straightforward(default), "fp32")}
-    if bf16_is_fast(dev):  # where bf16 is native, its quality decides whether it may become the default
-        candidates["fourier bf16"] = ("fourier", None, "bf16")
-    for label, (method, recipe, precision) in candidates.items():
-        rows = []
-        for name in q_layers:
-            lay = get_layer(name)
-            chans = [int(c) for c in np.linspace(0, lay.channels - 1, per_layer_ch).round()]
-            s = make_settings(name, method, size=q_size, steps=q_steps, weights=weights, device=dev,
-                              precision=precision)
-            r = render(s, chans, dev, recipe=recipe)
-            nat = natural_max(model, name, q_size)
-            rob = robustness(model, name, r.images, chans)
-            for i, c in enumerate(chans):
-                summ = summarize(r.images[i], r.history[:, i], float(r.final_activation[i]), float(nat[c]))
-                rows.append({"layer": name, "channel": int(c), **summ, "robustness": float(rob[i])})
-        quality[label] = rows
-        failed = sum(1 for row in rows if row["flags"])
-        log(f"{label}: {failed}/{len(rows)} flagged")
-    nat_hf = [hf_fraction((x.permute(1, 2, 0).numpy() * 255).astype(np.uint8)) for x in natural_crops(q_size)]
-    div_chan = ("conv4_1", 7)
-    div_imgs = [render(make_settings(div_chan[0], "fourier", size=q_size, steps=q_steps, seed=k, weights=weights,
-                                     device=dev), [div_chan[1]], dev).images[0] for k in range(3)]
-    res["quality"] = {
-        "size": q_size, "steps": q_steps, "per_method": quality,
-        "natural_hf_median": float(np.median(nat_hf)), "natural_hf_p95": float(np.percentile(nat_hf, 95)),
-        "diversity_conv4_1_7_3_seeds": diversity(np.stack(div_imgs)),
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.json").write_text(json.dumps(res, indent=1, default=float))
-    write_report(res, out)
-    return res
+def _check(value: float, target: float, at_least: bool = True) -> bool | None:
+    if not (np.isfinite(value) and np.isfinite(target)):
+        return None
+    return bool(value >= target) if at_least else bool(value <= target)
 
 
 def _summary(rows: list[dict]) -> dict:
     def med(key):
-        vals = [r[key] for r in rows if r[key] is not None and np.isfinite(r[key])]
-        return float(np.median(vals)) if vals else float("nan")
+        return _median(r[key] for r in rows)
 
     return {"n": len(rows), "flagged": sum(1 for r in rows if r["flags"]), "ratio": med("activation_ratio"),
             "hf": med("hf_fraction"), "robust": med("robustness"), "std": med("std")}
@@ -287,84 +505,242 @@ def describe_octaves(octaves) -> str:
     return ", ".join(parts) + " of the steps" if parts else "none"
 
 
-def chosen_defaults(res: dict, sums: dict) -> list[str]:
-    """The default recipe and why, with this run's numbers."""
-    d, f, b = sums.get("fourier"), sums.get("fourier 1-scale+pad"), res["baseline"]
-    if not d or not f:
+def header_lines(res: dict) -> list[str]:
+    m = res["machine"]
+    sp = res.get("speed")
+    sizes = f" Speed images {sp['size']} px, batch {sp['batch']}." if sp else ""
+    return ["# Benchmarks", "",
+            f"Generated by `python -m viz bench{' --quick' if res['quick'] else ''}`; every speed is a ratio taken "
+            "in the same run, on this machine:",
+            f"{m['cpu']}, {m['threads']} threads, device {m['device']}, torch {m['torch']}.{sizes}", ""]
+
+
+def speed_lines(res: dict) -> list[str]:
+    sp = res.get("speed")
+    if not sp:
         return []
+    lines = ["## Speed", "", f"Machine peak (fp32 matmul): **{sp['peak_gflops']:.1f} GFLOP/s**.", "",
+             "Per layer, every step at full size (the default recipe without its coarse-to-fine octaves), batched:",
+             "", "| layer | ms / step / channel | useful GFLOP/s | of peak |", "|---|---|---|---|",
+             *[f"| {r['layer']} | {r['s_per_step_per_channel'] * 1e3:.1f} | {r['useful_gflops']:.1f} | "
+               f"{100 * r['fraction_of_peak']:.0f} % |" for r in sp["per_layer"]], ""]
+    if (b := res.get("baseline")):
+        t = TARGETS["speedup_vs_baseline"]
+        lines.append(
+            f"- **Default vs straightforward baseline**, per channel at {b['layer']} ({b['steps']} steps, "
+            f"{b['size']} px): the baseline runs the full VGG16 with its classifier every step, one channel at a "
+            f"time, fp32, the image at full size with Lucid's padded transforms: {b['baseline_s_per_channel']:.2f} s; "
+            f"the same work batched on the cut network: {b['same_work_s_per_channel']:.2f} s "
+            f"({b['implementation_speedup']:.2f}x); the default recipe: {b['default_s_per_channel']:.2f} s "
+            f"({b['recipe_speedup']:.2f}x more): **{b['speedup']:.2f}x** in all (target at least {t:g}x: "
+            f"{verdict(_check(b['speedup'], t))}).")
+    if (o := res.get("overhead")):
+        t = TARGETS["loop_overhead_pct"]
+        lines.append(
+            f"- **Render loop vs bare cut network** (forward+backward, same batch and size): "
+            f"{o['loop_s_per_step'] * 1e3:.1f} vs {o['bare_s_per_step'] * 1e3:.1f} ms per step: overhead "
+            f"**{o['overhead_pct']:.1f} %** (target at most {t:g} %: {verdict(_check(o['overhead_pct'], t, False))}).")
+    if (e := res.get("examples")):
+        t = TARGETS["examples_ratio"]
+        lines.append(
+            f"- **Dataset examples scan** ({e['images']} bundled photos at short sides "
+            f"{' and '.join(map(str, e['scales']))} px, all {len(LAYERS)} layers, decoding included): "
+            f"{e['scan_images_per_s']:.2f} images/s against {e['bare_images_per_s']:.2f} for the bare forward "
+            f"passes: **{100 * e['ratio']:.0f} %** (target at least {100 * t:.0f} %: "
+            f"{verdict(_check(e['ratio'], t))}).")
+    lines.append("")
+    if res.get("variants"):
+        lines += ["| batch | precision | channels_last | ms / image-step (conv5_1, bare) |", "|---|---|---|---|",
+                  *[f"| {v['batch']} | {v['precision']} | {v['channels_last']} | {v['s_per_image_step'] * 1e3:.1f} |"
+                    for v in res["variants"]], ""]
+    return lines + ["![speed](bench_speed.png)", ""]
+
+
+def quality_lines(res: dict, sums: dict) -> list[str]:
+    q = res.get("quality")
+    if not q:
+        return []
+    dv = q["diversity"]
     return [
-        "## Chosen defaults and why", "",
-        f"The default `fourier` recipe (version {METHODS['fourier'].version}): Fourier-space image with 1/f "
-        "scaling and decorrelated colour, "
-        f"Adam at lr {METHODS['fourier'].lr:g} on the pre-ReLU channel mean, jitter/scale/rotation each step without "
-        f"Lucid's pad, and coarse-to-fine octaves ({describe_octaves(METHODS['fourier'].octaves)}). Against the "
-        "same recipe at full size with the pad, in this run:", "",
-        f"- failures {f['flagged']} -> {d['flagged']} of {d['n']}; high-frequency share {f['hf']:.3f} -> "
-        f"{d['hf']:.3f} (natural photos {res['quality']['natural_hf_median']:.3f}); robustness {f['robust']:.2f} -> "
-        f"{d['robust']:.2f};",
-        f"- {b['recipe_speedup']:.2f}x less time per channel at {b['layer']};",
-        f"- the price: activation over the best photo {f['ratio']:.1f} -> {d['ratio']:.1f}; the single-scale "
-        "images reach higher raw activation by adding high-frequency texture that does not survive small shifts.",
-        "- fp32 is the default. Emulated bf16 is far slower (table above); where bf16 is native this table gets "
-        "a `fourier bf16` row, and bf16 may become the default there only if that row shows no loss.",
-        "- Steps and size (set by hand, not swept here): 512 steps at 224 px for one channel on demand; the "
-        "committed gallery uses 96 px and 128 steps.", "",
-    ]
-
-
-def write_report(res: dict, out: Path) -> None:
-    pl = res["per_layer"]
-    bar_chart(out / "bench_speed.png", "ms per step per channel (default method)", [r["layer"] for r in pl],
-              [r["s_per_step_per_channel"] * 1e3 for r in pl], " ms")
-    q = res["quality"]
-    sums = {m: _summary(rows) for m, rows in q["per_method"].items()}
-    bar_chart(out / "bench_quality.png", "median quality per method",
-              [f"{m}: {k}" for m in sums for k in ("ratio", "robust", "hf")],
-              [sums[m][k] for m in sums for k in ("ratio", "robust", "hf")])
-    b, o = res["baseline"], res["overhead"]
-    lines = [
-        "# Benchmarks", "",
-        f"Generated by `python -m viz bench{' --quick' if res['quick'] else ''}`; every speed is a ratio taken in "
-        "the same run, on this machine:",
-        f"{res['machine']['cpu']}, {res['machine']['threads']} threads, device {res['machine']['device']}, "
-        f"torch {res['machine']['torch']}. Images {res['size']} px, batch {res['batch']}.", "",
-        "## Speed", "",
-        f"Machine peak (fp32 matmul): **{res['peak_gflops']:.1f} GFLOP/s**.", "",
-        "Per layer, every step at full size (the default recipe without its coarse-to-fine octaves), batched:", "",
-        "| layer | ms / step / channel | useful GFLOP/s | of peak |", "|---|---|---|---|",
-        *[f"| {r['layer']} | {r['s_per_step_per_channel'] * 1e3:.1f} | {r['useful_gflops']:.1f} | "
-          f"{100 * r['fraction_of_peak']:.0f} % |" for r in pl], "",
-        f"- **Default vs straightforward baseline**, per channel at {b['layer']} ({b['steps']} steps, "
-        f"{res['size']} px): the baseline runs the full VGG16 with its classifier every step, one channel at a "
-        f"time, fp32, the image at full size with Lucid's padded transforms: {b['baseline_s_per_channel']:.2f} s; "
-        f"the same work batched on the cut network: {b['same_work_s_per_channel']:.2f} s "
-        f"({b['implementation_speedup']:.2f}x); the default recipe (coarse-to-fine, no pad): "
-        f"{b['default_s_per_channel']:.2f} s ({b['recipe_speedup']:.2f}x more): **{b['speedup']:.2f}x** in all "
-        "(target 4x).",
-        f"- **Render loop vs bare cut network** (forward+backward, same batch and size): "
-        f"{o['loop_s_per_step'] * 1e3:.1f} vs {o['bare_s_per_step'] * 1e3:.1f} ms per step: overhead "
-        f"**{o['overhead_pct']:.1f} %** (target at most 25 %).",
-        f"- **Dataset examples scan** ({res['examples']['images']} bundled photos at short sides "
-        f"{' and '.join(map(str, res['examples']['scales']))} px, all 13 layers, decoding included): "
-        f"{res['examples']['scan_images_per_s']:.2f} images/s against {res['examples']['bare_images_per_s']:.2f} "
-        f"for the bare forward passes: **{100 * res['examples']['ratio']:.0f} %** (target at least 80 %).", "",
-        "| batch | precision | channels_last | ms / image-step (conv5_1, bare) |", "|---|---|---|---|",
-        *[f"| {v['batch']} | {v['precision']} | {v['channels_last']} | {v['s_per_image_step'] * 1e3:.1f} |"
-          for v in res["variants"]], "",
-        "![speed](bench_speed.png)", "",
         "## Quality", "",
         f"A sample of channels from every layer, {q['size']} px, {q['steps']} steps, same seeds for every method. "
+        "Activation is the final image's pre-ReLU channel mean over the channel's strongest response in the "
+        "bundled photos (the app's \"x best photo\"). "
         f"Natural-photo crops have a high-frequency share of {q['natural_hf_median']:.3f} (median), "
         f"{q['natural_hf_p95']:.3f} (95th percentile).", "",
         "| method (recipe) | channels | flagged | median activation / best photo | median robustness | median HF share |",
         "|---|---|---|---|---|---|",
         *[f"| {m} | {s['n']} | {s['flagged']} | {s['ratio']:.2f} | {s['robust']:.2f} | {s['hf']:.3f} |"
           for m, s in sums.items()], "",
-        f"Diversity across 3 seeds (conv4_1:7, 1 - pixel correlation): {q['diversity_conv4_1_7_3_seeds']:.2f}.", "",
+        f"Diversity across {dv['seeds']} seeds ({dv['layer']}:{dv['channel']}, 1 - pixel correlation): "
+        f"{dv['value']:.2f}.", "",
         "![quality](bench_quality.png)", "",
-        *chosen_defaults(res, sums),
-        "Flagged channels (rules in `viz/metrics.py`):", "",
-        *[f"- {m} {r['layer']}:{r['channel']}: {r['evidence']}" for m, rows in q["per_method"].items()
-          for r in rows if r["flags"]],
     ]
+
+
+def peer_summary(rows: list[dict]) -> dict:
+    """Medians of both methods, our robustness wins, the speed ratio and every peer target's verdict."""
+    o = {k: _median(r["ours"][k] for r in rows) for k in ("ratio", "robustness", "hf")}
+    lu = {k: _median(r["lucent"][k] for r in rows) for k in ("ratio", "robustness", "hf")}
+    o["seconds"] = sum(r["ours"]["seconds"] for r in rows) / max(1, len(rows))
+    lu["seconds"] = sum(r["lucent"]["seconds"] for r in rows) / max(1, len(rows))
+    wins = sum(1 for r in rows if r["ours"]["robustness"] > r["lucent"]["robustness"])
+    speed = lu["seconds"] / o["seconds"] if o["seconds"] > 0 else float("nan")
+    need = math.ceil(TARGETS["peer_robust_share"] * len(rows) - 1e-9)
+    checks = {
+        "robustness": _check(o["robustness"], lu["robustness"]),
+        "robust_wins": wins >= need if rows else None,
+        "hf": _check(o["hf"], lu["hf"], at_least=False),
+        "activation": _check(o["ratio"], TARGETS["peer_activation"] * lu["ratio"]),
+        "speed": _check(speed, TARGETS["peer_speed"]),
+    }
+    return {"n": len(rows), "ours": o, "lucent": lu, "wins": wins, "wins_needed": need, "speed": speed,
+            "checks": checks}
+
+
+def _mark(ok: bool | None) -> str:
+    return "-" if ok is None else ("yes" if ok else "no")
+
+
+def peer_lines(res: dict) -> list[str]:
+    p = res.get("peer")
+    if p is None:
+        return []
+    if "skipped" in p:
+        return ["## Against Lucent", "", f"Not measured in this run: {p['skipped']}.", ""]
+    rows = p["rows"]
+    s = peer_summary(rows)
+    o, lu, c = s["ours"], s["lucent"], s["checks"]
+    layers = list(dict.fromkeys(r["layer"] for r in rows))
+    share = TARGETS["peer_robust_share"]
+    met = sum(1 for v in c.values() if v)
+    lines = [
+        "## Against Lucent", "",
+        f"Lucent {p['version']} (torch-lucent) with its default recipe (`param.image` with FFT and decorrelated "
+        "colour, `transform.standard_transforms`, Adam at lr 0.05, `objectives.channel`) on the same weights, "
+        f"network and pre-ReLU target as ours (see `viz/peers.py`), against our default `fourier` recipe: "
+        f"{len(rows)} channels ({p['per_layer']} per layer, {len(layers)} layers), {p['size']} px, "
+        f"{p['steps']} steps, the same seed. Each channel is rendered alone by both, one after the other, so both "
+        "timings see the same machine; one judge measures both methods' 8-bit images (activation over the best "
+        "photo, robustness, high-frequency share as in the quality table).", "",
+        "| measure | ours | Lucent | target | |", "|---|---|---|---|---|",
+        f"| median activation / best photo | {o['ratio']:.2f} | {lu['ratio']:.2f} | at least "
+        f"{TARGETS['peer_activation']:g} x Lucent's ({TARGETS['peer_activation'] * lu['ratio']:.2f}) | "
+        f"{verdict(c['activation'])} |",
+        f"| median robustness | {o['robustness']:.2f} | {lu['robustness']:.2f} | at least Lucent's | "
+        f"{verdict(c['robustness'])} |",
+        f"| channels where ours is more robust | {s['wins']} of {s['n']} | | at least {s['wins_needed']} "
+        f"({share:.0%}) | {verdict(c['robust_wins'])} |",
+        f"| median high-frequency share | {o['hf']:.3f} | {lu['hf']:.3f} | at most Lucent's | {verdict(c['hf'])} |",
+        f"| seconds per channel | {o['seconds']:.2f} | {lu['seconds']:.2f} | Lucent's at least "
+        f"{TARGETS['peer_speed']:g} x ours (here {s['speed']:.2f} x) | {verdict(c['speed'])} |", "",
+        f"Targets met: **{met} of {len(c)}**.", "",
+        "Per layer (ours / Lucent; \"targets\" counts the five targets above, taken within the layer):", "",
+        "| layer | channels | activation / best photo | robustness | more robust | HF share | seconds | targets |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    layer_met = 0
+    for name in layers:
+        ls = peer_summary([r for r in rows if r["layer"] == name])
+        lo, ll = ls["ours"], ls["lucent"]
+        n_met = sum(1 for v in ls["checks"].values() if v)
+        layer_met += n_met == len(ls["checks"])
+        chans = ", ".join(str(r["channel"]) for r in rows if r["layer"] == name)
+        lines.append(f"| {name} | {chans} | {lo['ratio']:.2f} / {ll['ratio']:.2f} | {lo['robustness']:.2f} / "
+                     f"{ll['robustness']:.2f} | {ls['wins']} of {ls['n']} | {lo['hf']:.3f} / {ll['hf']:.3f} | "
+                     f"{lo['seconds']:.2f} / {ll['seconds']:.2f} | {n_met} of {len(ls['checks'])} |")
+    lines += ["", f"All five targets are met within {layer_met} of {len(layers)} layers.", "",
+              "![ours and Lucent](bench_peer.png)", ""]
+    return lines
+
+
+def chosen_defaults(res: dict, sums: dict) -> list[str]:
+    """The default recipe and why, with this run's numbers (every comparison is read off them)."""
+    d, f = sums.get("fourier"), sums.get("fourier 1-scale+pad")
+    if not d or not f:
+        return []
+    recipe = METHODS["fourier"]
+    octaves = getattr(recipe, "octaves", ())
+    lines = [
+        "## Chosen defaults and why", "",
+        f"The default `fourier` recipe (version {recipe.version}): {recipe.summary}"
+        + (f"; octaves: {describe_octaves(octaves)}" if octaves else "")
+        + ". Against the same recipe at full size every step with Lucid's pad, in this run:", "",
+        f"- failures {f['flagged']} -> {d['flagged']} of {d['n']}; high-frequency share {f['hf']:.3f} -> "
+        f"{d['hf']:.3f} (natural photos {res['quality']['natural_hf_median']:.3f}); robustness {f['robust']:.2f} -> "
+        f"{d['robust']:.2f};",
+    ]
+    if (b := res.get("baseline")):
+        word = "less" if b["recipe_speedup"] >= 1 else "more"
+        factor = b["recipe_speedup"] if b["recipe_speedup"] >= 1 else 1 / b["recipe_speedup"]
+        lines.append(f"- {factor:.2f}x {word} time per channel at {b['layer']};")
+    if d["ratio"] < f["ratio"]:
+        why = ""
+        if f["hf"] > d["hf"] and f["robust"] < d["robust"]:
+            why = ("; the single-scale images reach it with more high-frequency texture, which keeps less of its "
+                   "activation under small shifts (robustness above)")
+        lines.append(f"- the price: activation over the best photo {f['ratio']:.2f} -> {d['ratio']:.2f}{why}.")
+    else:
+        lines.append(f"- activation over the best photo {f['ratio']:.2f} -> {d['ratio']:.2f} (no loss).")
+    lines.append(precision_line(res, sums))
+    lines += [f"- Size and steps (set by hand, not swept here): {DEFAULT_SIZE} px and {DEFAULT_STEPS} steps for one "
+              f"channel on demand{committed_gallery(res.get('weights', 'oxford'))}.", ""]
+    return lines
+
+
+def precision_line(res: dict, sums: dict) -> str:
+    m = res["machine"]
+    native = "native" if m.get("bf16_native") else "emulated"
+    text = f"- Precision: the default here is {m.get('default_precision', 'fp32')}."
+    pick = {(v["precision"], v["channels_last"]): v for v in res.get("variants", []) if v["batch"] == 1}
+    if ("fp32", True) in pick and ("bf16", True) in pick:
+        r = pick[("bf16", True)]["s_per_image_step"] / pick[("fp32", True)]["s_per_image_step"]
+        text += (f" bf16 ({native} here) takes {r:.2f}x the time of fp32 per step at batch 1 "
+                 f"({'slower' if r > 1 else 'faster'}).")
+    if "fourier bf16" in sums:
+        q, d = sums["fourier bf16"], sums["fourier"]
+        loss = q["ratio"] < d["ratio"] or q["robust"] < d["robust"] or q["flagged"] > d["flagged"]
+        text += (f" bf16 quality: activation {q['ratio']:.2f} vs {d['ratio']:.2f}, robustness {q['robust']:.2f} vs "
+                 f"{d['robust']:.2f}, flagged {q['flagged']} vs {d['flagged']}: "
+                 f"{'a loss, so fp32 stays' if loss else 'no loss'}.")
+    else:
+        text += " bf16 quality is measured (a `fourier bf16` row above) only where bf16 is native."
+    return text
+
+
+def committed_gallery(weights: str) -> str:
+    root = Path(__file__).resolve().parent.parent / "gallery" / weights
+    configs = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name != "examples") if root.is_dir() else []
+    return f"; the committed gallery: {', '.join(configs)}" if configs else ""
+
+
+def flagged_lines(res: dict) -> list[str]:
+    q = res.get("quality")
+    if not q:
+        return []
+    flagged = [f"- {m} {r['layer']}:{r['channel']}: {r['evidence']}" for m, rows in q["per_method"].items()
+               for r in rows if r["flags"]]
+    return ["Flagged channels (rules in `viz/metrics.py`):", "", *(flagged or ["- none"])]
+
+
+def write_charts(res: dict, out: Path, sums: dict, pictures: dict) -> None:
+    if (sp := res.get("speed")):
+        bar_chart(out / "bench_speed.png", "ms per step per channel (default method)",
+                  [r["layer"] for r in sp["per_layer"]], [r["s_per_step_per_channel"] * 1e3 for r in sp["per_layer"]],
+                  " ms")
+    if sums:
+        keys = ("ratio", "robust", "hf")
+        bar_chart(out / "bench_quality.png", "median quality per method", [f"{m}: {k}" for m in sums for k in keys],
+                  [sums[m][k] for m in sums for k in keys])
+    if pictures.get("peer"):
+        peer_sheet(out / "bench_peer.png", pictures["peer"])
+
+
+def write_report(res: dict, out: Path, pictures: dict | None = None) -> None:
+    """BENCHMARKS.md and its charts from the results (sections missing from ``res`` are left out)."""
+    q = res.get("quality")
+    sums = {m: _summary(rows) for m, rows in q["per_method"].items()} if q else {}
+    write_charts(res, out, sums, pictures or {})
+    lines = [*header_lines(res), *speed_lines(res), *quality_lines(res, sums), *peer_lines(res),
+             *chosen_defaults(res, sums), *flagged_lines(res)]
     (out / "BENCHMARKS.md").write_text("\n".join(lines) + "\n")
