@@ -125,11 +125,11 @@ def test_default_method_fixes_the_seed_failure_on_conv5_1_channel_104(model):
 
 
 def test_coarse_scale_renders_the_low_passed_image_and_moves_only_low_frequencies():
-    from viz.param import FourierImage, make_generators
+    from viz.param import fourier_image, make_generators
 
-    p = FourierImage(make_generators(0, [1, 2]), 64, sd=0.5)
+    p = fourier_image(make_generators(0, [1, 2]), 64, sd=0.5)
     full = p().detach()
-    assert p.set_scale(0.5) and p.render_size == 32
+    assert p.set_scale(0.5) and p.spatial.render_size == 32
     small = p()
     assert small.shape == (2, 3, 32, 32)
     reference = torch.nn.functional.interpolate(full, size=32, mode="area")
@@ -137,27 +137,29 @@ def test_coarse_scale_renders_the_low_passed_image_and_moves_only_low_frequencie
     other = (small.detach() - reference.flip(0)).abs().mean(dim=(1, 2, 3))  # against the other image
     assert (err < 0.5 * other).all()  # the same picture, smaller
     small.mean().backward()
-    grad = p.spectrum.grad.abs().sum(dim=(0, 1, 4))  # (64, 33): which coefficients the small image touches
+    grad = p.spatial.spectrum.grad.abs().sum(dim=(0, 1, 4))  # (64, 33): which coefficients the small image touches
     touched = grad > 0
     assert touched[:16, :16].any() and touched[-15:, :16].any()
     assert not touched[16:49].any() and not touched[:, 16:].any()  # nothing above the small image's Nyquist
-    assert p.full_image().shape == (2, 3, 64, 64) and p.render_size == 32  # a full preview leaves the scale alone
+    assert p.full_image().shape == (2, 3, 64, 64) and p.spatial.render_size == 32  # a preview leaves the scale alone
 
 
 def test_octaves_render_coarse_to_fine_and_return_full_size(model):
-    from viz.objectives import ChannelMean
-    from viz.optimize import optimize
-    from viz.param import FourierImage, make_generators
+    from viz.objectives import channel
+    from viz.optimize import adam, optimize
+    from viz.param import fourier_image, make_generators
+    from viz.probe import Probe
     from viz.transforms import BatchRNG
 
     gens = make_generators(0, [3])
-    param = FourierImage(gens, 48)
+    param = fourier_image(gens, 48)
     seen = []
-    cut = model.cut(get_layer("conv2_1"))
+    objective = channel("conv2_1", 3)
+    probe = Probe(model, objective.reads)
     spy = lambda m, inp, out: seen.append(inp[0].shape[-1])  # noqa: E731
-    handle = cut.body[0].register_forward_hook(spy)
+    handle = probe.body[0].register_forward_hook(spy)  # a hook on this test's own model only
     try:
-        out = optimize(cut, param, ChannelMean([3]), None, BatchRNG(gens), 10, 0.05,
+        out = optimize(probe, param, objective, None, BatchRNG(gens), 10, adam(0.05),
                        octaves=((0.0, 1 / 3), (0.3, 0.5), (0.6, 0.75), (0.9, 1.0)))
     finally:
         handle.remove()

@@ -113,6 +113,19 @@ def resolve(spec: str) -> Corpus:
     return bundled() if spec == "bundled" else folder(spec)
 
 
+def load_photo(spec: str) -> np.ndarray:
+    """A photo file, or a bundled photo by name (``astronaut`` or ``skimage/astronaut.png``), as RGB uint8."""
+    text = str(spec).strip()
+    for name in BUNDLED:
+        if text in (name, name.split("/")[-1], name.split("/")[-1].rsplit(".", 1)[0]):
+            return load_rgb(bundled().path(name))
+    path = Path(text)
+    if not path.is_file():
+        names = ", ".join(n.split("/")[-1].rsplit(".", 1)[0] for n in BUNDLED)
+        raise VizError(f"no photo {text[:60]!r}: give an image file or a bundled photo ({names})")
+    return load_rgb(path)
+
+
 def load_rgb(path: Path) -> np.ndarray:
     """An image file as RGB uint8 (H, W, 3), or :class:`VizError` saying in a few words why not."""
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from pathlib import Path
 
@@ -81,3 +82,10 @@ def check_output_dir(text: str, what: str = "--out") -> Path:
         raise VizError(f"{what} {_shown(text)} is a file, not a directory")
     _probe_dir(path, what)
     return path
+
+
+def safe_name(text: str, empty: str = "weights") -> str:
+    """A file or directory name for any text (weights like ``file:mine:abc123``, views, corpora): letters,
+    digits and ``._-`` only, at most 80 characters."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", text).strip("._-") or empty
+    return name[:80]

@@ -10,7 +10,7 @@ from PIL import Image
 
 from .files import atomic_write
 
-__all__ = ["atomic_write", "png_bytes", "save_png"]
+__all__ = ["png_bytes", "save_png"]
 
 
 def png_bytes(image: np.ndarray, optimize: bool = True) -> bytes:

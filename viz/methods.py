@@ -1,4 +1,6 @@
-"""Render methods: each a recipe naming its parameterization, objective, transforms and defaults."""
+"""Render methods: each a recipe naming its parameterization, objective, transforms and defaults.
+
+A method says *how* to render; a view (:mod:`viz.views`) says *what*: both are recorded in the settings."""
 
 from __future__ import annotations
 
@@ -7,8 +9,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .objectives import ChannelMean, Objective, SeedMSE
-from .param import FourierImage, Parameterization, PixelImage
+from .objectives import Objective, channel, seed_mse
+from .param import Parameterization, fourier_image, pixel_image
 from .transforms import Compose, standard_transforms
 
 
@@ -17,7 +19,7 @@ class Method:
     name: str
     summary: str
     make_param: Callable[[list[torch.Generator], int], Parameterization]
-    make_objective: Callable[[list[int]], Objective]
+    make_objective: Callable[[str, list[int]], Objective]  # (layer, each image's channel) -> the channel view
     make_transforms: Callable[[], Compose | None]
     activation: str  # "pre" or "post": which side of the target conv's ReLU the objective reads
     lr: float
@@ -36,8 +38,8 @@ METHODS: dict[str, Method] = {
         "fourier",
         "modern: Fourier-space image with decorrelated colour and sigmoid, coarse-to-fine (1/3, 1/2, 3/4, full "
         "size), random jitter/scale/rotation each step, Adam on the pre-ReLU channel mean",
-        lambda gens, size: FourierImage(gens, size),
-        ChannelMean,
+        fourier_image,
+        channel,
         standard_transforms,
         "pre",
         0.05,
@@ -48,8 +50,8 @@ METHODS: dict[str, Method] = {
         "seed",
         "baseline (the original write-up): pixel-space noise image, MSE against a map filled with the squared "
         "maximum activation, post-ReLU, no transforms, Adam",
-        lambda gens, size: PixelImage(gens, size),
-        SeedMSE,
+        pixel_image,
+        seed_mse,
         lambda: None,
         "post",
         0.05,

@@ -66,8 +66,9 @@ _natural_lock = threading.Lock()
 
 def natural_path(weights: str, layer: str, size: int) -> Path:
     """Where the natural-photo maxima of ``weights`` at ``layer`` and ``size`` are cached."""
-    safe_weights = "".join(c if c.isalnum() or c in "-_" else "_" for c in weights)
-    return cache_dir() / "natural" / f"{safe_weights}_{get_layer(layer).name}_{int(size)}.npy"
+    from .files import safe_name
+
+    return cache_dir() / "natural" / f"{safe_name(weights)}_{get_layer(layer).name}_{int(size)}.npy"
 
 
 @torch.no_grad()

@@ -1,46 +1,210 @@
-"""Objectives: ``objective(acts) -> (loss, activation)`` where ``acts`` is the cut network's output
-(B, C, h, w), ``loss`` a scalar to minimise and ``activation`` the per-image value recorded in the history.
+"""Objectives: small named pieces that add, subtract and scale, in the style of Lucid/Lucent.
 
-Every image of the batch optimizes its own channel; the loss is a sum over images, so images do not interact.
+An :class:`Objective` maps the network's :class:`~viz.probe.Activations` to one value **per image** (B,), the
+quantity each image maximises. Objectives declare what they read (``reads``: layer -> channels, ``None`` for all
+of them), so a render computes only that: one layer read goes through the cut network (the fast path, only the
+channels read at its last conv), several through a probe that collects each layer's map on the way up.
+Every objective has a ``description`` (``channel(conv5_1, 104) + 0.5 * channel(conv5_1, 25)``) that is recorded in
+the settings, the result cache keys and the gallery config, so two objectives never share a result.
+
+    >>> obj = channel("conv5_1", 104) + 0.5 * channel("conv5_1", 25)
+    >>> obj.description
+    'channel(conv5_1, 104) + 0.5 * channel(conv5_1, 25)'
+
+A new objective is a function decorated with :func:`wrap_objective` returning ``(reads, inner)``; see ``neuron``.
 """
 
 from __future__ import annotations
 
+import functools
+import numbers
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
 import torch
+import torch.nn.functional as F
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .probe import Activations
+
+Reads = dict[str, "frozenset[int] | None"]  # layer -> channels read (None: the whole layer)
+Channels = "int | Sequence[int]"  # one channel for every image, or one per image
+
+
+def merge_reads(a: Reads, b: Reads) -> Reads:
+    out = dict(a)
+    for layer, chans in b.items():
+        if layer in out:
+            out[layer] = None if out[layer] is None or chans is None else out[layer] | chans
+        else:
+            out[layer] = chans
+    return out
+
+
+def reads_of(layer: str, n) -> Reads:
+    """What reading channel(s) ``n`` of ``layer`` needs."""
+    if isinstance(n, torch.Tensor):
+        n = n.tolist()
+    chans = [n] if isinstance(n, numbers.Integral) else list(n)
+    return {layer: frozenset(int(c) for c in chans)}
+
+
+def _fmt(x) -> str:
+    if isinstance(x, torch.Tensor):
+        x = x.tolist()
+    if isinstance(x, float):
+        return f"{x:g}"
+    if isinstance(x, (list, tuple)):
+        return "[" + ", ".join(_fmt(v) for v in x) + "]"
+    return str(x)
 
 
 class Objective:
-    def __call__(self, acts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
+    """A named, per-image quantity to maximise: ``objective(acts) -> (B,)``.
 
-
-def channel_maps(acts: torch.Tensor, channels: torch.Tensor) -> torch.Tensor:
-    """(B, C, h, w) -> (B, h, w): image i's map of channel ``channels[i]``."""
-    return acts[torch.arange(acts.shape[0], device=acts.device), channels.to(acts.device)]
-
-
-class ChannelMean(Objective):
-    """Maximise the mean of each image's channel map."""
-
-    def __init__(self, channels: list[int]):
-        self.channels = torch.tensor(channels)
-
-    def __call__(self, acts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        act = channel_maps(acts, self.channels).float().mean(dim=(1, 2))
-        return -act.sum(), act.detach()
-
-
-class SeedMSE(Objective):
-    """The seed write-up's objective: MSE between the channel map and a map filled with the square of its
-    current maximum (an unreachable target). On a post-ReLU map that is all zero the target is zero too,
-    so the gradient vanishes and the image never leaves its starting noise: the baseline's blank squares.
+    ``report`` is what the render records per step (by default the objective itself); the seed baseline reports
+    its channel mean while it minimises an MSE.
     """
 
-    def __init__(self, channels: list[int]):
-        self.channels = torch.tensor(channels)
+    def __init__(self, fn: Callable[[Activations], torch.Tensor], description: str, reads: Reads,
+                 report: Callable[[Activations], torch.Tensor] | None = None):
+        self.fn, self.description, self.reads = fn, description, dict(reads)
+        self._report = report
 
-    def __call__(self, acts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        maps = channel_maps(acts, self.channels).float()
+    def __call__(self, acts: Activations) -> torch.Tensor:
+        return self.fn(acts)
+
+    def report(self, acts: Activations, value: torch.Tensor | None = None) -> torch.Tensor:
+        """What to record per image: ``value`` (this objective's, if already computed) unless told otherwise."""
+        if self._report is not None:
+            return self._report(acts)
+        return self.fn(acts) if value is None else value
+
+    @property
+    def layers(self) -> list[str]:
+        return list(self.reads)
+
+    def __repr__(self) -> str:
+        return f"Objective({self.description})"
+
+    # ------------------------------------------------------------------------------------------- algebra
+    def __add__(self, other: Objective | float) -> Objective:
+        if isinstance(other, numbers.Real):
+            return Objective(lambda a: self(a) + float(other), f"{self.description} + {other:g}", self.reads)
+        if not isinstance(other, Objective):
+            return NotImplemented
+        return Objective(lambda a: self(a) + other(a), f"{self.description} + {other.description}",
+                         merge_reads(self.reads, other.reads))
+
+    def __radd__(self, other: float) -> Objective:
+        return self if isinstance(other, numbers.Real) and other == 0 else self.__add__(other)  # sum() starts at 0
+
+    def __neg__(self) -> Objective:
+        return Objective(lambda a: -self(a), f"-({self.description})", self.reads)
+
+    def __sub__(self, other: Objective | float) -> Objective:
+        if isinstance(other, numbers.Real):
+            return self + (-float(other))
+        if not isinstance(other, Objective):
+            return NotImplemented
+        return Objective(lambda a: self(a) - other(a), f"{self.description} - ({other.description})",
+                         merge_reads(self.reads, other.reads))
+
+    def __mul__(self, w: float | torch.Tensor) -> Objective:
+        """Scale by a number, or by one weight per image (a 1-D tensor: interpolations)."""
+        if isinstance(w, torch.Tensor):
+            w = w.detach().float().flatten()
+            return Objective(lambda a: w.to(a.device) * self(a), f"{_fmt(w)} * {self.description}", self.reads)
+        if not isinstance(w, numbers.Real):
+            return NotImplemented
+        return Objective(lambda a: float(w) * self(a), f"{float(w):g} * {self.description}", self.reads)
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, d: float) -> Objective:
+        return self * (1.0 / d)
+
+    @staticmethod
+    def sum(objectives: Sequence[Objective]) -> Objective:
+        return functools.reduce(lambda x, y: x + y, objectives)
+
+
+def wrap_objective(factory: Callable[..., tuple[Reads, Callable[[Activations], torch.Tensor]]]):
+    """Turn ``factory(*args) -> (reads, inner)`` into a function returning a named :class:`Objective`."""
+
+    @functools.wraps(factory)
+    def make(*args, **kwargs) -> Objective:
+        reads, inner = factory(*args, **kwargs)
+        shown = [_fmt(a) for a in args] + [f"{k}={_fmt(v)}" for k, v in kwargs.items() if v is not None]
+        return Objective(inner, f"{factory.__name__}({', '.join(shown)})", reads)
+
+    return make
+
+
+# ------------------------------------------------------------------------------------------------ objectives
+@wrap_objective
+def channel(layer: str, n: Channels):
+    """The mean of channel ``n`` over the whole map."""
+    return reads_of(layer, n), lambda acts: acts.channel(layer, n).mean(dim=(1, 2))
+
+
+def position(size: int, frac: float) -> int:
+    """The map index at fraction ``frac`` of a side of ``size`` units (0.5: the centre)."""
+    return min(size - 1, max(0, int(frac * size)))
+
+
+@wrap_objective
+def neuron(layer: str, n: Channels, x: float = 0.5, y: float = 0.5):
+    """Channel ``n`` at one spatial position, given as fractions of the map (the centre by default)."""
+
+    def inner(acts: Activations) -> torch.Tensor:
+        m = acts.channel(layer, n)
+        return m[:, position(m.shape[1], y), position(m.shape[2], x)]
+
+    return reads_of(layer, n), inner
+
+
+@wrap_objective
+def diversity(layer: str):
+    """Lucid's diversity term: minus each image's summed cosine similarity between its Gram matrix at ``layer``
+    and every other image's (the images of a batch push each other apart in style)."""
+
+    def inner(acts: Activations) -> torch.Tensor:
+        a = acts.layer(layer).float()
+        b = a.shape[0]
+        flat = a.flatten(2)  # (B, C, h*w)
+        grams = F.normalize((flat @ flat.transpose(1, 2)).flatten(1), dim=1)  # (B, C*C), unit norm
+        sim = grams @ grams.T
+        return -(sim.sum(dim=1) - sim.diagonal()) / max(1, b - 1)
+
+    return {layer: None}, inner
+
+
+def stay_close(target: torch.Tensor, label: str = "photo") -> Objective:
+    """Minus the mean squared distance in pixels between the (untransformed) image and ``target`` (1 or B, 3,
+    H, W) in [0, 1]; the target is resized to whatever size the optimization is at (coarse-to-fine). It reads no
+    layer: ``acts.image`` is the parameterization's output."""
+
+    def inner(acts: Activations) -> torch.Tensor:
+        x = acts.image
+        t = target.to(x.device, x.dtype)
+        if t.shape[-2:] != x.shape[-2:]:
+            t = F.interpolate(t, size=x.shape[-2:], mode="bilinear", antialias=True, align_corners=False)
+        return -((x - t) ** 2).mean(dim=(1, 2, 3))
+
+    return Objective(inner, f"stay_close({label})", {})
+
+
+def seed_mse(layer: str, n: Channels) -> Objective:
+    """The seed write-up's objective: minus the MSE between the channel map and a map filled with the square of
+    its current maximum (an unreachable target). On a post-ReLU map that is all zero the target is zero too, so the
+    gradient vanishes and the image never leaves its starting noise: the baseline's blank squares. It reports the
+    channel mean."""
+
+    def inner(acts: Activations) -> torch.Tensor:
+        maps = acts.channel(layer, n).float()
         target = maps.detach().amax(dim=(1, 2), keepdim=True) ** 2
-        loss = ((maps - target) ** 2).mean(dim=(1, 2)).sum()
-        return loss, maps.detach().mean(dim=(1, 2))
+        return -((maps - target) ** 2).mean(dim=(1, 2))
+
+    return Objective(inner, f"seed_mse({layer}, {_fmt(n)})", reads_of(layer, n),
+                     report=lambda acts: acts.channel(layer, n).float().mean(dim=(1, 2)))

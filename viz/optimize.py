@@ -1,4 +1,4 @@
-"""The one optimization loop: ``optimize(model, param, objective, transforms, ...)``.
+"""The one optimization loop: ``optimize(model, param, objective, transforms, rng, steps, optimizer)``.
 
 It returns the whole per-step, per-image objective history, calls back every N steps (progress, live preview)
 and stops cleanly between steps when cancelled, keeping what it has made so far.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,6 +82,13 @@ def autocast_context(device: torch.device, precision: str):
     return contextlib.nullcontext()
 
 
+Optimizer = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
+
+
+def adam(lr: float) -> Optimizer:
+    return lambda params: torch.optim.Adam(params, lr=lr)
+
+
 def optimize(
     model: nn.Module,
     param: Parameterization,
@@ -89,7 +96,7 @@ def optimize(
     transforms: Transform | None,
     rng: BatchRNG,
     steps: int,
-    lr: float,
+    optimizer: Optimizer,
     precision: str = "fp32",
     channels_last: bool = False,
     callback: Callable[[StepInfo], None] | None = None,
@@ -97,20 +104,22 @@ def optimize(
     cancel: Cancel = None,
     octaves: Sequence[tuple[float, float]] = (),
 ) -> OptimizeResult:
-    """Run Adam on ``param`` for ``steps`` steps, maximising ``objective(model(transforms(param())))``.
+    """Maximise ``objective(model(transforms(param())))`` for ``steps`` steps (each image its own value).
 
-    ``octaves`` is a coarse-to-fine schedule of ``(start, scale)`` pairs: from ``start`` (a fraction of the
-    steps) on, the image is rendered at ``scale`` times its side (parameterizations with ``set_scale``).
-    Each octave starts a fresh Adam, so coefficients that join late do not inherit stale moment estimates.
-    The network runs under bf16 autocast when ``precision == "bf16"``; the image, transforms, loss and
-    optimizer stay in fp32.
+    ``model`` returns :class:`~viz.probe.Activations`; ``optimizer(params)`` makes a fresh optimizer (Adam by
+    default, see :func:`adam`). ``octaves`` is a coarse-to-fine schedule of ``(start, scale)`` pairs: from
+    ``start`` (a fraction of the steps) on, the image is rendered at ``scale`` times its side (parameterizations
+    with ``set_scale``). Each octave starts a fresh optimizer, so coefficients that join late do not inherit stale
+    moment estimates. The network runs under bf16 autocast when ``precision == "bf16"``; the image, transforms,
+    loss and optimizer stay in fp32.
     """
     device = next(model.parameters()).device
     param = param.to(device)
     starts = octave_starts(octaves, steps)
     param.set_scale(starts.get(0, 1.0))
-    opt = torch.optim.Adam(param.parameters(), lr=lr)
-    history: list[np.ndarray] = []
+    opt = optimizer(param.parameters())
+    history: np.ndarray | None = None  # (steps, B), filled row by row; callbacks see a view of the rows done
+    done = 0
     start = time.perf_counter()
     cancelled = False
     for step in range(steps):
@@ -119,23 +128,28 @@ def optimize(
             break
         if step in starts and step > 0:
             param.set_scale(starts[step])
-            opt = torch.optim.Adam(param.parameters(), lr=lr)
+            opt = optimizer(param.parameters())
         opt.zero_grad(set_to_none=True)
-        x = param()
-        if transforms is not None:
-            x = transforms(x, rng)
+        image = param()
+        x = transforms(image, rng) if transforms is not None else image
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast_context(device, precision):
             acts = model(x)
-        loss, act = objective(acts)
-        loss.backward()
+        acts.image = image
+        value = objective(acts).float()
+        (-value.sum()).backward()
         opt.step()
         param.after_step()
-        history.append(act.float().cpu().numpy())
-        if callback is not None and ((step + 1) % every == 0 or step + 1 == steps):
-            callback(StepInfo(step + 1, steps, history[-1], np.stack(history), time.perf_counter() - start, param))
+        with torch.no_grad():
+            act = objective.report(acts, value.detach()).float().cpu().numpy()
+        if history is None:
+            history = np.zeros((steps, act.shape[0]), np.float32)
+        history[step] = act
+        done = step + 1
+        if callback is not None and (done % every == 0 or done == steps):
+            callback(StepInfo(done, steps, history[step], history[:done], time.perf_counter() - start, param))
     with torch.no_grad():
         images = param.full_image().detach().float().cpu()
-    hist = np.stack(history).astype(np.float32) if history else np.zeros((0, images.shape[0]), np.float32)
-    return OptimizeResult(images, hist, len(history), cancelled, time.perf_counter() - start)
+    hist = history[:done].copy() if history is not None else np.zeros((0, images.shape[0]), np.float32)
+    return OptimizeResult(images, hist, done, cancelled, time.perf_counter() - start)

@@ -5,6 +5,7 @@ Each image of the batch owns a ``torch.Generator`` so its start does not depend 
 
 from __future__ import annotations
 
+import contextlib
 
 import torch
 import torch.nn.functional as F
@@ -38,22 +39,31 @@ class Parameterization(nn.Module):
         return self()
 
 
-class PixelImage(Parameterization):
-    """Raw pixels, started as faint uniform noise around mid-grey and clamped to [0, 1] after each step.
+# ------------------------------------------------------------------------------ spatial parameterizations
+class Spatial(nn.Module):
+    """An unbounded (B, 3, n, n) image: the free parameters of a :class:`NaturalImage`."""
 
-    This is the seed's naive parameterization: every pixel is free, so high frequencies dominate the gradient.
-    """
+    size: int
+
+    def set_scale(self, scale: float) -> bool:
+        return scale == 1.0
+
+    @contextlib.contextmanager
+    def at_full_size(self):
+        yield
+
+
+class PixelImage(Spatial):
+    """Raw pixels, started as faint uniform noise around mid-grey (the seed's naive parameterization: every pixel
+    is free, so high frequencies dominate the gradient)."""
 
     def __init__(self, gens: list[torch.Generator], size: int, low: float = 0.4, high: float = 0.6):
         super().__init__()
+        self.size = size
         self.pixels = nn.Parameter(low + (high - low) * _rand(gens, (3, size, size)))
 
     def forward(self) -> torch.Tensor:
         return self.pixels
-
-    @torch.no_grad()
-    def after_step(self) -> None:
-        self.pixels.clamp_(0.0, 1.0)
 
 
 def rfft2d_freqs(h: int, w: int) -> torch.Tensor:
@@ -63,17 +73,16 @@ def rfft2d_freqs(h: int, w: int) -> torch.Tensor:
     return torch.sqrt(fx * fx + fy * fy)
 
 
-class FourierImage(Parameterization):
-    """Lucid's parameterization: a Fourier spectrum scaled by 1/frequency (so every frequency learns at a similar
-    rate), in a decorrelated colour space, squashed by a sigmoid into [0, 1].
+class FFTImage(Spatial):
+    """Lucid's spatial parameterization: a Fourier spectrum scaled by 1/frequency, so every frequency learns at a
+    similar rate.
 
     ``set_scale(s)`` renders a smaller image of side ``s * size`` from the spectrum's low-frequency block alone
     (the same picture, low-passed and resampled): optimizing at a coarse scale first costs a fraction of the
     pixels and only ever moves the low frequencies, so structure forms before detail.
     """
 
-    def __init__(self, gens: list[torch.Generator], size: int, sd: float = 0.01, decay_power: float = 1.0,
-                 decorrelate: bool = True):
+    def __init__(self, gens: list[torch.Generator], size: int, sd: float = 0.01, decay_power: float = 1.0):
         super().__init__()
         self.size = size
         self.render_size = size
@@ -81,18 +90,23 @@ class FourierImage(Parameterization):
         scale = 1.0 / torch.clamp(freqs, min=1.0 / size) ** decay_power
         self.register_buffer("scale", scale[None, None, :, :, None])
         self.spectrum = nn.Parameter(_randn(gens, (3, *freqs.shape, 2)) * sd)
-        self.decorrelate = decorrelate
-        self.register_buffer("color", COLOR_CORRELATION.clone())
+
+    @torch.no_grad()
+    def set_image(self, image: torch.Tensor) -> None:
+        """Start from ``image`` (B or 1, 3, size, size), unbounded: the exact inverse of ``forward``."""
+        spec = torch.view_as_real(torch.fft.rfft2(image.float() * 4.0, norm="ortho"))
+        self.spectrum.copy_((spec / self.scale).expand_as(self.spectrum))
 
     def set_scale(self, scale: float) -> bool:
         n = self.size if scale >= 1 else max(16, 2 * round(self.size * scale / 2))
         self.render_size = min(n, self.size)
         return True
 
-    def full_image(self) -> torch.Tensor:
+    @contextlib.contextmanager
+    def at_full_size(self):
         n, self.render_size = self.render_size, self.size
         try:
-            return self()
+            yield
         finally:
             self.render_size = n
 
@@ -112,14 +126,92 @@ class FourierImage(Parameterization):
     def forward(self) -> torch.Tensor:
         spec = torch.view_as_complex(self._spectrum().contiguous())
         n = self.render_size
-        img = torch.fft.irfft2(spec, s=(n, n), norm="ortho") / 4.0
-        if self.decorrelate:
-            img = torch.einsum("bchw,dc->bdhw", img, self.color)
-        return torch.sigmoid(img)
+        return torch.fft.irfft2(spec, s=(n, n), norm="ortho") / 4.0
+
+
+# ----------------------------------------------------------------------------------- colour and squash
+class ColorDecorrelation(nn.Module):
+    """Decorrelated colour space -> RGB, with the square root of ImageNet's colour correlation (Lucid)."""
+
+    def __init__(self, matrix: torch.Tensor = COLOR_CORRELATION):
+        super().__init__()
+        self.register_buffer("matrix", matrix.clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("bchw,dc->bdhw", x, self.matrix)
+
+    def inverse(self, rgb: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("bchw,dc->bdhw", rgb, torch.linalg.inv(self.matrix))
+
+
+SQUASHES: dict[str, tuple] = {  # name -> (into [0, 1], its inverse)
+    "sigmoid": (torch.sigmoid, lambda y: torch.logit(y.clamp(1e-3, 1 - 1e-3))),
+    "none": (lambda x: x, lambda y: y),
+}
+
+
+class NaturalImage(Parameterization):
+    """``squash(decorrelate(spatial()))``: a spatial parameterization, a colour decorrelation and a squash into
+    [0, 1], each a separate piece (as Captum's ``NaturalImage``).
+
+    ``clamp=True`` projects the result into [0, 1] after every step instead (for an unsquashed pixel image).
+    """
+
+    def __init__(self, spatial: Spatial, decorrelate: ColorDecorrelation | None = None, squash: str = "sigmoid",
+                 clamp: bool = False):
+        super().__init__()
+        self.spatial, self.decorrelate, self.squash_name = spatial, decorrelate, squash
+        self.squash, self.unsquash = SQUASHES[squash]
+        self.clamp = clamp
+
+    def forward(self) -> torch.Tensor:
+        x = self.spatial()
+        if self.decorrelate is not None:
+            x = self.decorrelate(x)
+        return self.squash(x)
+
+    def set_scale(self, scale: float) -> bool:
+        return self.spatial.set_scale(scale)
+
+    def full_image(self) -> torch.Tensor:
+        with self.spatial.at_full_size():
+            return self()
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        if self.clamp:
+            for p in self.spatial.parameters():
+                p.clamp_(0.0, 1.0)
+
+    @torch.no_grad()
+    def start_from(self, image: torch.Tensor) -> None:
+        """Start the optimization at ``image`` (1 or B, 3, H, W) in [0, 1] instead of noise (accentuation)."""
+        side = self.spatial.size
+        x = image.float()
+        if x.shape[-2:] != (side, side):
+            x = F.interpolate(x, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
+        x = self.unsquash(x)
+        if self.decorrelate is not None:
+            x = self.decorrelate.inverse(x)
+        if isinstance(self.spatial, FFTImage):
+            self.spatial.set_image(x)
+        else:
+            next(self.spatial.parameters()).copy_(x.expand_as(next(self.spatial.parameters())))
+
+
+def fourier_image(gens: list[torch.Generator], size: int, sd: float = 0.01) -> NaturalImage:
+    """The modern default: a 1/f-scaled Fourier spectrum, decorrelated colour, sigmoid."""
+    return NaturalImage(FFTImage(gens, size, sd=sd), ColorDecorrelation(), "sigmoid")
+
+
+def pixel_image(gens: list[torch.Generator], size: int) -> NaturalImage:
+    """The seed's naive image: free pixels, clamped to [0, 1] after every step."""
+    return NaturalImage(PixelImage(gens, size), None, "none", clamp=True)
 
 
 def make_generators(seed: int, keys: list[int]) -> list[torch.Generator]:
-    """One CPU generator per image, seeded from (seed, key) so an image is the same in any batch."""
+    """One CPU generator per image, seeded from (seed, key) so an image is the same in any batch. A render keys
+    image k of a channel's view by ``channel + k * IMAGE_KEY`` (image 0: the channel itself)."""
     gens = []
     for key in keys:
         g = torch.Generator()
@@ -128,3 +220,6 @@ def make_generators(seed: int, keys: list[int]) -> list[torch.Generator]:
     return gens
 
 
+
+
+IMAGE_KEY = 1 << 20  # > any channel number: the k-th image of a view draws its own start

@@ -1,10 +1,10 @@
-"""``render()``: many channels of one layer in one batch, each image optimizing its own channel."""
+"""``render()``: many channels of one layer in one batch, each image optimizing its own channel's view."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -14,33 +14,38 @@ from .errors import VizError
 from .layers import get_layer
 from .methods import METHODS, Method
 from .model import VGGFeatures, load_model
-from .objectives import channel_maps
-from .optimize import Cancel, StepInfo, optimize, to_uint8
-from .param import make_generators
+from .optimize import Cancel, Optimizer, StepInfo, adam, optimize, to_uint8
+from .param import IMAGE_KEY, make_generators
+from .probe import Probe
 from .settings import RenderSettings, check_channels
 from .transforms import BatchRNG
+from .views import View, parse_view, photo_digest, view_objective
 
 
 @dataclass
 class RenderResult:
-    """Images, the per-step objective of each image, and everything needed to reproduce them."""
+    """Images, the per-step objective of each image, and everything needed to reproduce them.
+
+    Image i is filed under ``channels[i]``: one image per channel, or several per channel for the views that
+    make several (diversity, interpolating mixes), channel by channel."""
 
     settings: RenderSettings
     channels: list[int]
     images: np.ndarray  # (B, H, W, 3) uint8
-    history: np.ndarray  # (steps_done, B) float32: objective activation per step
+    history: np.ndarray  # (steps_done, B) float32: what the objective reports per step (the channel mean by default)
     final_activation: np.ndarray  # (B,) pre-ReLU channel mean of the final, untransformed image
     seconds: float
     steps_done: int
     cancelled: bool
     device: str
-    meta: dict = field(default_factory=dict)
+    objective: str = ""  # the objective's description
 
     def record(self, i: int) -> dict:
         """One image's JSON-ready summary."""
         return {
             **self.settings.to_dict(),
             "channel": self.channels[i],
+            "objective": self.objective,
             "final_activation": float(self.final_activation[i]),
             "steps_done": self.steps_done,
             "cancelled": self.cancelled,
@@ -59,6 +64,20 @@ def channel_activation(model: VGGFeatures, layer: str, images: torch.Tensor, cha
     return channel_maps(acts, torch.tensor(channels)).mean(dim=(1, 2)).float().cpu().numpy()
 
 
+def channel_maps(acts: torch.Tensor, channels: torch.Tensor) -> torch.Tensor:
+    """(B, C, h, w) -> (B, h, w): image i's map of channel ``channels[i]``."""
+    return acts[torch.arange(acts.shape[0], device=acts.device), channels.to(acts.device)]
+
+
+def start_tensor(view: View, start: np.ndarray | None) -> torch.Tensor | None:
+    """The accent view's start photo as (1, 3, H, W) in [0, 1], checked against the digest in the view."""
+    if view.kind != "accent":
+        return None
+    if start is None or photo_digest(start) != view.start:
+        raise VizError("the accent view's start photo is missing or is not the one its settings name")
+    return torch.from_numpy(np.array(start, dtype=np.uint8)).permute(2, 0, 1)[None].float().div(255)
+
+
 def render(
     settings: RenderSettings,
     channels: list[int] | int,
@@ -69,34 +88,43 @@ def render(
     notice: Callable[[str], None] | None = None,
     channels_last: bool | None = None,
     recipe: Method | None = None,
+    start: np.ndarray | None = None,
+    optimizer: Optimizer | None = None,
 ) -> RenderResult:
-    """Render one image per channel of ``settings.layer`` with ``settings.method``.
+    """Render ``settings.view`` of each channel of ``settings.layer`` with ``settings.method``, in one batch.
 
-    Each image's start and random transforms come from its own generator seeded by (seed, channel), so the
-    same seed and settings give the same image on the same device, whatever else is in the batch.
-    ``recipe`` overrides the method's recipe (the benchmark uses it to time variants of the default).
+    Each image's start and random transforms come from its own generator seeded by (seed, channel, image of the
+    view), so the same seed and settings give the same image on the same device, whatever else is in the batch.
+    ``recipe`` overrides the method's recipe (the benchmark times variants of the default); ``start`` is the
+    accent view's photo (H, W, 3) uint8; ``optimizer`` replaces Adam at the settings' learning rate.
     """
-    chans = check_channels(settings.layer, channels)
+    view = parse_view(settings.view, settings.layer)
+    chans = [view.primary] if view.primary is not None else check_channels(settings.layer, channels)
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     if channels_last is None:
         channels_last = dev.type == "cpu"
     recipe = recipe or METHODS[settings.method]
     model = load_model(settings.weights, dev, channels_last=channels_last, notice=notice)
-    # the cut computes only this batch's channels at its last conv: image i reads output i
-    cut = model.cut(get_layer(settings.layer), relu=settings.activation == "post", channels=chans)
-    gens = make_generators(settings.seed, chans)
+    per = view.images_per_channel()
+    each = [c for c in chans for _ in range(per)]
+    objective, filed = view_objective(view, settings.layer, chans, recipe.make_objective(settings.layer, each),
+                                      start_tensor(view, start))
+    probe = Probe(model, objective.reads, relu=settings.activation == "post")
+    gens = make_generators(settings.seed, [c + k * IMAGE_KEY for c in chans for k in range(per)])
     param = recipe.make_param(gens, settings.size)
-    start = time.perf_counter()
+    if view.kind == "accent":
+        param.start_from(start_tensor(view, start))
+    begin = time.perf_counter()
     out = optimize(
-        cut, param, recipe.make_objective(list(range(len(chans)))), recipe.make_transforms(), BatchRNG(gens),
-        settings.steps, settings.lr, precision=settings.precision, channels_last=channels_last,
+        probe, param, objective, recipe.make_transforms(), BatchRNG(gens), settings.steps,
+        optimizer or adam(settings.lr), precision=settings.precision, channels_last=channels_last,
         callback=callback, every=every, cancel=cancel, octaves=recipe.octaves,
     )
-    final = channel_activation(model, settings.layer, out.images, chans)
+    final = channel_activation(model, settings.layer, out.images, filed)
     if not (np.isfinite(final).all() and np.isfinite(out.history).all()):
         raise VizError(f"the render of {settings.layer} diverged: its activations became NaN or infinite "
                        f"(weights {settings.weights!r} may not be trained VGG16 weights)")
     return RenderResult(
-        settings, chans, to_uint8(out.images), out.history, final, time.perf_counter() - start,
-        out.steps_done, out.cancelled, str(dev),
+        settings, filed, to_uint8(out.images), out.history, final, time.perf_counter() - begin,
+        out.steps_done, out.cancelled, str(dev), objective.description,
     )

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .images import atomic_write, png_bytes
+from .files import atomic_write
+from .images import png_bytes
 
 FORMAT = 2  # 1 stored snapshots as hex PNGs inside the JSON
 

@@ -35,9 +35,14 @@ class RenderSettings:
     activation: str = "pre"
     precision: str = "fp32"
     recipe: int = 1  # the method's recipe version (Method.version): results of an older recipe are stale
+    view: str = "channel"  # what is rendered (viz.views): its canonical description
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The settings as recorded; the default view is left out, so records made before views still match."""
+        d = asdict(self)
+        if d["view"] == "channel":
+            del d["view"]
+        return d
 
 
 def _int(name: str, value: object, lo: int, hi: int, hint: str = "") -> int:
@@ -77,9 +82,14 @@ def default_precision(device: torch.device) -> str:
 def make_settings(layer: object, method: object = DEFAULT_METHOD, size: object = DEFAULT_SIZE,
                   steps: object = DEFAULT_STEPS, lr: object = None, seed: object = 0, weights: str | None = None,
                   activation: object = None, precision: object = "auto",
-                  device: torch.device | None = None) -> RenderSettings:
-    """Validate every user-supplied value; raise :class:`VizError` with one line on the first bad one."""
+                  device: torch.device | None = None, view: object = "channel") -> RenderSettings:
+    """Validate every user-supplied value; raise :class:`VizError` with one line on the first bad one.
+
+    ``view`` is a :class:`~viz.views.View` or its description (``channel``, ``neuron(x=0.2,y=0.5)``, ...)."""
+    from .views import View, parse_view
+
     lay = get_layer(layer)
+    view_s = view.describe() if isinstance(view, View) else parse_view(str(view), lay.name).describe()
     if not isinstance(method, str) or method not in METHODS:
         raise VizError(f"unknown method {str(method)[:20]!r}: choose {' or '.join(METHODS)}")
     recipe = METHODS[method]
@@ -94,7 +104,7 @@ def make_settings(layer: object, method: object = DEFAULT_METHOD, size: object =
         raise VizError(f"precision must be one of {', '.join(PRECISIONS)}, got {str(precision)[:20]!r}")
     prec = default_precision(device or torch.device("cpu")) if precision == "auto" else str(precision)
     return RenderSettings(lay.name, method, size_i, steps_i, lr_f, seed_i, resolve_weights_name(weights), str(act), prec,
-                          recipe.version)
+                          recipe.version, view_s)
 
 
 def check_channels(layer: str, channels: object) -> list[int]:

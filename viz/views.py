@@ -1,0 +1,237 @@
+"""Views: the ways to look at a channel, each an objective built from :mod:`viz.objectives`.
+
+A view is written as one canonical string, stored in :class:`~viz.settings.RenderSettings` (so the result cache and
+the gallery keep views apart) and parsed back with :func:`parse_view`:
+
+- ``channel``: the channel's mean (the method's own objective);
+- ``neuron(x=0.5,y=0.5)``: the channel at one position, in fractions of the map;
+- ``negative``: what the channel hates (minus its mean);
+- ``diversity(n=4,w=1)``: ``n`` different images of the channel, pushed apart by Lucid's Gram-matrix diversity at a
+  lower layer;
+- ``mix(104+0.5*25)``: a weighted sum of channels; ``mix(104~25,n=5)``: ``n`` images interpolating from one channel
+  to another;
+- ``accent(<photo digest>,w=1)``: start from a photo and stay close to it while the channel grows (feature
+  accentuation, Hamblin et al. 2024; Microscope's caricatures).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+
+from .errors import VizError
+from .layers import LAYER_NAMES, get_layer, parse_channel
+from .objectives import Objective, channel, diversity, neuron, stay_close
+
+KINDS = ("channel", "neuron", "negative", "diversity", "mix", "accent")
+MAX_COUNT = 16
+_TERM = re.compile(r"\s*([+-]?)\s*(?:([0-9]*\.?[0-9]+)\s*\*\s*)?([0-9]{1,4})\s*")
+
+
+@dataclass(frozen=True)
+class View:
+    kind: str = "channel"
+    count: int = 1  # images per channel (diversity, interpolation)
+    x: float = 0.5
+    y: float = 0.5
+    terms: tuple[tuple[int, float], ...] = ()  # mix: (channel, weight)
+    to: int | None = None  # mix interpolation: from terms[0] to this channel
+    start: str = ""  # accent: the start photo's digest
+    weight: float = 1.0  # diversity / accent: the extra term's weight, relative to the channel's own scale
+
+    def describe(self) -> str:
+        k = self.kind
+        if k in ("channel", "negative"):
+            return k
+        if k == "neuron":
+            return f"neuron(x={self.x:g},y={self.y:g})"
+        if k == "diversity":
+            return f"diversity(n={self.count},w={self.weight:g})"
+        if k == "mix":
+            if self.to is not None:
+                return f"mix({self.terms[0][0]}~{self.to},n={self.count})"
+            body = "+".join(f"{w:g}*{c}" if w != 1 else str(c) for c, w in self.terms).replace("+-", "-")
+            return f"mix({body})"
+        return f"accent({self.start},w={self.weight:g})"
+
+    @property
+    def primary(self) -> int | None:
+        """The channel a mix is filed under (its first term)."""
+        return self.terms[0][0] if self.terms else None
+
+    def images_per_channel(self) -> int:
+        return self.count if self.kind in ("diversity", "mix") else 1
+
+
+def parse_mix(text: str, layer: str) -> tuple[tuple[tuple[int, float], ...], int | None]:
+    """``104+0.5*25-3`` -> ((104, 1), (25, 0.5), (3, -1)); ``104~25`` -> ((104, 1),), 25."""
+    lay = get_layer(layer)
+    text = str(text).strip()
+    if "~" in text:
+        a, _, b = text.partition("~")
+        return ((parse_channel(lay, a.strip()), 1.0),), parse_channel(lay, b.strip())
+    terms, pos = [], 0
+    while pos < len(text):
+        m = _TERM.match(text, pos)
+        if not m or m.end() == pos or (terms and not m.group(1)):
+            raise VizError(f"cannot read the mix {text[:40]!r}: write it like 104+0.5*25 or 104~25")
+        sign = -1.0 if m.group(1) == "-" else 1.0
+        terms.append((parse_channel(lay, m.group(3)), sign * float(m.group(2) or 1)))
+        pos = m.end()
+    if not terms:
+        raise VizError("give a mix of channels, like 104+0.5*25")
+    return tuple(terms), None
+
+
+def parse_view(text: str, layer: str) -> View:
+    """The canonical string (or a bare kind name) -> :class:`View`; one line on anything else."""
+    text = str(text).strip()
+    m = re.fullmatch(r"([a-z]+)(?:\((.*)\))?", text)
+    if not m or m.group(1) not in KINDS:
+        raise VizError(f"unknown view {text[:30]!r}: choose {', '.join(KINDS)}")
+    kind, body = m.group(1), m.group(2) or ""
+    args: dict[str, str] = {}
+    head = ""
+    for part in [p for p in body.split(",") if p.strip()]:
+        k, eq, v = part.partition("=")
+        if eq:
+            args[k.strip()] = v.strip()
+        else:
+            head = part.strip()
+    try:
+        if kind == "neuron":
+            return make_view(kind, layer, x=args.get("x", 0.5), y=args.get("y", 0.5))
+        if kind == "diversity":
+            return make_view(kind, layer, count=args.get("n", 4), weight=args.get("w", 1.0))
+        if kind == "mix":
+            return make_view(kind, layer, mix=head, count=args.get("n", 1))
+        if kind == "accent":
+            return make_view(kind, layer, start=head, weight=args.get("w", 1.0))
+    except ValueError:
+        raise VizError(f"cannot read the view {text[:40]!r}") from None
+    return View(kind)
+
+
+def _frac(name: str, v) -> float:
+    try:
+        f = float(str(v).strip())
+    except ValueError:
+        raise VizError(f"{name} must be a number between 0 and 1, got {str(v)[:20]!r}") from None
+    if not 0.0 <= f <= 1.0:
+        raise VizError(f"{name} must be between 0 and 1 (a fraction of the map), got {f:g}")
+    return f
+
+
+def make_view(kind: str, layer: str, count=None, x=None, y=None, mix=None, start: str = "",
+              weight=None) -> View:
+    """Validate a view's options; one line on a bad combination."""
+    if kind not in KINDS:
+        raise VizError(f"unknown view {str(kind)[:20]!r}: choose {', '.join(KINDS)}")
+    try:
+        n = 1 if count is None else int(str(count).strip())
+        w = 1.0 if weight is None else float(weight)
+    except ValueError:
+        raise VizError("count must be a whole number and weight a number") from None
+    if kind not in ("diversity", "mix") and n != 1:
+        raise VizError(f"--count is for the diversity view and interpolating mixes, not {kind}")
+    if (x is not None or y is not None) and kind != "neuron" and (x, y) != (0.5, 0.5):
+        raise VizError("--x and --y are for the neuron view")
+    if mix is not None and kind != "mix" and str(mix).strip():
+        raise VizError("a channel mix like 104+0.5*25 needs the mix view")
+    if start and kind != "accent":
+        raise VizError("a start photo is for the accent view")
+    if not (w > 0 and w < 1e3):
+        raise VizError(f"weight must be above 0 and below 1000, got {w:g}")
+    if kind == "neuron":
+        return View(kind, x=_frac("x", 0.5 if x is None else x), y=_frac("y", 0.5 if y is None else y))
+    if kind == "diversity":
+        n = 4 if count is None else n
+        if not 2 <= n <= MAX_COUNT:
+            raise VizError(f"diversity needs between 2 and {MAX_COUNT} images, got {n}")
+        return View(kind, count=n, weight=w)
+    if kind == "mix":
+        terms, to = parse_mix(mix or "", layer)
+        if to is None and n != 1:
+            raise VizError("--count N with a mix interpolates: write the channels as A~B")
+        if to is not None and not 2 <= n <= MAX_COUNT:
+            raise VizError(f"an interpolation needs between 2 and {MAX_COUNT} images (--count), got {n}")
+        return View(kind, count=n, terms=terms, to=to)
+    if kind == "accent":
+        if not re.fullmatch(r"[0-9a-f]{8,64}", start or ""):
+            raise VizError("the accent view starts from a photo: give one (--start PHOTO)")
+        return View(kind, start=start, weight=w)
+    return View(kind)
+
+
+def photo_digest(image) -> str:
+    """A short digest of a photo's pixels (H, W, 3) uint8: how the accent view names its start."""
+    import hashlib
+
+    import numpy as np
+
+    arr = np.ascontiguousarray(image, dtype=np.uint8)
+    return hashlib.sha256(str(arr.shape).encode() + arr.tobytes()).hexdigest()[:16]
+
+
+def diversity_layer(layer: str) -> str:
+    """Where the diversity term compares images: a few convs below the target (Lucid: a lower layer)."""
+    i = LAYER_NAMES.index(get_layer(layer).name)
+    return LAYER_NAMES[max(0, i - 3)]
+
+
+def _relative(base: Objective, extra: Objective, w: float, description: str) -> Objective:
+    """``base + w * s * extra`` where ``s`` is the size of base's value (detached, at least 1): the extra term
+    weighs the same against any channel, whatever its activation scale."""
+
+    def fn(acts):
+        b = base(acts)
+        return b + w * b.detach().abs().clamp(min=1.0) * extra(acts)
+
+    from .objectives import merge_reads
+
+    return Objective(fn, description, merge_reads(base.reads, extra.reads), report=base)
+
+
+def view_objective(view: View, layer: str, channels: list[int], base: Objective,
+                   start: torch.Tensor | None = None) -> tuple[Objective, list[int]]:
+    """The objective of ``view`` for ``channels`` (one image per channel and per view image) and the channel
+    each image is filed under. ``base`` is the method's own objective for the per-image channels (the
+    ``channel`` view)."""
+    per = view.images_per_channel()
+    chans = [c for c in channels for _ in range(per)]
+    if view.kind == "channel":
+        return base, chans
+    if view.kind == "negative":
+        return -channel(layer, chans), chans
+    if view.kind == "neuron":
+        return neuron(layer, chans, x=view.x, y=view.y), chans
+    if view.kind == "diversity":
+        groups = torch.tensor([i // per for i in range(len(chans))])
+        div = diversity(diversity_layer(layer))
+        grouped = Objective(lambda a: _within(div, a, groups), f"{div.description} within each channel", div.reads)
+        return _relative(channel(layer, chans), grouped, view.weight, f"channel + {view.weight:g} * {grouped.description}"), chans
+    if view.kind == "mix":
+        if view.to is not None:
+            t = torch.tensor([k / (per - 1) for _ in channels for k in range(per)])
+            a, b = view.terms[0][0], view.to
+            return (1 - t) * channel(layer, a) + t * channel(layer, b), [a] * len(chans)
+        terms = [channel(layer, c) if w == 1 else w * channel(layer, c) for c, w in view.terms]
+        return Objective.sum(terms), [view.terms[0][0]] * len(chans)
+    if start is None:
+        raise VizError("the accent view needs its start photo")
+    close = stay_close(start, view.start)
+    return _relative(channel(layer, chans), close, view.weight, f"channel + {view.weight:g} * {close.description}"), chans
+
+
+def _within(div: Objective, acts, groups: torch.Tensor) -> torch.Tensor:
+    """The diversity term computed separately for each group of images (one group per channel)."""
+    from .probe import Activations
+
+    out = torch.zeros(len(groups), device=acts.device)
+    for g in groups.unique().tolist():
+        idx = (groups == g).nonzero().flatten().to(acts.device)
+        sub = Activations({k: v[idx] for k, v in acts.maps.items()}, acts.index, acts.image[idx])
+        out = out.index_put((idx,), div(sub))
+    return out
