@@ -1,35 +1,49 @@
-"""Compare: the seed's naive method and the modern default on the same channel, side by side."""
+"""Compare: any two recipes or views of the same channel side by side (by default the seed's naive method and the
+modern default)."""
 
 import numpy as np
 import streamlit as st
 
 from app_pages._shared import (PERSIST, app_words, estimate_line, follow, generation_page, job_progress, layer_picker,
                                manager, remember_link, session_id, show_metrics)
-from viz import VizError, get_layer, make_settings, parse_channel
+from viz import DEFAULT_METHOD, METHODS, VizError, get_layer, make_settings, parse_channel
 from viz.figures import curve_figure
 from viz.jobs import JobSpec
 from viz.metrics import summarize
 from viz.settings import MAX_SIZE, MAX_STEPS, MIN_SIZE
+from viz.views import LABELS as VIEW_LABELS
+
+SIMPLE_VIEWS = ["channel", "neuron", "negative", "diversity"]  # the views that need no more than a channel
 
 ss = st.session_state
 dev, _, _ = generation_page(
-    "Compare methods", "Left: the original naive method (pixel noise, MSE to an unreachable target, post-ReLU). "
-    "Right: the modern default (Fourier, decorrelated colour, transformation robustness).", "cmp")
+    "Compare", "Two ways of rendering the same channel, side by side. By default, left: the original naive method "
+    "(pixel noise, MSE to an unreachable target, post-ReLU); right: the modern default (Fourier, decorrelated "
+    "colour, transformation robustness). Pick any method and view on either side.", "cmp")
 
 c = st.columns([1.4, 1, 1, 1])
 layer = layer_picker("Layer", key="cmp_layer", container=c[0])
 channel = c[1].number_input("Channel", step=1, key="cmp_channel", **PERSIST)
 size = c[2].number_input("Size (px)", step=16, key="cmp_size", help=f"{MIN_SIZE}-{MAX_SIZE} px", **PERSIST)
 steps = c[3].number_input("Steps", step=32, key="cmp_steps", help=f"1-{MAX_STEPS}", **PERSIST)
-snaps = st.multiselect("Also show the modern image at steps", [8, 16, 32, 64, 128, 256, 512],
+SIDES = {"left": ("seed", "channel"), "right": (DEFAULT_METHOD, "channel")}
+choice = {}
+for col, (side, (method0, view0)) in zip(st.columns(2), SIDES.items()):
+    a, b = col.columns(2)
+    method = a.selectbox(f"{side.title()}: method", list(METHODS), index=list(METHODS).index(method0),
+                         key=f"cmp_{side}_method", **PERSIST)
+    view = b.selectbox(f"{side.title()}: view", SIMPLE_VIEWS, index=SIMPLE_VIEWS.index(view0),
+                       format_func=VIEW_LABELS.get, key=f"cmp_{side}_view", **PERSIST)
+    choice[side] = (method, view)
+snaps = st.multiselect("Also show the right image at steps", [8, 16, 32, 64, 128, 256, 512],
                        default=[16, 32, 64], key="cmp_snaps", **PERSIST)
 
 specs = []
 try:
     ch = parse_channel(get_layer(layer), channel)
-    for method in ("seed", "fourier"):
-        settings = make_settings(layer, method, size, steps, None, 0, ss.get("g_weights"))
-        snap_steps = tuple(s for s in snaps if s < steps) if method == "fourier" else ()
+    for side, (method, view) in choice.items():
+        settings = make_settings(layer, method, size, steps, None, 0, ss.get("g_weights"), view=view)
+        snap_steps = tuple(s for s in snaps if s < steps) if side == "right" else ()
         specs.append(JobSpec(settings, ch, dev, snap_steps))
     estimate_line(specs)
 except VizError as exc:
@@ -40,7 +54,7 @@ go = st.button("Render both", type="primary", icon=":material/play_arrow:", key=
 if go and specs:
     try:
         jobs = manager().submit_many(specs, session=session_id(), tag="compare")
-        ss["cmp_jobs"] = {spec.settings.method: job.id for spec, job in zip(specs, jobs)}
+        ss["cmp_jobs"] = {side: job.id for side, job in zip(choice, jobs)}
         s = specs[0].settings
         remember_link("cmp", layer=s.layer, channel=specs[0].channel, size=s.size, steps=s.steps)
     except VizError as exc:
@@ -60,10 +74,12 @@ def render_compare(tick: int = 0) -> bool:
         return True
     cols = st.columns(2)
     curves, nat = {}, None
-    for col, method in zip(cols, ("seed", "fourier")):
-        job = jobs.get(method)
+    for col, side in zip(cols, ("left", "right")):
+        job = jobs.get(side)
         if job is None:
             continue
+        s = job.settings
+        method = f"{s.method}" + ("" if s.view == "channel" else f" · {s.view}")
         with col:
             st.markdown(f"#### {method}")
             if job.state == "error":
@@ -82,15 +98,15 @@ def render_compare(tick: int = 0) -> bool:
                 show_metrics(summarize(r.image, np.array(r.history), r.final_activation, nat), r.seconds,
                              curve_last=r.history[-1] if r.history else None)
             if job.history:
-                curves[method] = (range(1, len(job.history) + 1), job.history)
+                curves[f"{side}: {method}"] = (range(1, len(job.history) + 1), job.history)
     if curves:
         st.plotly_chart(curve_figure(curves, nat, title="Objective per step"), key=f"cmp_curve_{tick}")
-    fourier = jobs.get("fourier")
-    if fourier is not None and fourier.snapshots:
-        st.markdown("#### The modern image along the way")
-        steps = sorted(fourier.snapshots)
+    right = jobs.get("right")
+    if right is not None and right.snapshots:
+        st.markdown("#### The right image along the way")
+        steps = sorted(right.snapshots)
         for col, step in zip(st.columns(len(steps)), steps):
-            col.image(fourier.snapshots[step], caption=f"step {step}", width="stretch")
+            col.image(right.snapshots[step], caption=f"step {step}", width="stretch")
     return all(j.finished for j in jobs.values())
 
 

@@ -10,7 +10,12 @@ from viz.figures import curve_figure
 from viz.images import png_bytes
 from viz.jobs import JobSpec
 from viz.metrics import summarize
+from viz.corpus import BUNDLED, bundled, decode, load_rgb
 from viz.settings import MAX_SIZE, MAX_STEPS, MIN_SIZE
+from viz.views import LABELS as VIEW_LABELS
+from viz.views import make_view, start_photo
+
+MAX_MB = 20
 
 ss = st.session_state
 dev, _, _ = generation_page(
@@ -29,10 +34,45 @@ lr = c[2].number_input("Learning rate", value=METHODS[method].lr, step=0.01, for
                        help="above 0, at most 10", **PERSIST)
 seed = c[3].number_input("Seed", value=0, step=1, key="gen_seed", **PERSIST)
 
+kind = st.segmented_control("View", list(VIEW_LABELS), format_func=VIEW_LABELS.get, default="channel",
+                            key="gen_view", **PERSIST) or "channel"
+options: dict = {}
+start_png = b""
+if kind == "neuron":
+    c = st.columns(2)
+    options["x"] = c[0].slider("Position across (fraction of the map)", 0.0, 1.0, 0.5, 0.05, key="gen_x", **PERSIST)
+    options["y"] = c[1].slider("Position down", 0.0, 1.0, 0.5, 0.05, key="gen_y", **PERSIST)
+elif kind == "diversity":
+    c = st.columns(2)
+    options["count"] = c[0].number_input("Images", value=4, step=1, key="gen_count", help="2-16", **PERSIST)
+    options["weight"] = c[1].number_input("Diversity weight", value=1.0, step=0.25, key="gen_dweight",
+                                          help="how hard the images push each other apart", **PERSIST)
+elif kind == "mix":
+    c = st.columns([2, 1])
+    options["mix"] = c[0].text_input("Channels", value=f"{int(channel)}+0.5*25" if channel is not None else "0",
+                                     key="gen_mix", help="a weighted sum like 104+0.5*25, or A~B to interpolate",
+                                     **PERSIST)
+    if "~" in options["mix"]:
+        options["count"] = c[1].number_input("Images", value=5, step=1, key="gen_icount", help="2-16", **PERSIST)
+elif kind == "accent":
+    c = st.columns([1.4, 1, 1])
+    upload = c[0].file_uploader(f"Start from your photo (at most {MAX_MB} MB)", key="gen_upload",
+                                type=["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"])
+    pick = c[1].selectbox("…or a bundled photo", list(BUNDLED), key="gen_pick", **PERSIST,
+                          format_func=lambda n: n.split("/")[-1])
+    options["weight"] = c[2].number_input("Stay close", value=1.0, step=0.25, key="gen_aweight",
+                                          help="how strongly the image stays near the photo", **PERSIST)
+
 spec = None
 try:
-    spec = JobSpec(make_settings(layer, method, size, steps, lr, seed, ss.get("g_weights")),
-                   parse_channel(get_layer(layer), channel), dev)
+    photo = None
+    if kind == "accent":
+        photo = decode(upload.getvalue(), MAX_MB << 20) if upload is not None else load_rgb(bundled().path(pick))
+        photo, options["start"], start_png = start_photo(photo)
+    view = make_view(kind, get_layer(layer).name, **options)
+    spec = JobSpec(make_settings(layer, method, size, steps, lr, seed, ss.get("g_weights"), view=view),
+                   view.primary if view.primary is not None else parse_channel(get_layer(layer), channel), dev,
+                   start=start_png)
     estimate_line([spec])
 except VizError as exc:
     st.error(app_words(exc), icon=":material/error:")
@@ -61,7 +101,7 @@ def render_job(tick: int = 0) -> bool:
             st.image(partial["image"], caption=f"cancelled at step {partial['step']}: the image so far", width=380)
         return True
     s = job.settings
-    st.subheader(f"{s.layer} · channel {job.channel} · {s.method}")
+    st.subheader(f"{s.layer} · channel {job.channel} · {s.method}" + ("" if s.view == "channel" else f" · {s.view}"))
     left, right = st.columns([1, 1.4])
     if not job.finished:
         with right:
@@ -79,7 +119,8 @@ def render_job(tick: int = 0) -> bool:
     summary = summarize(r.image, np.array(r.history), r.final_activation, r.natural)
     caption = f"{job.stopped or 'cancelled'}: the image so far" if job.state == "cancelled" else (
         "from the result cache" if job.cached else f"{s.steps} steps")
-    left.image(r.image, caption=caption, width="stretch")
+    wide = r.image.shape[1] > 1.5 * r.image.shape[0]  # a view's several images side by side
+    (st if wide else left).image(r.image, caption=caption + (f" · {s.view}" if wide else ""), width="stretch")
     left.download_button("Download PNG", png_bytes(r.image),
                          f"{s.weights}_{s.layer}_c{job.channel:04d}_{s.method}.png", "image/png", key="gen_dl")
     with right:

@@ -5,7 +5,7 @@ import streamlit as st
 
 from app_pages._shared import PERSIST, app_words, gallery, layer_picker, load_model_for
 from viz import VizError
-from viz.corpus import BUNDLED, bundled, load_rgb, to_rgb
+from viz.corpus import BUNDLED, bundled, decode, load_rgb
 from viz.photo import overlay, respond
 
 MAX_MB = 20
@@ -28,25 +28,11 @@ image, source = None, pick
 try:
     if upload is not None:
         source = upload.name
-        if upload.size > MAX_MB << 20:
-            raise VizError(f"{upload.name[:60]} is {upload.size / 2**20:.0f} MB: at most {MAX_MB} MB")
-        from io import BytesIO
-
-        from PIL import Image, ImageOps
-
-        try:
-            with Image.open(BytesIO(upload.getvalue())) as im:
-                if im.width * im.height > 50_000_000:
-                    raise VizError(f"{upload.name[:60]} has too many pixels ({im.width} x {im.height})")
-                image = to_rgb(ImageOps.exif_transpose(im))
-        except VizError:
-            raise
-        except Exception as exc:  # Pillow raises many kinds for a broken file
-            raise VizError(f"{upload.name[:60]} is not an image this page can read ({type(exc).__name__})") from None
+        image = decode(upload.getvalue(), MAX_MB << 20)
     else:
         image = load_rgb(bundled().path(pick))
 except VizError as exc:
-    st.warning(app_words(exc), icon=":material/broken_image:")
+    st.warning(f"{source[:60]}: {app_words(exc)}", icon=":material/broken_image:")
     st.stop()
 
 weights = ss.get("g_weights", "oxford")

@@ -131,8 +131,8 @@ def test_compare_renders_both_methods(tiny_gallery):
     at.number_input(key="cmp_steps").set_value(8)
     at.multiselect(key="cmp_snaps").set_value([])
     _submit(at, "Render both")
-    jobs = {m: get_manager().get(i) for m, i in at.session_state["cmp_jobs"].items()}
-    assert set(jobs) == {"seed", "fourier"}
+    jobs = {side: get_manager().get(i) for side, i in at.session_state["cmp_jobs"].items()}
+    assert {side: j.settings.method for side, j in jobs.items()} == {"left": "seed", "right": "fourier"}
     for j in jobs.values():
         wait(j, 120)
     at.run()

@@ -57,9 +57,17 @@ def full_step_seconds(layer: str, size: int) -> float:
     return STEP_SECONDS_128[get_layer(layer).name] * (size / 128) ** 2
 
 
+def view_images(s: RenderSettings) -> int:
+    """Images the settings' view renders at once (diversity and interpolations render several)."""
+    from .views import parse_view
+
+    return parse_view(s.view, s.layer).images_per_channel()
+
+
 def render_seconds(s: RenderSettings) -> float:
-    """Reference-CPU seconds for the optimization itself."""
-    per_step = STEP_OVERHEAD + full_step_seconds(s.layer, s.size) * pixel_share(s.method, s.steps)
+    """Reference-CPU seconds for the optimization itself (a view of N images costs N images' steps)."""
+    n = view_images(s)
+    per_step = STEP_OVERHEAD + n * full_step_seconds(s.layer, s.size) * pixel_share(s.method, s.steps)
     return START_SECONDS + s.steps * per_step
 
 

@@ -9,6 +9,7 @@ corpus: crops are cut from the original file when they are shown.
 from __future__ import annotations
 
 import hashlib
+import io
 import importlib.util
 import json
 from collections.abc import Iterator
@@ -132,16 +133,26 @@ def load_rgb(path: Path) -> np.ndarray:
         size = path.stat().st_size
     except OSError as exc:
         raise VizError(f"unreadable ({exc.strerror})") from None
-    if size == 0:
-        raise VizError("empty file")
     if size > MAX_BYTES:
         raise VizError(f"file too large ({size >> 20} MB)")
     try:
-        with Image.open(path) as im:
+        return decode(path.read_bytes())
+    except OSError as exc:
+        raise VizError(f"unreadable ({exc.strerror})") from None
+
+
+def decode(data: bytes, max_bytes: int = MAX_BYTES) -> np.ndarray:
+    """Image bytes (any format Pillow reads; EXIF orientation applied) as RGB uint8 (H, W, 3), or
+    :class:`VizError` saying in a few words why not: empty, too large, too many pixels, not an image."""
+    if not data:
+        raise VizError("empty file")
+    if len(data) > max_bytes:
+        raise VizError(f"file too large ({len(data) / 2**20:.0f} MB, at most {max_bytes >> 20} MB)")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
             if im.width * im.height > MAX_PIXELS:
                 raise VizError(f"too many pixels ({im.width} x {im.height})")
-            im = ImageOps.exif_transpose(im)
-            return to_rgb(im)
+            return to_rgb(ImageOps.exif_transpose(im))
     except VizError:
         raise
     except Image.DecompressionBombError:

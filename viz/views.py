@@ -109,6 +109,8 @@ def parse_view(text: str, layer: str) -> View:
             return make_view(kind, layer, mix=head, count=args.get("n", 1))
         if kind == "accent":
             return make_view(kind, layer, start=head, weight=args.get("w", 1.0))
+    except VizError:
+        raise
     except ValueError:
         raise VizError(f"cannot read the view {text[:40]!r}") from None
     return View(kind)
@@ -173,6 +175,28 @@ def photo_digest(image) -> str:
 
     arr = np.ascontiguousarray(image, dtype=np.uint8)
     return hashlib.sha256(str(arr.shape).encode() + arr.tobytes()).hexdigest()[:16]
+
+
+START_SIDE = 512  # the accent view's photo is kept at most this large (the render resizes it to its own size)
+
+
+def start_photo(image) -> tuple:
+    """A photo made ready for the accent view: (pixels at most ``START_SIDE`` px, digest, PNG bytes)."""
+    from .examples import thumbnail
+    from .images import png_bytes
+
+    small = thumbnail(image, START_SIDE)
+    return small, photo_digest(small), png_bytes(small)
+
+
+LABELS = {  # for people: what each view shows
+    "channel": "the channel (its mean)",
+    "neuron": "one neuron (one position)",
+    "negative": "negative (what it hates)",
+    "diversity": "diversity (several different images)",
+    "mix": "mix of channels",
+    "accent": "accentuate a photo",
+}
 
 
 def diversity_layer(layer: str) -> str:

@@ -1,0 +1,217 @@
+"""Views (neuron, negative, diversity, mix, accent): engine, settings and keys, CLI and the app's pages."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tests.test_app import _submit, open_page, tiny_gallery  # noqa: F401 (the fixture is used by the app tests)
+from viz import make_settings
+from viz.corpus import load_photo
+from viz.errors import VizError
+from viz.gallery import config_name
+from viz.jobs import JobSpec, get_manager, strip, wait
+from viz.layers import get_layer
+from viz.render import render
+from viz.views import make_view, parse_view, start_photo
+
+LAYER, CH, SIZE, STEPS = "conv4_1", 17, 40, 16
+
+
+def settings(view: str, **kw):
+    return make_settings(LAYER, "fourier", kw.pop("size", SIZE), kw.pop("steps", STEPS), device=torch.device("cpu"),
+                         view=view, **kw)
+
+
+def centre_value(model, image: np.ndarray, channel: int, x: float = 0.5, y: float = 0.5) -> float:
+    from viz.objectives import position
+
+    t = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    m = model.cut(get_layer(LAYER))(t)[0, channel]
+    return float(m[position(m.shape[0], y), position(m.shape[1], x)])
+
+
+@pytest.mark.parametrize("text", ["channel", "negative", "neuron(x=0.25,y=1)", "diversity(n=3,w=2)",
+                                  "mix(104+0.5*25-3)", "mix(104~25,n=5)", "accent(0123456789abcdef,w=0.5)"])
+def test_views_are_written_and_read_back(text):
+    v = parse_view(text, "conv5_1")
+    assert parse_view(v.describe(), "conv5_1") == v
+    if v.kind not in ("mix", "accent"):  # these need their channels or photo
+        assert parse_view(v.kind, "conv5_1").kind == v.kind
+
+
+@pytest.mark.parametrize("kw,msg", [
+    (dict(kind="neuron", count=3), "--count"),
+    (dict(kind="channel", x=0.3), "--x and --y"),
+    (dict(kind="neuron", x="1.5"), "between 0 and 1"),
+    (dict(kind="diversity", count=1), "between 2 and 16"),
+    (dict(kind="mix", mix="104+zz"), "cannot read the mix"),
+    (dict(kind="mix", mix="104+25", count=3), "A~B"),
+    (dict(kind="mix", mix="999"), "out of range"),
+    (dict(kind="accent"), "starts from a photo"),
+    (dict(kind="channel", start="0123456789abcdef"), "accent view"),
+    (dict(kind="diversity", weight="nan"), "weight"),
+    (dict(kind="magic"), "unknown view"),
+])
+def test_bad_view_combinations_say_one_line(kw, msg):
+    with pytest.raises(VizError, match=msg):
+        make_view(kw.pop("kind"), "conv5_1", **kw)
+
+
+def test_views_never_share_a_result_or_a_gallery():
+    views = ["channel", "negative", "neuron(x=0.5,y=0.5)", "neuron(x=0.2,y=0.5)", "diversity(n=2,w=1)"]
+    all_settings = [settings(v) for v in views]
+    assert len({config_name(s) for s in all_settings}) == len(views)
+    assert len({JobSpec(s, CH).key for s in all_settings}) == len(views)
+    assert "view" not in settings("channel").to_dict()  # records made before views still match
+    assert config_name(settings("channel")) == f"fourier-{SIZE}px-{STEPS}st"
+
+
+def test_neuron_raises_its_own_position_more_than_the_channel_view_does(model):
+    n = render(settings("neuron(x=0.25,y=0.25)"), [CH], "cpu")
+    c = render(settings("channel"), [CH], "cpu")
+    assert centre_value(model, n.images[0], CH, 0.25, 0.25) > centre_value(model, c.images[0], CH, 0.25, 0.25)
+    assert n.history[-1, 0] > n.history[0, 0]
+
+
+def test_negative_lowers_the_channel(model):
+    neg = render(settings("negative"), [CH], "cpu")
+    pos = render(settings("channel"), [CH], "cpu")
+    assert neg.final_activation[0] < 0 < pos.final_activation[0]
+    assert neg.final_activation[0] < pos.final_activation[0] - 1
+
+
+def test_diversity_gives_different_images_of_one_channel():
+    r = render(settings("diversity(n=3,w=1)"), [CH], "cpu")
+    plain = render(settings("channel"), [CH], "cpu")
+    assert r.images.shape == (3, SIZE, SIZE, 3) and r.channels == [CH] * 3
+    assert (r.final_activation > 0).all()
+    diffs = [np.abs(r.images[i].astype(int) - r.images[j]).mean() for i, j in ((0, 1), (0, 2), (1, 2))]
+    assert min(diffs) > 5, diffs
+    # without the diversity term, two images of one channel differ only by their start (keyed per image)
+    assert not np.array_equal(r.images[0], plain.images[0])
+
+
+def test_mix_sums_channels_and_interpolates(model):
+    a, b = 17, 40
+    mix = render(settings(f"mix({a}+{b})"), [0], "cpu")
+    assert mix.channels == [a]
+    from viz.render import channel_activation
+
+    t = torch.from_numpy(mix.images).permute(0, 3, 1, 2).float() / 255
+    both = channel_activation(model, LAYER, t, [a]) + channel_activation(model, LAYER, t, [b])
+    assert mix.history[-1, 0] > mix.history[0, 0] and both[0] > 0
+    r = render(settings(f"mix({a}~{b},n=3)"), [a], "cpu")
+    t = torch.from_numpy(r.images).permute(0, 3, 1, 2).float() / 255
+    to_a = channel_activation(model, LAYER, t, [a] * 3) - channel_activation(model, LAYER, t, [b] * 3)
+    assert to_a[0] > to_a[2]  # the first image leans to a, the last to b
+
+
+def test_accent_stays_closer_to_its_photo_than_a_plain_render(model):
+    photo, digest, _ = start_photo(load_photo("chelsea"))
+    r = render(settings(f"accent({digest},w=1)"), [CH], "cpu", start=photo)
+    plain = render(settings("channel"), [CH], "cpu")
+    target = np.asarray(Image.fromarray(photo).resize((SIZE, SIZE), Image.Resampling.BILINEAR), dtype=float)
+    assert np.abs(r.images[0] - target).mean() < 0.5 * np.abs(plain.images[0] - target).mean()
+    assert r.history[-1, 0] > r.history[0, 0]  # the channel grows from where the photo had it
+    with pytest.raises(VizError, match="start photo"):
+        render(settings(f"accent({digest},w=1)"), [CH], "cpu", start=photo[::-1])
+
+
+def test_a_diversity_job_shows_its_images_side_by_side():
+    job = get_manager().submit(settings("diversity(n=2,w=1)", size=32, steps=6), CH)
+    wait(job, 120)
+    assert job.state == "done" and job.result.image.shape == (32, 2 * 32 + 4, 3)
+    assert strip(np.zeros((1, 5, 5, 3), np.uint8)).shape == (5, 5, 3)
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "viz", "render", *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_cli_count_writes_one_file_per_image(tmp_path):
+    out = tmp_path / "div.png"
+    p = run_cli("--layer", "conv3_1", "--channel", "5", "--objective", "diversity", "--count", "2", "--size", "32",
+                "--steps", "4", "--out", str(out))
+    assert p.returncode == 0, p.stderr
+    rec = json.loads(p.stdout.strip().splitlines()[-1])
+    assert rec["outs"] == [str(tmp_path / "div-0.png"), str(tmp_path / "div-1.png")]
+    assert rec["view"] == "diversity(n=2,w=1)" and len(rec["final_activation"]) == 2
+    for name in rec["outs"]:
+        with Image.open(name) as im:
+            assert im.size == (32, 32)
+    p = run_cli("--layer", "conv3_1", "--channel", "5+0.5*7", "--objective", "mix", "--size", "32", "--steps", "3",
+                "--out", str(tmp_path / "mix.png"))
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout.strip().splitlines()[-1])["view"] == "mix(5+0.5*7)"
+    p = run_cli("--layer", "conv3_1", "--channel", "5", "--objective", "accent", "--start", "coffee", "--size", "32",
+                "--steps", "3", "--out", str(tmp_path / "acc.png"))
+    assert p.returncode == 0, p.stderr and (tmp_path / "acc.png").is_file()
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--objective", "neuron", "--count", "2"], "--count is for"),
+    (["--objective", "accent"], "needs --start"),
+    (["--start", "coffee"], "--start is for"),
+    (["--objective", "mix", "--channel", "5+"], "cannot read the mix"),
+    (["--objective", "neuron", "--x", "abc"], "between 0 and 1"),
+    (["--objective", "accent", "--start", "/no/photo.jpg"], "no photo"),
+])
+def test_cli_bad_combinations_exit_2_with_one_line(tmp_path, args, msg):
+    base = ["--layer", "conv3_1", "--size", "32", "--steps", "2", "--out", str(tmp_path / "x.png")]
+    if "--channel" not in args:
+        base += ["--channel", "5"]
+    p = run_cli(*base, *args)
+    assert p.returncode == 2, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and msg in lines[0] and "Traceback" not in p.stderr
+
+
+# ------------------------------------------------------------------------------------------------------ app
+def test_generator_renders_each_view(tiny_gallery):
+    at = open_page("app_pages/generator.py", layer="conv2_1", channel="3")
+    at.number_input(key="gen_size").set_value(32)
+    at.number_input(key="gen_steps").set_value(4)
+    seen = {}
+    for kind, setup in [("diversity", lambda: at.number_input(key="gen_count").set_value(2)),
+                        ("mix", lambda: at.text_input(key="gen_mix").set_value("3~9")),
+                        ("accent", lambda: at.selectbox(key="gen_pick").set_value("skimage/coffee.png")),
+                        ("neuron", lambda: at.slider(key="gen_x").set_value(0.2))]:
+        at.segmented_control(key="gen_view").set_value(kind)
+        at.run()
+        setup()
+        at.run()
+        _submit(at, "Generate")
+        job = get_manager().get(at.session_state["gen_job"])
+        assert job is not None and job.settings.view.startswith(kind), (kind, [e.value for e in at.error])
+        wait(job, 120)
+        at.run()
+        assert job.state == "done" and not at.exception
+        seen[kind] = job.result.image.shape[1]
+    assert seen["diversity"] == 2 * 32 + 4 and seen["mix"] == 5 * 32 + 4 * 4 and seen["accent"] == 32
+    assert any("neuron(x=0.2" in s.value for s in at.subheader)
+
+
+def test_compare_any_two_views(tiny_gallery):
+    at = open_page("app_pages/compare.py", layer="conv3_1", channel="5")
+    at.number_input(key="cmp_size").set_value(32)
+    at.number_input(key="cmp_steps").set_value(6)
+    at.multiselect(key="cmp_snaps").set_value([])
+    at.selectbox(key="cmp_left_method").set_value("fourier")
+    at.selectbox(key="cmp_left_view").set_value("negative")
+    at.selectbox(key="cmp_right_view").set_value("neuron")
+    _submit(at, "Render both")
+    jobs = {side: get_manager().get(i) for side, i in at.session_state["cmp_jobs"].items()}
+    assert {s: (j.settings.method, j.settings.view) for s, j in jobs.items()} == {
+        "left": ("fourier", "negative"), "right": ("fourier", "neuron(x=0.5,y=0.5)")}
+    for j in jobs.values():
+        wait(j, 120)
+    at.run()
+    assert jobs["left"].result.final_activation < jobs["right"].result.final_activation
+    heads = "\n".join(m.value for m in at.markdown)
+    assert "fourier · negative" in heads and "fourier · neuron" in heads
