@@ -227,3 +227,22 @@ def test_each_image_draws_its_own_transform():
     torch.testing.assert_close(a[:1], b)  # image 0 does not depend on the rest of the batch
     assert not torch.allclose(a[0], a[1])
     assert math.isfinite(a.sum().item())
+
+
+def test_the_readmes_custom_objective_runs(model):
+    """The README's example, executed as written, then rendered with render_vis."""
+    import re
+    from pathlib import Path
+
+    from viz import render_vis
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    code = re.search(r"## Engine API.*?```python\n(.*?)```", readme, re.S).group(1)
+    assert len(code.strip().splitlines()) <= 16
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 (our own README)
+    objective = scope["objective"]
+    assert objective.description == "centre_surround(conv5_1, 104) + 0.2 * channel(conv5_1, 25)"
+    assert objective.reads == {"conv5_1": frozenset({25, 104})}
+    out = render_vis(model, objective, steps=10, size=48)
+    assert out.images.shape == (1, 3, 48, 48) and out.history[-1, 0] > out.history[0, 0]

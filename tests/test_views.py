@@ -215,3 +215,13 @@ def test_compare_any_two_views(tiny_gallery):
     assert jobs["left"].result.final_activation < jobs["right"].result.final_activation
     heads = "\n".join(m.value for m in at.markdown)
     assert "fourier · negative" in heads and "fourier · neuron" in heads
+
+
+def test_a_gallery_takes_one_image_per_channel(tmp_path):
+    from viz.gallery import precompute
+
+    with pytest.raises(VizError, match="one image per channel"):
+        precompute(tmp_path, settings("diversity(n=2,w=1)"), {LAYER: [1]})
+    report = precompute(tmp_path, settings("negative", size=32, steps=4), {LAYER: [1]}, retries=0)
+    assert report.rendered == 1
+    assert any("negative" in p.name for p in (tmp_path / "oxford").iterdir())

@@ -14,11 +14,12 @@ from .errors import VizError
 from .layers import get_layer
 from .methods import METHODS, Method
 from .model import VGGFeatures, load_model
-from .optimize import Cancel, Optimizer, StepInfo, adam, optimize, to_uint8
-from .param import IMAGE_KEY, make_generators
+from .objectives import Objective
+from .optimize import Cancel, Optimizer, OptimizeResult, StepInfo, adam, optimize, to_uint8
+from .param import IMAGE_KEY, Parameterization, fourier_image, make_generators
 from .probe import Probe
 from .settings import RenderSettings, check_channels
-from .transforms import BatchRNG
+from .transforms import BatchRNG, Transform, standard_transforms
 from .views import View, parse_view, photo_digest, view_objective
 
 
@@ -128,3 +129,33 @@ def render(
         settings, filed, to_uint8(out.images), out.history, final, time.perf_counter() - begin,
         out.steps_done, out.cancelled, str(dev), objective.description,
     )
+
+
+def render_vis(
+    model: VGGFeatures | str,
+    objective: Objective,
+    param: Parameterization | None = None,
+    optimizer: Optimizer | None = None,
+    transforms: Transform | None | str = "standard",
+    steps: int = 128,
+    size: int = 128,
+    relu: bool = False,
+    seed: int = 0,
+    callback: Callable[[StepInfo], None] | None = None,
+    octaves: tuple[tuple[float, float], ...] = (),
+) -> OptimizeResult:
+    """Lucent's ``render_vis(model, objective, param, optimizer, transforms)`` for any :class:`Objective`:
+    ``model`` is a conv base (or a weights name), ``param`` defaults to one :func:`~viz.param.fourier_image` of
+    ``size`` px, ``optimizer`` to Adam at 0.05, ``transforms`` to the default robustness stack (``None``: none).
+    Returns the images (B, 3, H, W) in [0, 1] and the per-step history."""
+    if isinstance(model, str):
+        model = load_model(model, "cpu", channels_last=True)
+    n = param().shape[0] if param is not None else 1
+    gens = make_generators(seed, list(range(n)))
+    param = param if param is not None else fourier_image(gens, size)
+    if transforms == "standard":
+        transforms = standard_transforms()
+    probe = Probe(model, objective.reads, relu=relu)
+    channels_last = next(model.parameters()).is_contiguous(memory_format=torch.channels_last)
+    return optimize(probe, param, objective, transforms, BatchRNG(gens), steps, optimizer or adam(0.05),
+                    channels_last=channels_last, callback=callback, octaves=octaves)
