@@ -18,8 +18,8 @@ $(VENV)/.runtime: requirements.txt
 	$(PIP) -r requirements.txt
 	touch $@
 
-$(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
-	$(PIP) -r requirements-dev.txt
+$(VENV)/.dev: requirements-dev.txt requirements-cluster.txt $(VENV)/.runtime
+	$(PIP) -r requirements-dev.txt -r requirements-cluster.txt  # Ray: the cluster tests (issue 14)
 	touch $@
 
 run: $(VENV)/.runtime

@@ -288,6 +288,54 @@ def examples_dir(root: Path, weights: str, corpus: str) -> Path:
     return Path(root) / safe_name(weights) / "examples" / safe_name(corpus)
 
 
+def _signature(model, corpus: Corpus, layers: list[str], top: int) -> dict:
+    return {"weights": model.weights.sha256, "corpus": corpus.signature, "layers": layers, "top": top,
+            "scales": list(SCALES), "version": VERSION}
+
+
+def load_checkpoint(d: Path, model, corpus: Corpus, layers: list[str], top: int, states: dict[str, LayerState],
+                    report: ScanReport, notice: Callable[[str], None] | None = None) -> dict[str, list[int]]:
+    """Load the state a killed scan of the same weights, corpus, layers and top saved into ``states`` and
+    ``report``; return the images done (image -> [height, width]), empty when there is nothing to resume."""
+    ckpt = d / ".scan-state.pt"
+    if not ckpt.is_file():
+        return {}
+    try:
+        saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+        if saved["signature"] != _signature(model, corpus, layers, top):
+            return {}
+        for n in layers:
+            states[n].load(saved["states"][n])
+        done, report.skipped = dict(saved["done"]), dict(saved["skipped"])
+    except Exception:  # a checkpoint of another version, or half of one: start again
+        for st in states.values():
+            st.__post_init__()
+        report.skipped = {}
+        return {}
+    report.resumed = len(done) + len(report.skipped)
+    if notice and report.resumed:
+        notice(f"resuming the scan after {report.resumed} images")
+    return done
+
+
+def save_checkpoint(d: Path, model, corpus: Corpus, layers: list[str], top: int, states: dict[str, LayerState],
+                    done: dict[str, list[int]], report: ScanReport) -> None:
+    buf = io.BytesIO()
+    torch.save({"signature": _signature(model, corpus, layers, top),
+                "states": {n: s.state() for n, s in states.items()}, "done": done, "skipped": report.skipped}, buf)
+    atomic_write(d / ".scan-state.pt", buf.getvalue())
+
+
+def merge_states(into: LayerState, part: LayerState) -> None:
+    """Fold a state of other images (a window scanned elsewhere) into ``into``: the best ``top`` of both lists at
+    each end, the larger maximum, the summed histogram."""
+    into.maximum = torch.maximum(into.maximum, part.maximum)
+    into.hist = into.hist + part.hist
+    into.values, into.where = _merge(into.values, into.where, part.values, part.where, into.top)
+    into.neg_values, into.neg_where = _merge(into.neg_values, into.neg_where, part.neg_values, part.neg_where,
+                                             into.top)
+
+
 def scan(model, corpus: Corpus, out: Path, layers: list[str] | None = None, top: int = TOP,
          progress: Callable[[int, int, str], None] | None = None,
          notice: Callable[[str], None] | None = None) -> ScanReport:
@@ -296,30 +344,12 @@ def scan(model, corpus: Corpus, out: Path, layers: list[str] | None = None, top:
     d = examples_dir(out, model.weights_name, corpus.name)
     d.mkdir(parents=True, exist_ok=True)
     states = {n: LayerState(LAYERS[n].channels, top) for n in layers}
-    done: dict[str, list[int]] = {}  # image -> [height, width] of the images read
     report = ScanReport()
-    ckpt = d / ".scan-state.pt"
-    signature = {"weights": model.weights.sha256, "corpus": corpus.signature, "layers": layers, "top": top,
-                 "scales": list(SCALES), "version": VERSION}
-    if ckpt.is_file():
-        try:
-            saved = torch.load(ckpt, map_location="cpu", weights_only=True)
-            if saved["signature"] == signature:
-                for n in layers:
-                    states[n].load(saved["states"][n])
-                done, report.skipped = dict(saved["done"]), dict(saved["skipped"])
-                report.resumed = len(done) + len(report.skipped)
-                if notice and report.resumed:
-                    notice(f"resuming the scan after {report.resumed} images")
-        except Exception:  # a checkpoint of another version, or half of one: start again
-            pass
+    done = load_checkpoint(d, model, corpus, layers, top, states, report, notice)
     start = time.perf_counter()
 
     def save_state() -> None:
-        buf = io.BytesIO()
-        torch.save({"signature": signature, "states": {n: s.state() for n, s in states.items()},
-                    "done": done, "skipped": report.skipped}, buf)
-        atomic_write(ckpt, buf.getvalue())
+        save_checkpoint(d, model, corpus, layers, top, states, done, report)
 
     from .corpus import iter_images
 
@@ -344,7 +374,7 @@ def scan(model, corpus: Corpus, out: Path, layers: list[str] | None = None, top:
     batcher.flush()
     report.images, report.seconds = len(done), time.perf_counter() - start
     write_results(d, corpus, model, states, done, report, top)
-    ckpt.unlink(missing_ok=True)
+    (d / ".scan-state.pt").unlink(missing_ok=True)
     return report
 
 
