@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from .errors import VizError
+from .views import KINDS as VIEW_KINDS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -41,7 +42,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("render", help="render one channel to a PNG and print a JSON line")
     r.add_argument("--layer", required=True, help="conv1_1 ... conv5_3")
-    r.add_argument("--channel", required=True, help="channel number")
+    r.add_argument("--channel", required=True, help="channel number; for --objective mix a sum like 104+0.5*25 "
+                   "or an interpolation 104~25 (with --count)")
+    r.add_argument("--objective", default="channel", choices=list(VIEW_KINDS),
+                   help="what to render: the channel's mean (default), one neuron, its negative, N diverse images, "
+                   "a mix of channels, or an accentuated photo (accent)")
+    r.add_argument("--count", default=None, help="images: diversity (default 4) or an interpolating mix; "
+                   "writes STEM-0.png ... STEM-(N-1).png")
+    r.add_argument("--x", default=None, help="neuron: horizontal position, a fraction of the map (default 0.5)")
+    r.add_argument("--y", default=None, help="neuron: vertical position, a fraction of the map (default 0.5)")
+    r.add_argument("--weight", default=None, help="diversity / accent: weight of the extra term (default 1)")
+    r.add_argument("--start", default=None, help="accent: the photo to start from (a file or a bundled photo "
+                   "name, e.g. astronaut)")
     _common_render_args(r)
     r.add_argument("--out", required=True, help="output .png path")
 
@@ -54,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch", default="8", help="channels rendered together (default 8)")
     g.add_argument("--retries", default="1", help="retries for a flagged channel: new seed, twice the steps")
     g.add_argument("--out", default="gallery", help="gallery root (default gallery/)")
+    _ray_args(g)  # issue 14: Ray
 
     e = sub.add_parser("examples", help="scan a folder of photos (or the bundled ones) for each channel's dataset "
                                          "examples: resumable, one JSON summary line")
@@ -63,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--top", default="16", help="examples kept per channel, strongest and most negative (default 16)")
     e.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda or mps")
     e.add_argument("--out", default="gallery", help="gallery root (default gallery/)")
+    _ray_args(e)  # issue 14: Ray
 
     from . import bench
 
@@ -70,8 +84,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# --- issue 14: Ray (viz/cluster.py holds the Ray code; nothing here imports ray) ---------------------------
+def _ray_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ray", default=None, metavar="ADDRESS|local", help="run on a Ray cluster: its address "
+                   "(ray://head:10001 or head:6379) or local (start one here); unset: in this process")
+    p.add_argument("--workers", default=None, help="with --ray: Ray workers (default: one per CPU of the cluster, "
+                   "one per GPU with --device cuda)")
+
+
+def _ray_workers(args: argparse.Namespace) -> int | None:
+    from .settings import _int
+
+    if args.workers is None:
+        return None
+    if not args.ray:
+        raise VizError("--workers needs --ray ADDRESS|local")
+    return _int("workers", args.workers, 1, 1024)
+# --- end issue 14 ------------------------------------------------------------------------------------------
+
+
 def _notice(msg: str) -> None:
     print(f"note: {msg}", file=sys.stderr)
+
+
+def _view_from_args(args: argparse.Namespace, layer: str):
+    """The view the render flags ask for, and the accent view's photo; one line on a bad combination."""
+    from .corpus import load_photo
+    from .views import make_view, start_photo
+
+    photo = digest = None
+    if args.start is not None:
+        if args.objective != "accent":
+            raise VizError("--start is for --objective accent")
+        photo, digest, _ = start_photo(load_photo(args.start))
+    elif args.objective == "accent":
+        raise VizError("--objective accent needs --start PHOTO")
+    mix = args.channel if args.objective == "mix" else None
+    view = make_view(args.objective, layer, count=args.count, x=args.x, y=args.y, mix=mix, start=digest or "",
+                     weight=args.weight)
+    return view, photo
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -84,21 +135,30 @@ def cmd_render(args: argparse.Namespace) -> int:
     from .settings import make_settings
 
     out = check_output_file(args.out, ".png")  # before any work: a bad --out never wastes a render
+    layer = get_layer(args.layer).name
+    view, photo = _view_from_args(args, layer)
     device = resolve_device(args.device)
-    settings = make_settings(args.layer, args.method, args.size, args.steps, args.lr, args.seed, args.weights,
-                             args.activation, args.precision, device)
-    channel = parse_channel(get_layer(settings.layer), args.channel)
-    bar = ProgressBar(settings.steps, f"{settings.layer}:{channel} {settings.method}", unit="step")
+    settings = make_settings(layer, args.method, args.size, args.steps, args.lr, args.seed, args.weights,
+                             args.activation, args.precision, device, view=view)
+    channel = view.primary if view.primary is not None else parse_channel(get_layer(layer), args.channel)
+    bar = ProgressBar(settings.steps, f"{layer}:{channel} {settings.method} {settings.view}", unit="step")
     every = max(1, settings.steps // 200)
-    result = render(settings, [channel], device, every=every, notice=_notice,
+    result = render(settings, [channel], device, every=every, notice=_notice, start=photo,
                     callback=lambda s: bar.update(s.step, f"act {s.activation[0]:.3g}"))
     bar.close()
-    try:
-        save_png(out, result.images[0])
-    except OSError as exc:
-        raise VizError(f"cannot write {args.out[:60]!r}: {exc.strerror}") from None
+    n = len(result.images)
+    outs = [out] if n == 1 else [out.with_name(f"{out.stem}-{i}{out.suffix}") for i in range(n)]
+    for path, image in zip(outs, result.images):
+        try:
+            save_png(path, image)
+        except OSError as exc:
+            raise VizError(f"cannot write {str(path)[:60]!r}: {exc.strerror}") from None
     rec = result.record(0)
-    rec["out"] = str(out)
+    if n == 1:
+        rec["out"] = str(out)
+    else:
+        rec["outs"] = [str(p) for p in outs]
+        rec["final_activation"] = [float(v) for v in result.final_activation]
     print(json.dumps(rec, allow_nan=False))
     return 0
 
@@ -111,7 +171,8 @@ def cmd_precompute(args: argparse.Namespace) -> int:
     from .settings import MAX_BATCH, _int, make_settings
 
     out = check_output_dir(args.out)  # before any work: an unwritable --out fails now, not after hours
-    device = resolve_device(args.device)
+    workers = _ray_workers(args)  # issue 14: with --ray the workers pick their own device (a CPU head may drive GPUs)
+    device = resolve_device(args.device) if not args.ray else None
     layers = layer_channels(args.layers.split(","), args.channels)
     settings = make_settings(next(iter(layers)), args.method, args.size, args.steps, args.lr, args.seed,
                              args.weights, args.activation, args.precision, device)
@@ -128,8 +189,14 @@ def cmd_precompute(args: argparse.Namespace) -> int:
 
     print(f"gallery {out / safe_name(settings.weights) / config_name(settings)}: "
           f"{sum(map(len, layers.values()))} channels in {len(layers)} layers", file=sys.stderr)
-    report = precompute(out, settings, layers, batch=batch, device=str(device), retries=retries,
-                        progress=progress, notice=_notice)
+    if args.ray:  # issue 14
+        from .cluster import precompute as ray_precompute
+
+        report = ray_precompute(args.ray, out, settings, layers, batch=batch, device=args.device, retries=retries,
+                                workers=workers, progress=progress, notice=_notice)
+    else:
+        report = precompute(out, settings, layers, batch=batch, device=str(device), retries=retries,
+                            progress=progress, notice=_notice)
     if bar:
         bar[0].close()
     print(json.dumps({"rendered": report.rendered, "skipped": report.skipped, "retried": report.retried,
@@ -152,8 +219,7 @@ def cmd_examples(args: argparse.Namespace) -> int:
     corpus = resolve(args.images)
     layers = list(LAYER_NAMES) if args.layers == "all" else [get_layer(n.strip()).name for n in args.layers.split(",")]
     top = _int("top", args.top, 1, 256)
-    device = resolve_device(args.device)
-    model = load_model(args.weights, device, notice=_notice)
+    workers = _ray_workers(args)  # issue 14
     bar: list[ProgressBar] = []
 
     def progress(done: int, total: int, text: str) -> None:
@@ -161,10 +227,20 @@ def cmd_examples(args: argparse.Namespace) -> int:
             bar.append(ProgressBar(total, f"examples {corpus.name}", unit="img"))
         bar[0].update(done, text)
 
-    report = scan(model, corpus, out, layers, top, progress=progress, notice=_notice)
+    if args.ray:  # issue 14
+        from .cluster import scan as ray_scan
+        from .weights import resolve_weights_name
+
+        report = ray_scan(args.ray, args.weights, corpus, out, layers, top, device=args.device, workers=workers,
+                          progress=progress, notice=_notice)
+        weights_name = resolve_weights_name(args.weights)
+    else:
+        model = load_model(args.weights, resolve_device(args.device), notice=_notice)
+        report = scan(model, corpus, out, layers, top, progress=progress, notice=_notice)
+        weights_name = model.weights_name
     if bar:
         bar[0].close()
-    print(json.dumps({"out": str(examples_dir(out, model.weights_name, corpus.name)), "images": len(corpus.images),
+    print(json.dumps({"out": str(examples_dir(out, weights_name, corpus.name)), "images": len(corpus.images),
                       "read": report.images, "skipped": len(report.skipped), "skipped_why": report.skipped,
                       "resumed_after": report.resumed, "seconds": round(report.seconds, 1)}, allow_nan=False))
     return 0

@@ -419,8 +419,9 @@ def scan(address: str, weights: str | None, corpus, out, layers: list[str] | Non
     from .layers import LAYER_NAMES, LAYERS, get_layer
     from .weights import load_weights
 
-    ray = connect(address, notice=notice)
-    import ray.data
+    connect(address, notice=notice)
+    import ray
+    import ray.data  # noqa: F401 (ray.data.from_items below)
 
     top = ex.TOP if top is None else top
     layers = [get_layer(n).name for n in (layers or LAYER_NAMES)]

@@ -27,12 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from .errors import VizError
-from .images import atomic_write, png_bytes
+from .files import atomic_write, safe_name
+from .images import png_bytes
 from .layers import LAYER_NAMES, get_layer
 from .methods import METHODS
 from .examples import reference
 from .metrics import summarize
-from .optimize import Cancel, StepInfo
+from .optimize import Cancel
 from .settings import RenderSettings, check_channels
 
 RECORD_SCHEMA, RECORD_VERSION = "vgg16-atlas/channel-record", 1
@@ -44,12 +45,6 @@ FLAGS = ("dead", "no_rise", "blank", "noise")
 
 class GalleryError(VizError):
     """A gallery file is missing, unreadable or fails validation."""
-
-
-def safe_name(text: str) -> str:
-    """A directory name for weights like ``file:mine:abc123`` (letters, digits, ``._-`` only)."""
-    name = re.sub(r"[^A-Za-z0-9._-]", "_", text).strip("._-") or "weights"
-    return name[:80]
 
 
 def check_name(kind: str, name: object) -> str:
@@ -71,7 +66,9 @@ def config_name(s: RenderSettings) -> str:
         name += f"-{s.activation}relu"
     if s.precision != "fp32":
         name += f"-{s.precision}"
-    return name
+    if s.view != "channel":
+        name += "-" + safe_name(s.view.replace("(", "-").replace(")", "").replace(",", "-").replace("=", ""))
+    return name[:80]
 
 
 @dataclass(frozen=True)
@@ -273,6 +270,50 @@ def _tries(rec: dict) -> int:
     return tries if isinstance(tries, int) and not isinstance(tries, bool) else rec["attempts"]
 
 
+@dataclass
+class Batch:
+    """Channels of one layer rendered together at one attempt (attempt 2, 3, ...: a flagged channel's retry)."""
+
+    dir: LayerDir
+    settings: RenderSettings  # the layer's base settings (those the records and the config are made for)
+    attempt: int
+    channels: list[int]
+
+    @property
+    def render_settings(self) -> RenderSettings:
+        return retry_settings(self.settings, self.attempt)
+
+    @property
+    def text(self) -> str:
+        return f"{self.dir.layer} ch {self.channels[0]}..{self.channels[-1]}" + (
+            f" (retry {self.attempt - 1})" if self.attempt > 1 else "")
+
+
+class InProcess:
+    """Renders the batches one after the other in this process (the default executor of :func:`precompute`).
+
+    An executor's ``run(take, done, on_step, cancel)`` renders every batch ``take()`` hands out until it returns
+    None, giving each result to ``done(batch, result)`` in this (the calling) thread; ``take()`` may hand out more
+    batches after a ``done`` (the retries of flagged channels). It returns True when ``cancel()`` stopped it (the
+    batches not done are lost, the ones done are written). :class:`viz.cluster.RayExecutor` is the other one."""
+
+    def __init__(self, device, notice: Callable[[str], None] | None = None):
+        self.device = device
+        self.notice = notice
+
+    def run(self, take, done, on_step, cancel: Cancel = None) -> bool:
+        from .render import render
+
+        while (b := take()) is not None:
+            s = b.render_settings
+            result = render(s, b.channels, self.device, callback=lambda info, b=b: on_step(b, info.step),
+                            every=max(1, s.steps // 50), cancel=cancel, notice=self.notice)
+            if result.cancelled:
+                return True
+            done(b, result)
+        return False
+
+
 def precompute(
     root: Path | str,
     settings: RenderSettings,
@@ -283,28 +324,38 @@ def precompute(
     progress: Callable[[int, int, str], None] | None = None,
     cancel: Cancel = None,
     notice: Callable[[str], None] | None = None,
+    executor=None,
 ) -> PrecomputeReport:
     """Render every missing or invalid channel of ``layers`` (name -> channels) into the gallery at ``root``, and
     retry every flagged one that has had fewer than ``1 + retries`` attempts (also after a killed run).
 
     One precompute at a time per gallery root (:func:`gallery_lock`). ``progress(done, total, text)`` is called
     in image-steps across the whole job. The report's ``flagged`` lists every requested channel that stays
-    flagged, rendered in this run or before.
+    flagged, rendered in this run or before. ``executor`` renders the batches (default :class:`InProcess`;
+    :mod:`viz.cluster` spreads them over Ray workers); records and manifests are written here either way.
     """
+    from .views import parse_view
+
+    view = parse_view(settings.view, settings.layer)
+    if view.images_per_channel() > 1 or view.kind in ("mix", "accent"):
+        raise VizError(f"a gallery holds one image per channel: the {view.kind} view is rendered with "
+                       "python -m viz render")
     root = Path(root)
     with gallery_lock(root):
-        return _precompute(root, settings, layers, batch, device, retries, progress, cancel, notice)
+        return _precompute(root, settings, layers, batch, device, retries, progress, cancel, notice, executor)
 
 
-def _precompute(root, settings, layers, batch, device, retries, progress, cancel, notice) -> PrecomputeReport:
+def _precompute(root, settings, layers, batch, device, retries, progress, cancel, notice,
+                executor=None) -> PrecomputeReport:
     from .device import resolve_device
     from .model import load_model
-    from .render import render
 
-    dev = resolve_device(device)
+    # with another executor this process only writes: it needs the weights' hash and the photo reference
+    dev = resolve_device(device if executor is None else "cpu")
     start = time.perf_counter()
     report = PrecomputeReport()
     model = load_model(settings.weights, dev, channels_last=dev.type == "cpu", notice=notice)
+    executor = executor or InProcess(dev, notice)
     wdir = safe_name(settings.weights)
     cfg = config_name(settings)
     plan: list[tuple[LayerDir, RenderSettings, list[tuple[int, int]]]] = []
@@ -326,58 +377,62 @@ def _precompute(root, settings, layers, batch, device, retries, progress, cancel
         report.skipped += len(chans) - len(todo)
         plan.append((d, layer_settings, todo))
         requested[d.layer] = chans
-    total = sum(len(t) for _, _, t in plan) * settings.steps  # in image-steps of the base budget
-    done = 0
-    for d, settings, todo in plan:
-        cfg_settings = settings.to_dict()
-        if not todo:
-            if d.path.is_dir() and not d.manifest.is_file():
-                write_manifest(d, cfg_settings)
-            continue
-        natural = reference(model, d.layer, notice=notice)  # size-independent: the best photo position
-        queue = sorted(todo, key=lambda t: t[1])
-        while queue and not report.cancelled:
-            group, queue = queue[:batch], queue[batch:]
+    count = {"done": 0, "total": sum(len(t) for _, _, t in plan) * settings.steps}  # image-steps of the base budget
+    for d, layer_settings, todo in plan:
+        if not todo and d.path.is_dir() and not d.manifest.is_file():
+            write_manifest(d, layer_settings.to_dict())
+    # one queue per layer, in order; a layer's batches are handed out before the next layer's, and the retries
+    # of flagged channels join their layer's queue (in one process this is exactly the old sequential order)
+    queues = [(d, layer_settings, sorted(todo, key=lambda t: t[1])) for d, layer_settings, todo in plan if todo]
+    natural: dict[str, np.ndarray] = {}
+
+    def take() -> Batch | None:
+        for d, layer_settings, queue in queues:
+            if not queue:
+                continue
+            if d.layer not in natural:  # size-independent: the best photo position
+                natural[d.layer] = reference(model, d.layer, notice=notice)
+            group, rest = queue[:batch], queue[batch:]
             attempt = group[0][1]
-            same = [g for g in group if g[1] == attempt]
-            queue = [g for g in group if g[1] != attempt] + queue
-            chans = [c for c, _ in same]
-            s = retry_settings(settings, attempt)
-            base = done
+            queue[:] = [g for g in group if g[1] != attempt] + rest
+            return Batch(d, layer_settings, attempt, [c for c, a in group if a == attempt])
+        return None
 
-            def cb(info: StepInfo, base=base, n=len(chans), s=s) -> None:
-                if progress:
-                    progress(base + info.step * n * settings.steps // s.steps, total,
-                             f"{d.layer} ch {chans[0]}..{chans[-1]}" + (f" (retry {attempt - 1})" if attempt > 1 else ""))
+    def on_step(b: Batch, step: int) -> None:
+        if progress:
+            n = len(b.channels)
+            progress(count["done"] + step * n * settings.steps // b.render_settings.steps, count["total"], b.text)
 
-            result = render(s, chans, dev, callback=cb, every=max(1, s.steps // 50), cancel=cancel, notice=notice)
-            if result.cancelled:
-                report.cancelled = True
-                break
-            done += len(chans) * settings.steps  # a retry counts as one more unit of the base budget
-            per_image = result.seconds / len(chans)
-            for i, ch in enumerate(chans):
-                png = png_bytes(result.images[i])
-                rec = make_record(d, s, ch, result.images[i], result.history[:, i], result.final_activation[i],
-                                  float(natural[ch]), attempt, per_image, result.device, model.weights.sha256,
-                                  cfg_settings, png)
-                old = load_valid_record(d, ch, cfg_settings) if attempt > 1 else None
-                best = rec if old is None or _score(rec) > _score(old) else old
-                best["tries"] = attempt  # recorded with the kept image, so a rerun knows what was tried
-                if best is rec:
-                    atomic_write(d.image(ch), png)  # image first: a record always points at a whole image
-                report.rendered += attempt == 1
-                atomic_write(d.record(ch), json.dumps(best, allow_nan=False).encode())
-                if best["flags"] and attempt <= retries:
-                    queue.append((ch, attempt + 1))
-                    report.retried += 1
-                    total += settings.steps
-            write_manifest(d, cfg_settings)
-        if report.cancelled:
-            break
-    for d, settings, _ in plan:  # every requested channel that stays flagged, whenever it was rendered
+    def done(b: Batch, result) -> None:
+        d, base, attempt, chans = b.dir, b.settings, b.attempt, b.channels
+        s, cfg_settings = b.render_settings, base.to_dict()
+        count["done"] += len(chans) * settings.steps  # a retry counts as one more unit of the base budget
+        per_image = result.seconds / len(chans)
+        queue = next(q for qd, _, q in queues if qd == d)
+        for i, ch in enumerate(chans):
+            png = png_bytes(result.images[i])
+            rec = make_record(d, s, ch, result.images[i], result.history[:, i], result.final_activation[i],
+                              float(natural[d.layer][ch]), attempt, per_image, result.device, model.weights.sha256,
+                              cfg_settings, png)
+            old = load_valid_record(d, ch, cfg_settings) if attempt > 1 else None
+            best = rec if old is None or _score(rec) > _score(old) else old
+            best["tries"] = attempt  # recorded with the kept image, so a rerun knows what was tried
+            if best is rec:
+                atomic_write(d.image(ch), png)  # image first: a record always points at a whole image
+            report.rendered += attempt == 1
+            atomic_write(d.record(ch), json.dumps(best, allow_nan=False).encode())
+            if best["flags"] and attempt <= retries:
+                queue.append((ch, attempt + 1))
+                report.retried += 1
+                count["total"] += settings.steps
+        write_manifest(d, cfg_settings)
+        if progress:
+            progress(count["done"], count["total"], b.text)
+
+    report.cancelled = bool(executor.run(take, done, on_step, cancel))
+    for d, layer_settings, _ in plan:  # every requested channel that stays flagged, whenever it was rendered
         for ch in requested[d.layer]:
-            rec = load_valid_record(d, ch, settings.to_dict())
+            rec = load_valid_record(d, ch, layer_settings.to_dict())
             if rec is not None and rec["flags"]:
                 for f in rec["flags"]:
                     report.flagged.setdefault(f, []).append(f"{d.layer}:{ch}")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import io
 import json
 import os
 import sys
@@ -34,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from . import budget
 from .budget import Limits, fmt_seconds
@@ -53,12 +55,32 @@ class JobSpec:
     channel: int
     device: str = "cpu"
     snapshot_steps: tuple[int, ...] = ()
+    start: bytes = b""  # the accent view's photo as PNG bytes (its digest is in the settings' view)
 
     @property
     def key(self) -> str:
         blob = json.dumps([self.settings.to_dict(), self.channel, self.device, sorted(self.snapshot_steps)],
                           sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+    def start_image(self) -> np.ndarray | None:
+        if not self.start:
+            return None
+        from .corpus import to_rgb
+
+        with Image.open(io.BytesIO(self.start)) as im:
+            return to_rgb(im)
+
+
+def strip(images: np.ndarray, gap: int = 4) -> np.ndarray:
+    """(B, H, W, 3) -> one (H, B * W + gaps, 3) image: a view's images side by side (diversity, mixes)."""
+    if len(images) == 1:
+        return images[0]
+    h, w = images.shape[1:3]
+    out = np.full((h, len(images) * (w + gap) - gap, 3), 255, np.uint8)
+    for i, im in enumerate(images):
+        out[:, i * (w + gap): i * (w + gap) + w] = im
+    return out
 
 
 @dataclass
@@ -159,10 +181,12 @@ class JobManager:
     def check_budget(self, spec: JobSpec) -> float:
         """The estimate, or :class:`VizError` naming it and the largest size/steps that fit."""
         s, lim = spec.settings, self.limits
-        cap = min(lim.size_cap, 1024)
+        n = budget.view_images(s)
+        cap = min(int(lim.size_cap / n ** 0.5) // 16 * 16, 1024)  # n images take n times the memory of one
         if s.size > cap:
-            raise VizError(f"{s.size} px is more than this server renders (at most {cap} px, from its "
-                           f"{lim.memory_gb:g} GB memory limit shared by {lim.max_running} slot(s))")
+            raise VizError(f"{s.size} px is more than this server renders{f' for {n} images' if n > 1 else ''} "
+                           f"(at most {cap} px, from its {lim.memory_gb:g} GB memory limit shared by "
+                           f"{lim.max_running} slot(s))")
         seconds = self.estimate(spec)
         if seconds > lim.max_job_seconds:
             natural = not self.natural_cached(spec)
@@ -369,9 +393,7 @@ class JobManager:
         """Render the job and look up its natural-photo reference; return "done" or "cancelled" (unpublished)."""
         from .examples import reference
         from .model import load_model
-        from .render import render
 
-        snaps = set(job.spec.snapshot_steps)
         deadline = time.monotonic() + self.limits.hard_seconds
 
         def stop() -> bool:
@@ -380,22 +402,13 @@ class JobManager:
                 job.cancel_event.set()
             return job.cancel_event.is_set()
 
-        def cb(info: StepInfo) -> None:
-            job.step, job.elapsed, job.eta = info.step, info.elapsed, info.eta
-            job.history.append(float(info.activation[0]))
-            if info.step in snaps or info.step % self.preview_every == 0 or info.step == info.steps:
-                img = info.images()[0]
-                job.preview = img
-                if info.step in snaps:
-                    job.snapshots[info.step] = img
-
         s = job.settings
-        result = render(s, [job.channel], job.device, callback=cb, every=1, cancel=stop)
+        result = self._execute(job, stop)
         natural = None
         if not result.cancelled:  # the channel's strongest response in the bundled photos (scanned once per weights)
             model = load_model(s.weights, job.device, channels_last=job.device == "cpu")
             natural = float(reference(model, s.layer)[job.channel])
-        job.result = Result(result.images[0], result.history[:, 0].tolist(), float(result.final_activation[0]),
+        job.result = Result(strip(result.images), result.history[:, 0].tolist(), float(result.final_activation[0]),
                             result.seconds, natural, job.snapshots)
         job.history = job.result.history
         if result.cancelled:
@@ -403,6 +416,26 @@ class JobManager:
         self._learn_speed(job, result.seconds)
         self.results.put(job.key, job.result)
         return "done"
+
+    def _execute(self, job: Job, stop: Callable[[], bool]):
+        """Render ``job`` until it ends or ``stop()`` says so, keeping its step, ETA, curve, preview and snapshots
+        up to date while it runs; return the :class:`~viz.render.RenderResult`. Here: in this thread;
+        :class:`viz.cluster.RayJobManager` renders on a Ray actor instead."""
+        from .render import render
+
+        snaps = set(job.spec.snapshot_steps)
+
+        def cb(info: StepInfo) -> None:
+            job.step, job.elapsed, job.eta = info.step, info.elapsed, info.eta
+            job.history.append(float(info.activation[0]))
+            if info.step in snaps or info.step % self.preview_every == 0 or info.step == info.steps:
+                img = strip(info.images())
+                job.preview = img
+                if info.step in snaps:
+                    job.snapshots[info.step] = img
+
+        return render(job.settings, [job.channel], job.device, callback=cb, every=1, cancel=stop,
+                      start=job.spec.start_image())
 
     def _learn_speed(self, job: Job, seconds: float) -> None:
         """Correct the speed factor with a finished render's measured time (the estimates learn this device)."""
@@ -428,6 +461,14 @@ def get_manager(session_alive: Callable[[str], bool | None] | None = None) -> Jo
 
     with _manager_lock:
         if _manager is None:
+            from .cluster import env_address  # imports no Ray; RayJobManager does, only when asked for
+
+            if env_address():
+                from .cluster import RayJobManager
+
+                _manager = RayJobManager(Limits.from_env(), disk_cache=cache_dir() / "results",
+                                         session_alive=session_alive, address=env_address())
+                return _manager
             _manager = JobManager(Limits.from_env(), disk_cache=cache_dir() / "results", session_alive=session_alive)
             # generations running at once share the cores instead of each claiming all of them
             from .device import setup_threads
