@@ -177,6 +177,10 @@ def photo_digest(image) -> str:
     return hashlib.sha256(str(arr.shape).encode() + arr.tobytes()).hexdigest()[:16]
 
 
+# accent(w=1): the pixel distance to the photo weighs this much against the channel's own scale; measured at conv4_1
+# with the default recipe, the image then stays within about a tenth of the pixel range of its photo on average
+# while the channel grows from the photo's activation to most of a free render's.
+ACCENT_SCALE = 30.0
 START_SIDE = 512  # the accent view's photo is kept at most this large (the render resizes it to its own size)
 
 
@@ -246,7 +250,8 @@ def view_objective(view: View, layer: str, channels: list[int], base: Objective,
     if start is None:
         raise VizError("the accent view needs its start photo")
     close = stay_close(start, view.start)
-    return _relative(channel(layer, chans), close, view.weight, f"channel + {view.weight:g} * {close.description}"), chans
+    return _relative(channel(layer, chans), close, view.weight * ACCENT_SCALE,
+                     f"channel + {view.weight:g} * {close.description}"), chans
 
 
 def _within(div: Objective, acts, groups: torch.Tensor) -> torch.Tensor:
