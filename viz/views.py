@@ -23,7 +23,7 @@ import torch
 
 from .errors import VizError
 from .layers import LAYER_NAMES, get_layer, parse_channel
-from .objectives import Objective, channel, diversity, neuron, stay_close
+from .objectives import Objective, channel, diversity, merge_reads, neuron, stay_close
 
 KINDS = ("channel", "neuron", "negative", "diversity", "mix", "accent")
 MAX_COUNT = 16
@@ -217,8 +217,6 @@ def _relative(base: Objective, extra: Objective, w: float, description: str) -> 
         b = base(acts)
         return b + w * b.detach().abs().clamp(min=1.0) * extra(acts)
 
-    from .objectives import merge_reads
-
     return Objective(fn, description, merge_reads(base.reads, extra.reads), report=base)
 
 
@@ -239,7 +237,8 @@ def view_objective(view: View, layer: str, channels: list[int], base: Objective,
         groups = torch.tensor([i // per for i in range(len(chans))])
         div = diversity(diversity_layer(layer))
         grouped = Objective(lambda a: _within(div, a, groups), f"{div.description} within each channel", div.reads)
-        return _relative(channel(layer, chans), grouped, view.weight, f"channel + {view.weight:g} * {grouped.description}"), chans
+        return _relative(channel(layer, chans), grouped, view.weight,
+                         f"channel + {view.weight:g} * {grouped.description}"), chans
     if view.kind == "mix":
         if view.to is not None:
             t = torch.tensor([k / (per - 1) for _ in channels for k in range(per)])
