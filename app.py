@@ -25,7 +25,7 @@ PAGES = [
     st.Page("app_pages/overview.py", title="Overview", url_path="overview", visibility="hidden"),
     st.Page("app_pages/gallery.py", title="Layer gallery", icon=":material/grid_view:", url_path="gallery"),
     st.Page("app_pages/generator.py", title="Generator", icon=":material/auto_awesome:", url_path="generator"),
-    st.Page("app_pages/compare.py", title="Compare methods", icon=":material/compare:", url_path="compare"),
+    st.Page("app_pages/compare.py", title="Compare", icon=":material/compare:", url_path="compare"),
     st.Page("app_pages/photo.py", title="Your photo", icon=":material/photo_camera:", url_path="photo"),
 ]
 page = st.navigation(PAGES)
