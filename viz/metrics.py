@@ -12,19 +12,13 @@
 from __future__ import annotations
 
 import functools
-import io
-import threading
-from pathlib import Path
 
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .files import atomic_write
-from .layers import get_layer
 from .model import VGGFeatures
-from .weights import cache_dir
 
 PHOTO_SCALES = (1.0, 0.5, 0.25)  # crop side as a fraction of the photo's short side
 CROPS_PER_SCALE = 4
@@ -59,54 +53,6 @@ def iter_crops(size: int, seed: int = 0):
 def natural_crops(size: int, seed: int = 0) -> torch.Tensor:
     """Every crop of :func:`iter_crops` as one (N, 3, size, size) tensor in [0, 1]."""
     return torch.cat(list(iter_crops(size, seed)))
-
-
-_natural_lock = threading.Lock()
-
-
-def natural_path(weights: str, layer: str, size: int) -> Path:
-    """Where the natural-photo maxima of ``weights`` at ``layer`` and ``size`` are cached."""
-    from .files import safe_name
-
-    return cache_dir() / "natural" / f"{safe_name(weights)}_{get_layer(layer).name}_{int(size)}.npy"
-
-
-@torch.no_grad()
-def natural_max(model: VGGFeatures, layer: str, size: int, batch: int = 16) -> np.ndarray:
-    """Per channel of ``layer``: the largest mean (pre-ReLU) activation over natural-photo crops at ``size``
-    (the benchmark's own per-size measure; the app uses :func:`viz.examples.reference`).
-
-    Cached on disk (:func:`natural_path`); ``batch`` crops go through the network at once (it bounds the memory).
-    """
-    lay = get_layer(layer)
-    path = natural_path(model.weights_name, lay.name, size)
-    with _natural_lock:
-        if path.is_file():
-            try:
-                arr = np.load(path)
-                if arr.shape == (lay.channels,) and np.isfinite(arr).all():
-                    return arr
-            except (OSError, ValueError, EOFError):
-                pass
-        cut = model.cut(lay)
-        device = next(model.parameters()).device
-        best = torch.full((lay.channels,), -float("inf"))
-        crops = iter_crops(size)
-        while True:
-            chunk = [c for _, c in zip(range(max(1, batch)), crops)]
-            if not chunk:
-                break
-            acts = cut(torch.cat(chunk).to(device)).float().mean(dim=(2, 3)).cpu()
-            best = torch.maximum(best, acts.amax(dim=0))
-        arr = best.numpy().astype(np.float32)
-        if not np.isfinite(arr).all():
-            from .errors import VizError
-
-            raise VizError("the network's activations overflow on natural photos (NaN or infinite): check the weights")
-        buf = io.BytesIO()
-        np.save(buf, arr)
-        atomic_write(path, buf.getvalue())
-        return arr
 
 
 def activation_ratio(final_activation: np.ndarray, natural: np.ndarray) -> np.ndarray:

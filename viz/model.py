@@ -11,8 +11,9 @@ import threading
 
 import torch
 from torch import nn
+from torchvision.models.vgg import cfgs, make_layers
 
-from .layers import LAYERS, Layer
+from .layers import Layer
 from .weights import Normalization, Weights, load_weights, notice_fallback
 
 
@@ -33,16 +34,9 @@ class Normalize(nn.Module):
 
 
 def build_features() -> nn.Sequential:
-    """The layout of ``torchvision.models.vgg16().features`` (same module indices), without allocating a classifier."""
-    mods: list[nn.Module] = []
-    block = 0
-    for layer in LAYERS.values():
-        if layer.block != block and block:
-            mods.append(nn.MaxPool2d(kernel_size=2, stride=2))
-        block = layer.block
-        mods += [nn.Conv2d(layer.in_channels, layer.channels, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
-    mods.append(nn.MaxPool2d(kernel_size=2, stride=2))
-    return nn.Sequential(*mods)
+    """``torchvision.models.vgg16().features`` (configuration "D": the same 31 modules and indices), without the
+    classifier."""
+    return make_layers(cfgs["D"], batch_norm=False)
 
 
 class VGGFeatures(nn.Module):
