@@ -141,7 +141,8 @@ def sidebar_controls() -> None:
 # the engine's messages name CLI flags; in the app they name the widget instead
 APP_WORDS = {"use --device cpu or auto": "choose Device: cpu or auto in the sidebar",
              "or use --weights oxford": "or choose Weights: oxford in the sidebar",
-             "--weights": "the Weights setting", "--device": "the Device setting"}
+             "--weights": "the Weights setting", "--device": "the Device setting", "(--count)": "(Images)",
+             "--count": "Images", "--start": "the start photo", "--x and --y": "the position"}
 
 
 def app_words(message: object) -> str:

@@ -225,3 +225,105 @@ def test_a_gallery_takes_one_image_per_channel(tmp_path):
     report = precompute(tmp_path, settings("negative", size=32, steps=4), {LAYER: [1]}, retries=0)
     assert report.rendered == 1
     assert any("negative" in p.name for p in (tmp_path / "oxford").iterdir())
+
+
+# ------------------------------------------------------------------------------------ what an adversary tried
+@pytest.mark.parametrize("text", ["mix(3,5)", "mix(3~5,n=2,n=3)", "neuron(q=1)", "neuron(x=0.5,y=0.5,z=1)",
+                                  "diversity(n=2,x=0.3)", "accent(deadbeefdeadbeef,w=1,n=3)", "channel(3)",
+                                  "negative(x=1)", "channel()", "mix(3~3,n=2)", "mix(3+3)", "mix(0*5)",
+                                  "mix(3+0.0000001*5)", "mix(100000*5)", "neuron(x=٠.٥)", "diversity(n=٣)"])
+def test_junk_views_are_refused(text):
+    with pytest.raises(VizError):
+        parse_view(text, "conv1_1")
+
+
+def test_a_long_mix_is_one_line_not_a_crash():
+    with pytest.raises(VizError, match="at most 16"):
+        parse_view("mix(" + "+".join(str(i) for i in range(40)) + ")", "conv1_1")
+    from viz.objectives import Objective, channel
+
+    many = Objective.sum([channel("conv1_1", i % 64) for i in range(2000)])  # no chain of nested sums
+    from viz.probe import Activations
+
+    a = torch.ones(1, 64, 2, 2)
+    assert many(Activations({"conv1_1": a}, {"conv1_1": None}, torch.zeros(1, 3, 4, 4))).item() == 2000.0
+    with pytest.raises(VizError):
+        Objective.sum([])
+
+
+def test_config_names_tell_every_view_apart():
+    views = ["mix(2*104+25)", "mix(2+104+25)", "mix(3*5)", "mix(3+5)", "neuron(x=0,y=0.5)", "neuron(x=-0,y=0.5)",
+             "mix(" + "+".join(map(str, range(15))) + ")", "mix(" + "+".join(map(str, range(16))) + ")"]
+    names = {config_name(make_settings("conv5_1", "fourier", 32, 4, view=v)) for v in views}
+    assert len(names) == len(views) - 1  # x=-0 is x=0: the same view, the same name
+    assert all(len(n) <= 80 for n in names)
+
+
+def test_views_from_the_api_are_validated_like_text():
+    from viz.views import View
+
+    with pytest.raises(VizError):
+        make_settings("conv5_1", view=View("neuron", x=5.0))
+    with pytest.raises(VizError):
+        make_settings("conv5_1", view=View("mix"))
+    with pytest.raises(VizError, match="out of range"):
+        make_settings("conv1_1", view=make_view("mix", "conv5_1", mix="500"))
+
+
+def test_objective_mistakes_are_one_line(model):
+    from viz import Objective, render_vis, wrap_objective
+    from viz.objectives import channel
+
+    with pytest.raises(VizError, match="out of range"):
+        render_vis(model, channel("conv1_1", 999), steps=1, size=32)
+    with pytest.raises(VizError, match="out of range"):
+        render_vis(model, channel("conv1_1", -1), steps=1, size=32)
+    with pytest.raises(VizError, match="whole numbers"):
+        channel("conv1_1", 1.5)
+
+    @wrap_objective
+    def sneaky(layer):
+        return {layer: frozenset({0})}, lambda acts: acts.channel("conv1_2", 5).mean(dim=(1, 2))
+
+    with pytest.raises(VizError, match="does not declare"):
+        render_vis(model, sneaky("conv1_1"), steps=1, size=32)
+    scalar = Objective(lambda a: a.channel("conv1_1", 0).mean(), "scalar", {"conv1_1": frozenset({0})})
+    with pytest.raises(VizError, match="one value per image"):
+        render_vis(model, scalar, steps=1, size=32)
+    with pytest.raises(VizError, match="3 weights"):
+        render_vis(model, torch.tensor([1.0, 2.0, 3.0]) * channel("conv1_1", 3), steps=1, size=32)
+    with pytest.raises(VizError, match="diverged"):
+        render_vis(model, float("nan") * channel("conv1_1", 3), steps=2, size=32)
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--objective", "neuron", "--weight", "2"], "--weight is for"),
+    (["--objective", "diversity", "--count", "٣"], "whole number"),
+    (["--objective", "diversity", "--weight", "٣"], "weight must be a number"),
+    (["--objective", "mix", "--channel", "0*5"], "between 0.001 and 1000"),
+])
+def test_cli_adversarial_inputs_exit_2_with_one_line(tmp_path, args, msg):
+    base = ["--layer", "conv3_1", "--size", "32", "--steps", "2", "--out", str(tmp_path / "x.png")]
+    if "--channel" not in args:
+        base += ["--channel", "5"]
+    p = run_cli(*base, *args)
+    assert p.returncode == 2 and msg in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
+def test_cli_checks_every_output_name_before_rendering_and_a_users_file_wins(tmp_path):
+    (tmp_path / "y-1.png").mkdir()
+    p = run_cli("--layer", "conv3_1", "--channel", "5", "--objective", "diversity", "--count", "2", "--size", "32",
+                "--steps", "200", "--out", str(tmp_path / "y.png"))
+    assert p.returncode == 2 and "is a directory" in p.stderr and not (tmp_path / "y-0.png").exists()
+    mine = np.zeros((40, 40, 3), np.uint8)
+    mine[:, :20] = 255
+    Image.fromarray(mine).save(tmp_path / "astronaut.png")
+    import os
+
+    here = os.getcwd()
+    try:
+        os.chdir(tmp_path)
+        assert np.array_equal(load_photo("astronaut.png"), mine)
+    finally:
+        os.chdir(here)
+    assert load_photo("astronaut").shape[0] > 40  # the bundled one by its name

@@ -137,6 +137,9 @@ def cmd_render(args: argparse.Namespace) -> int:
     out = check_output_file(args.out, ".png")  # before any work: a bad --out never wastes a render
     layer = get_layer(args.layer).name
     view, photo = _view_from_args(args, layer)
+    n = view.images_per_channel()
+    outs = [out] if n == 1 else [check_output_file(str(out.with_name(f"{out.stem}-{i}{out.suffix}")), ".png")
+                                 for i in range(n)]
     device = resolve_device(args.device)
     settings = make_settings(layer, args.method, args.size, args.steps, args.lr, args.seed, args.weights,
                              args.activation, args.precision, device, view=view)
@@ -146,8 +149,6 @@ def cmd_render(args: argparse.Namespace) -> int:
     result = render(settings, [channel], device, every=every, notice=_notice, start=photo,
                     callback=lambda s: bar.update(s.step, f"act {s.activation[0]:.3g}"))
     bar.close()
-    n = len(result.images)
-    outs = [out] if n == 1 else [out.with_name(f"{out.stem}-{i}{out.suffix}") for i in range(n)]
     for path, image in zip(outs, result.images):
         try:
             save_png(path, image)

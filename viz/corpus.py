@@ -115,12 +115,14 @@ def resolve(spec: str) -> Corpus:
 
 
 def load_photo(spec: str) -> np.ndarray:
-    """A photo file, or a bundled photo by name (``astronaut`` or ``skimage/astronaut.png``), as RGB uint8."""
+    """A photo file, or else a bundled photo by name (``astronaut`` or ``skimage/astronaut.png``), as RGB uint8."""
     text = str(spec).strip()
+    path = Path(text)
+    if path.is_file():  # a file of the user's wins over a bundled photo of the same name
+        return load_rgb(path)
     for name in BUNDLED:
         if text in (name, name.split("/")[-1], name.split("/")[-1].rsplit(".", 1)[0]):
             return load_rgb(bundled().path(name))
-    path = Path(text)
     if not path.is_file():
         names = ", ".join(n.split("/")[-1].rsplit(".", 1)[0] for n in BUNDLED)
         raise VizError(f"no photo {text[:60]!r}: give an image file or a bundled photo ({names})")

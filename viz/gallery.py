@@ -14,6 +14,7 @@ image's sha256: after ``kill -9`` at any moment a rerun trusts exactly the chann
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -66,9 +67,10 @@ def config_name(s: RenderSettings) -> str:
         name += f"-{s.activation}relu"
     if s.precision != "fp32":
         name += f"-{s.precision}"
-    if s.view != "channel":
-        name += "-" + safe_name(s.view.replace("(", "-").replace(")", "").replace(",", "-").replace("=", ""))
-    return name[:80]
+    if s.view != "channel":  # readable, and a digest of the exact view: no two views share a name
+        digest = hashlib.sha256(s.view.encode()).hexdigest()[:8]
+        name += f"-{safe_name(s.view.split('(')[0])}-{digest}"
+    return name
 
 
 @dataclass(frozen=True)

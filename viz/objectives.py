@@ -45,7 +45,11 @@ def reads_of(layer: str, n) -> Reads:
     """What reading channel(s) ``n`` of ``layer`` needs."""
     if isinstance(n, torch.Tensor):
         n = n.tolist()
-    chans = [n] if isinstance(n, numbers.Integral) else list(n)
+    chans = [n] if isinstance(n, numbers.Integral) else list(n) if isinstance(n, (list, tuple)) else [n]
+    if not chans or not all(isinstance(c, numbers.Integral) and not isinstance(c, bool) for c in chans):
+        from .errors import VizError
+
+        raise VizError(f"channels are whole numbers, got {_fmt(n)[:40]}")
     return {layer: frozenset(int(c) for c in chans)}
 
 
@@ -113,8 +117,21 @@ class Objective:
     def __mul__(self, w: float | torch.Tensor) -> Objective:
         """Scale by a number, or by one weight per image (a 1-D tensor: interpolations)."""
         if isinstance(w, torch.Tensor):
-            w = w.detach().float().flatten()
-            return Objective(lambda a: w.to(a.device) * self(a), f"{_fmt(w)} * {self.description}", self.reads)
+            if w.dim() != 1:
+                from .errors import VizError
+
+                raise VizError(f"per-image weights are one number per image (1-D), got shape {tuple(w.shape)}")
+            w = w.detach().float()
+
+            def weighted(a):
+                v = self(a)
+                if v.shape != w.shape:
+                    from .errors import VizError
+
+                    raise VizError(f"{len(w)} weights for a batch of {v.shape[0]} images")
+                return w.to(v.device) * v
+
+            return Objective(weighted, f"{_fmt(w)} * {self.description}", self.reads)
         if not isinstance(w, numbers.Real):
             return NotImplemented
         return Objective(lambda a: float(w) * self(a), f"{float(w):g} * {self.description}", self.reads)
@@ -126,7 +143,17 @@ class Objective:
 
     @staticmethod
     def sum(objectives: Sequence[Objective]) -> Objective:
-        return functools.reduce(lambda x, y: x + y, objectives)
+        """One objective adding them all (in one call, however many: no chain of nested sums)."""
+        objs = list(objectives)
+        if not objs:
+            from .errors import VizError
+
+            raise VizError("a sum needs at least one objective")
+        if len(objs) == 1:
+            return objs[0]
+        reads = functools.reduce(merge_reads, (o.reads for o in objs))
+        return Objective(lambda a: torch.stack([o(a) for o in objs]).sum(dim=0),
+                         " + ".join(o.description for o in objs), reads)
 
 
 def wrap_objective(factory: Callable[..., tuple[Reads, Callable[[Activations], torch.Tensor]]]):

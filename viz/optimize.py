@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .errors import VizError
 from .objectives import Objective
 from .param import Parameterization
 from .transforms import BatchRNG, Transform
@@ -138,6 +139,9 @@ def optimize(
             acts = model(x)
         acts.image = image
         value = objective(acts).float()
+        if value.dim() != 1 or value.shape[0] != image.shape[0]:
+            raise VizError(f"the objective {objective.description[:60]} must give one value per image "
+                           f"({image.shape[0]}), it gave shape {tuple(value.shape)}")
         (-value.sum()).backward()
         opt.step()
         param.after_step()

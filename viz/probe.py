@@ -28,20 +28,34 @@ class Activations:
         return self.image.device
 
     def layer(self, name: str) -> torch.Tensor:
+        if name not in self.maps:
+            raise VizError(f"the objective reads {name}, which it does not declare in its reads")
         if self.index.get(name) is not None:
             raise VizError(f"{name} was computed for some channels only; declare the whole layer in reads")
         return self.maps[name]
 
     def channel(self, name: str, n) -> torch.Tensor:
         """(B, h, w): image i's map of channel ``n`` (one channel for all images, or one per image)."""
+        if name not in self.maps:
+            raise VizError(f"the objective reads {name}, which it does not declare in its reads")
         a = self.maps[name]
         idx = self.index.get(name)
+
+        def col(c: int) -> int:
+            if idx is None:
+                if not 0 <= c < a.shape[1]:
+                    raise VizError(f"channel {c} is out of range: {name} has channels 0 to {a.shape[1] - 1}")
+                return c
+            if c not in idx:
+                raise VizError(f"the objective reads channel {c} of {name}, which it does not declare in its reads")
+            return idx[c]
+
         if isinstance(n, int):
-            return a[:, n if idx is None else idx[n]]
+            return a[:, col(n)]
         chans = [int(c) for c in (n.tolist() if isinstance(n, torch.Tensor) else n)]
         if len(chans) != a.shape[0]:
             raise VizError(f"{len(chans)} channels for a batch of {a.shape[0]} images")
-        cols = torch.tensor([c if idx is None else idx[c] for c in chans], device=a.device)
+        cols = torch.tensor([col(c) for c in chans], device=a.device)
         return a[torch.arange(a.shape[0], device=a.device), cols]
 
 
@@ -55,6 +69,10 @@ class Probe(nn.Module):
         self.layers = sorted((get_layer(n) for n in reads), key=lambda lay: lay.index)
         deepest = self.layers[-1]
         chans = reads[deepest.name]
+        for name, cs in reads.items():
+            bad = [c for c in (cs or ()) if not 0 <= c < get_layer(name).channels]
+            if bad:
+                raise VizError(f"channel {bad[0]} is out of range: {name} has channels 0 to {get_layer(name).channels - 1}")
         self.channels = sorted(chans) if chans is not None else None
         self.index = {lay.name: None for lay in self.layers}
         if self.channels is not None:

@@ -157,5 +157,8 @@ def render_vis(
         transforms = standard_transforms()
     probe = Probe(model, objective.reads, relu=relu)
     channels_last = next(model.parameters()).is_contiguous(memory_format=torch.channels_last)
-    return optimize(probe, param, objective, transforms, BatchRNG(gens), steps, optimizer or adam(0.05),
-                    channels_last=channels_last, callback=callback, octaves=octaves)
+    out = optimize(probe, param, objective, transforms, BatchRNG(gens), steps, optimizer or adam(0.05),
+                   channels_last=channels_last, callback=callback, octaves=octaves)
+    if not (np.isfinite(out.history).all() and torch.isfinite(out.images).all()):
+        raise VizError(f"the render of {objective.description[:60]} diverged: its values became NaN or infinite")
+    return out

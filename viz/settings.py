@@ -89,7 +89,7 @@ def make_settings(layer: object, method: object = DEFAULT_METHOD, size: object =
     from .views import View, parse_view
 
     lay = get_layer(layer)
-    view_s = view.describe() if isinstance(view, View) else parse_view(str(view), lay.name).describe()
+    view_s = parse_view(view.describe() if isinstance(view, View) else str(view), lay.name).describe()
     if not isinstance(method, str) or method not in METHODS:
         raise VizError(f"unknown method {str(method)[:20]!r}: choose {' or '.join(METHODS)}")
     recipe = METHODS[method]

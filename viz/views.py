@@ -27,7 +27,9 @@ from .objectives import Objective, channel, diversity, merge_reads, neuron, stay
 
 KINDS = ("channel", "neuron", "negative", "diversity", "mix", "accent")
 MAX_COUNT = 16
-_TERM = re.compile(r"\s*([+-]?)\s*(?:([0-9]*\.?[0-9]+)\s*\*\s*)?([0-9]{1,4})\s*")
+_TERM = re.compile(r"\s*([+-]?)\s*(?:([0-9]{1,6}(?:\.[0-9]{1,6})?)\s*\*\s*)?([0-9]{1,4})\s*")
+_NUMBER = re.compile(r"[+-]?(?:[0-9]{1,6}(?:\.[0-9]{0,6})?|\.[0-9]{1,6})")  # ASCII digits only ('٣' is not 3)
+MAX_TERMS = 16
 
 
 @dataclass(frozen=True)
@@ -71,17 +73,27 @@ def parse_mix(text: str, layer: str) -> tuple[tuple[tuple[int, float], ...], int
     text = str(text).strip()
     if "~" in text:
         a, _, b = text.partition("~")
-        return ((parse_channel(lay, a.strip()), 1.0),), parse_channel(lay, b.strip())
+        first, last = parse_channel(lay, a.strip()), parse_channel(lay, b.strip())
+        if first == last:
+            raise VizError("an interpolation goes from one channel to another: A~B with A and B different")
+        return ((first, 1.0),), last
     terms, pos = [], 0
     while pos < len(text):
         m = _TERM.match(text, pos)
         if not m or m.end() == pos or (terms and not m.group(1)):
             raise VizError(f"cannot read the mix {text[:40]!r}: write it like 104+0.5*25 or 104~25")
         sign = -1.0 if m.group(1) == "-" else 1.0
-        terms.append((parse_channel(lay, m.group(3)), sign * float(m.group(2) or 1)))
+        w = sign * float(m.group(2) or 1)
+        if not 1e-3 <= abs(w) <= 1e3:
+            raise VizError(f"each weight of a mix must be between 0.001 and 1000 in size, got {w:g}")
+        terms.append((parse_channel(lay, m.group(3)), float(f"{w:.6g}")))
         pos = m.end()
+        if len(terms) > MAX_TERMS:
+            raise VizError(f"a mix has at most {MAX_TERMS} channels")
     if not terms:
         raise VizError("give a mix of channels, like 104+0.5*25")
+    if len({c for c, _ in terms}) < len(terms):
+        raise VizError("a mix names each channel once")
     return tuple(terms), None
 
 
@@ -93,13 +105,20 @@ def parse_view(text: str, layer: str) -> View:
         raise VizError(f"unknown view {text[:30]!r}: choose {', '.join(KINDS)}")
     kind, body = m.group(1), m.group(2) or ""
     args: dict[str, str] = {}
-    head = ""
+    heads = []
     for part in [p for p in body.split(",") if p.strip()]:
         k, eq, v = part.partition("=")
-        if eq:
-            args[k.strip()] = v.strip()
+        if not eq:
+            heads.append(part.strip())
+        elif k.strip() in args:
+            raise VizError(f"the view {text[:40]!r} names {k.strip()!r} twice")
         else:
-            head = part.strip()
+            args[k.strip()] = v.strip()
+    allowed = {"neuron": {"x", "y"}, "diversity": {"n", "w"}, "mix": {"n"}, "accent": {"w"}}.get(kind, set())
+    positional = 1 if kind in ("mix", "accent") else 0
+    if set(args) - allowed or len(heads) > positional or (m.group(2) is not None and kind in ("channel", "negative")):
+        raise VizError(f"cannot read the view {text[:40]!r}")
+    head = heads[0] if heads else ""
     try:
         if kind == "neuron":
             return make_view(kind, layer, x=args.get("x", 0.5), y=args.get("y", 0.5))
@@ -116,11 +135,18 @@ def parse_view(text: str, layer: str) -> View:
     return View(kind)
 
 
+def _text(v) -> str:
+    """A user's number as text: numbers from widgets are written with 6 significant digits."""
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v).strip()
+
+
 def _frac(name: str, v) -> float:
-    try:
-        f = float(str(v).strip())
-    except ValueError:
-        raise VizError(f"{name} must be a number between 0 and 1, got {str(v)[:20]!r}") from None
+    text = _text(v)
+    if not _NUMBER.fullmatch(text):
+        raise VizError(f"{name} must be a number between 0 and 1, got {text[:20]!r}")
+    f = float(f"{float(text):.6g}") + 0.0  # + 0.0: -0 is 0
     if not 0.0 <= f <= 1.0:
         raise VizError(f"{name} must be between 0 and 1 (a fraction of the map), got {f:g}")
     return f
@@ -131,11 +157,14 @@ def make_view(kind: str, layer: str, count=None, x=None, y=None, mix=None, start
     """Validate a view's options; one line on a bad combination."""
     if kind not in KINDS:
         raise VizError(f"unknown view {str(kind)[:20]!r}: choose {', '.join(KINDS)}")
-    try:
-        n = 1 if count is None else int(str(count).strip())
-        w = 1.0 if weight is None else float(weight)
-    except ValueError:
-        raise VizError("count must be a whole number and weight a number") from None
+    if count is not None and not re.fullmatch(r"\+?[0-9]{1,3}", _text(count)):
+        raise VizError(f"count must be a whole number, got {_text(count)[:20]!r}")
+    if weight is not None and not _NUMBER.fullmatch(_text(weight)):
+        raise VizError(f"weight must be a number like 1 or 0.5, got {_text(weight)[:20]!r}")
+    n = 1 if count is None else int(_text(count))
+    w = 1.0 if weight is None else float(f"{float(_text(weight)):.6g}")
+    if weight is not None and kind not in ("diversity", "accent"):
+        raise VizError(f"--weight is for the diversity and accent views, not {kind}")
     if kind not in ("diversity", "mix") and n != 1:
         raise VizError(f"--count is for the diversity view and interpolating mixes, not {kind}")
     if (x is not None or y is not None) and kind != "neuron" and (x, y) != (0.5, 0.5):
@@ -144,8 +173,8 @@ def make_view(kind: str, layer: str, count=None, x=None, y=None, mix=None, start
         raise VizError("a channel mix like 104+0.5*25 needs the mix view")
     if start and kind != "accent":
         raise VizError("a start photo is for the accent view")
-    if not (w > 0 and w < 1e3):
-        raise VizError(f"weight must be above 0 and below 1000, got {w:g}")
+    if not 1e-3 <= w <= 1e3:
+        raise VizError(f"weight must be between 0.001 and 1000, got {w:g}")
     if kind == "neuron":
         return View(kind, x=_frac("x", 0.5 if x is None else x), y=_frac("y", 0.5 if y is None else y))
     if kind == "diversity":
