@@ -161,6 +161,10 @@ def test_cli_count_writes_one_file_per_image(tmp_path):
     (["--objective", "mix", "--channel", "5+"], "cannot read the mix"),
     (["--objective", "neuron", "--x", "abc"], "between 0 and 1"),
     (["--objective", "accent", "--start", "/no/photo.jpg"], "no photo"),
+    (["--objective", "neuron", "--weight", "2"], "--weight is for"),
+    (["--objective", "diversity", "--count", "٣"], "whole number"),
+    (["--objective", "diversity", "--weight", "٣"], "weight must be a number"),
+    (["--objective", "mix", "--channel", "0*5"], "between 0.001 and 1000"),
 ])
 def test_cli_bad_combinations_exit_2_with_one_line(tmp_path, args, msg):
     base = ["--layer", "conv3_1", "--size", "32", "--steps", "2", "--out", str(tmp_path / "x.png")]
@@ -294,20 +298,6 @@ def test_objective_mistakes_are_one_line(model):
         render_vis(model, torch.tensor([1.0, 2.0, 3.0]) * channel("conv1_1", 3), steps=1, size=32)
     with pytest.raises(VizError, match="diverged"):
         render_vis(model, float("nan") * channel("conv1_1", 3), steps=2, size=32)
-
-
-@pytest.mark.parametrize("args,msg", [
-    (["--objective", "neuron", "--weight", "2"], "--weight is for"),
-    (["--objective", "diversity", "--count", "٣"], "whole number"),
-    (["--objective", "diversity", "--weight", "٣"], "weight must be a number"),
-    (["--objective", "mix", "--channel", "0*5"], "between 0.001 and 1000"),
-])
-def test_cli_adversarial_inputs_exit_2_with_one_line(tmp_path, args, msg):
-    base = ["--layer", "conv3_1", "--size", "32", "--steps", "2", "--out", str(tmp_path / "x.png")]
-    if "--channel" not in args:
-        base += ["--channel", "5"]
-    p = run_cli(*base, *args)
-    assert p.returncode == 2 and msg in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
 
 
 def test_cli_checks_every_output_name_before_rendering_and_a_users_file_wins(tmp_path):
