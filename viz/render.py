@@ -108,13 +108,13 @@ def render(
     model = load_model(settings.weights, dev, channels_last=channels_last, notice=notice)
     per = view.images_per_channel()
     each = [c for c in chans for _ in range(per)]
-    objective, filed = view_objective(view, settings.layer, chans, recipe.make_objective(settings.layer, each),
-                                      start_tensor(view, start))
+    photo = start_tensor(view, start)  # None unless the view is accent
+    objective, filed = view_objective(view, settings.layer, chans, recipe.make_objective(settings.layer, each), photo)
     probe = Probe(model, objective.reads, relu=settings.activation == "post")
     gens = make_generators(settings.seed, [c + k * IMAGE_KEY for c in chans for k in range(per)])
     param = recipe.make_param(gens, settings.size)
-    if view.kind == "accent":
-        param.start_from(start_tensor(view, start))
+    if photo is not None:
+        param.start_from(photo)
     begin = time.perf_counter()
     out = optimize(
         probe, param, objective, recipe.make_transforms(), BatchRNG(gens), settings.steps,
