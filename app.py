@@ -14,7 +14,7 @@ sys.setswitchinterval(0.001)
 import streamlit as st  # noqa: E402
 
 import viz.figures  # noqa: F401  (imports pandas before plotly first runs; see viz/figures.py)
-from app_pages._shared import page_style, sidebar_controls
+from app_pages._chrome import page_style, sidebar_controls
 
 st.set_page_config(page_title="VGG16 Feature Atlas", page_icon=":material/grid_view:", layout="wide")
 

@@ -4,8 +4,10 @@ modern default)."""
 import numpy as np
 import streamlit as st
 
-from app_pages._shared import (PERSIST, app_words, estimate_line, follow, generation_page, job_progress, layer_picker,
-                               manager, remember_link, session_id, show_metrics)
+from app_pages._forms import (PERSIST, estimate_line, follow, generation_page, job_progress, layer_picker,
+                              remember_link)
+from app_pages._results import show_metrics
+from app_pages._server import app_words, manager, session_id
 from viz import DEFAULT_METHOD, METHODS, VizError, get_layer, make_settings, parse_channel
 from viz.figures import curve_figure
 from viz.jobs import JobSpec

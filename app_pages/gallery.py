@@ -4,7 +4,9 @@ import math
 
 import streamlit as st
 
-from app_pages._shared import PERSIST, gallery, legend, link_state, plain, show_examples, show_metrics
+from app_pages._forms import PERSIST, link_state
+from app_pages._results import legend, plain, show_examples, show_metrics
+from app_pages._server import gallery
 from viz import LAYERS, VizError
 from viz.figures import curve_figure
 from viz.images import zoom_png

@@ -4,7 +4,7 @@ layer table and the galleries that exist."""
 import pandas as pd
 import streamlit as st
 
-from app_pages._shared import gallery, gallery_root
+from app_pages._server import gallery, gallery_root
 from viz import LAYER_NAMES, LAYERS, METHODS, VizError
 from viz.weights import CAFFE_NORM, IMAGENET_NORM, torchvision_checkpoint
 

@@ -3,7 +3,8 @@
 import numpy as np
 import streamlit as st
 
-from app_pages._shared import PERSIST, app_words, gallery, layer_picker, load_model_for
+from app_pages._forms import PERSIST, layer_picker
+from app_pages._server import app_words, gallery, load_model_for
 from viz import VizError
 from viz.corpus import BUNDLED, bundled, decode, load_rgb
 from viz.photo import overlay, respond

@@ -151,7 +151,7 @@ def test_junk_bytes_with_a_matching_hash_are_not_an_image(tmp_path):
 
 
 def test_markdown_in_evidence_is_shown_as_plain_text():
-    from app_pages._shared import plain
+    from app_pages._results import plain
 
     hostile = "![x](http://127.0.0.1:9/pixel.png) [link](http://evil) **bold** <img src=x>"
     shown = plain(hostile)

@@ -1,0 +1,82 @@
+"""What every page shares around its content: small-screen layout, the theme kept across tabs, and the sidebar's
+global settings (Streamlit only)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from app_pages._server import manager, session_id
+from viz import DEFAULT_METHOD, METHODS
+from viz.weights import default_weights_name
+
+WEIGHT_CHOICES = ["oxford", "torchvision"]
+
+
+# On a phone Streamlit stacks every column, so a 6-wide grid page becomes 24 full-width images (11,000 px) and the
+# first image sits below three screens of controls. Keep up to three columns side by side there instead.
+SMALL_SCREENS = """<style>
+@media (max-width: 640px) {
+  .stMainBlockContainer { padding-top: 3rem; }
+  .stMainBlockContainer h1 { font-size: 2rem; }
+  .stMainBlockContainer [data-testid="stHorizontalBlock"] { flex-wrap: wrap !important; gap: 0.5rem !important; }
+  .stMainBlockContainer [data-testid="stHorizontalBlock"] > [data-testid="stColumn"] {
+    min-width: calc(33.3% - 0.5rem) !important; flex: 1 1 calc(33.3% - 0.5rem) !important; width: auto !important;
+  }
+}
+</style>"""
+
+
+# Streamlit keeps the theme a visitor chose in localStorage under a key named after the path the tab was opened
+# at ("stActiveTheme-/gallery-v1"), so a link opened in a new tab forgot it. This script remembers the choice under
+# one key for the whole app (when it is made in the main menu) and hands it to any path opened later (one reload).
+THEME_SYNC = """<script>
+(() => {
+  if (window.vgg16AtlasTheme) return;
+  window.vgg16AtlasTheme = true;
+  const ls = window.localStorage, shared = "vgg16-atlas-theme";
+  const first = (performance.getEntriesByType("navigation")[0] || {}).name || location.href;
+  const prefix = `stActiveTheme-${new URL(first).pathname}-v`;  // Streamlit's key, "-v2" in 1.67
+  const own = () => Object.keys(ls).find(k => k.startsWith(prefix) && /^[0-9]+$/.test(k.slice(prefix.length)));
+  const chosen = JSON.parse(ls.getItem(shared) || "null");  // {key suffix, value} of the last choice anywhere
+  if (chosen && ls.getItem(prefix + chosen.version) !== chosen.value && !sessionStorage.getItem(prefix)) {
+    sessionStorage.setItem(prefix, "synced");  // at most one reload per tab
+    ls.setItem(prefix + chosen.version, chosen.value);
+    location.reload();
+    return;
+  }
+  // a choice in the main menu (not Streamlit's own default write) becomes the shared one
+  document.addEventListener("click", (event) => {
+    if (!event.target.closest('[data-testid^="stMainMenuItem-theme-"]')) return;
+    setTimeout(() => {
+      const key = own();
+      if (key) ls.setItem(shared, JSON.stringify({version: key.slice(prefix.length), value: ls.getItem(key)}));
+    }, 300);
+  }, true);
+})();
+</script>"""
+
+
+def page_style() -> None:
+    st.html(SMALL_SCREENS)
+    st.html(THEME_SYNC, unsafe_allow_javascript=True)
+
+
+def sidebar_controls() -> None:
+    """Global controls (weights, device, default method), kept in session state across pages."""
+    ss = st.session_state
+    ss.setdefault("g_weights", default_weights_name())
+    ss.setdefault("g_device", "auto")
+    ss.setdefault("g_method", DEFAULT_METHOD)
+    with st.sidebar:
+        st.markdown("### Settings")
+        st.selectbox("Weights", WEIGHT_CHOICES, key="g_weights",
+                     help="oxford: the original VGG16 ImageNet weights (CC BY 4.0), always available offline. "
+                          "torchvision: IMAGENET1K_V1, needs its checkpoint cached or a connection once. "
+                          "Channel numbers differ between the two.")
+        st.selectbox("Device", ["auto", "cpu", "cuda", "mps"], key="g_device")
+        st.selectbox("Default method", list(METHODS), key="g_method",
+                     format_func=lambda m: f"{m} (modern)" if m == "fourier" else f"{m} (naive baseline)")
+        stats = manager().stats()
+        mine = len(manager().session_jobs(session_id()))
+        st.caption(f"Server: {stats['running']}/{stats['max_running']} generating, {stats['queued']} queued"
+                   + (f" ({mine} of these yours)" if mine else "") + f" · {stats['cached']} results cached")

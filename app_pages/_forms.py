@@ -1,0 +1,123 @@
+"""The generating pages' form and live view: values from a link or the visitor's last choice, the layer picker,
+the estimate under the form, queue position or progress with ETA, and the loop that streams live frames."""
+
+from __future__ import annotations
+
+import time
+
+import streamlit as st
+
+from app_pages._server import session_alive, app_words, device, manager, session_id
+from viz import LAYER_NAMES, LAYERS, VizError
+from viz.links import parse_link
+
+
+def link_state(default_layer: str | None = "conv5_1"):
+    """The URL's parameters, validated: each bad one is shown as one friendly warning and dropped from the URL."""
+    link = parse_link(st.query_params.to_dict(), default_layer)
+    for problem in link.problems:
+        st.warning(f"Ignored part of the link: {problem}.", icon=":material/link_off:")
+    for name in link.bad:
+        st.query_params.pop(name, None)
+    return link
+
+
+PERSIST = {"persist_state": "session"}  # a visitor's choices survive a visit to another page
+
+
+def seed_from_link(prefix: str, defaults: dict) -> None:
+    """The form's values: a new link's (layer, channel, size, steps, method) when the URL changed since it was
+    last applied, else what this visitor chose before (widgets persist across pages), else ``defaults``."""
+    link = link_state(default_layer=None)
+    ss = st.session_state
+    for name, value in {"layer": "conv5_1", "channel": 104, **defaults}.items():
+        ss.setdefault(f"{prefix}_{name}", value)
+    given = {k: v for k, v in link.given().items() if k != "page"}
+    if given and given != ss.get(f"_{prefix}_link"):
+        for name, value in given.items():
+            ss[f"{prefix}_{name}"] = value
+        ss[f"_{prefix}_link"] = given
+
+
+def remember_link(prefix: str, **values) -> None:
+    """Put a submitted request in the URL (a shareable link) without it counting as a new link."""
+    st.query_params.update({k: str(v) for k, v in values.items()})
+    st.session_state[f"_{prefix}_link"] = values
+
+
+def layer_picker(label: str, key: str, container=st) -> str:
+    """A layer selectbox whose value lives in ``st.session_state[key]`` (set it first to choose the default)."""
+    return container.selectbox(label, list(LAYER_NAMES), key=key, **PERSIST,
+                               format_func=lambda n: f"{n} ({LAYERS[n].channels} ch, RF {LAYERS[n].receptive_field}px)")
+
+
+def defaults_for(device_name: str) -> tuple[int, int]:
+    """(size, steps): under ~30 s for conv5_1 on a laptop CPU; Lucid's 224 px x 512 steps on a GPU."""
+    return (224, 512) if device_name.startswith("cuda") else (128, 128)
+
+
+def generation_page(title: str, caption: str, prefix: str, **defaults) -> tuple[str, int, int]:
+    """The top of a page that generates: title, caption, the device (the page stops with a message when it is
+    not available), the form's values from the link or the visitor's last choice; returns (device, default
+    size, default steps)."""
+    st.title(title)
+    st.caption(caption)
+    dev = device()
+    if dev is None:
+        st.stop()
+    size, steps = defaults_for(dev)
+    seed_from_link(prefix, {"size": size, "steps": steps, **defaults})
+    return dev, size, steps
+
+
+def follow(draw, every: float = 1.0) -> bool:
+    """Stream live frames from this script run: ``draw(tick)`` renders one frame into a fresh container and
+    returns True once there is nothing left to wait for. Returns whether it had to wait.
+
+    Not ``st.fragment(run_every=...)``: with 8 sessions on 2 cores a fragment's browser-side timer was seen to
+    stop, leaving a session on its first frame for good. A script run that keeps redrawing its own placeholder
+    needs no timer; any click stops it and starts an ordinary rerun.
+    """
+    slot = st.empty()
+    tick = 0
+    sid = session_id()
+    while True:
+        if session_alive(sid) is False:  # the tab is gone (the server may keep its script running): stop, and
+            return tick > 0  # stop vouching for it, so its jobs are dropped after VIZ_SESSION_TIMEOUT
+        manager().heartbeat(sid)  # this visitor still watches: its jobs keep running
+        with slot.container():
+            if draw(tick):
+                return tick > 0
+        tick += 1
+        time.sleep(every)
+
+
+def job_progress(job, position: int) -> None:
+    """Queue position, or a progress bar with ETA, for a job that is not finished."""
+    from viz.budget import fmt_seconds
+    from viz.progress import fmt_time
+
+    if job.state == "queued":
+        st.info(f"Queued: position {position} — starts when the server has a free slot (this render: about "
+                f"{fmt_seconds(job.estimate)}).", icon=":material/hourglass:")
+        return
+    frac = job.step / max(job.steps, 1)
+    eta = "…" if job.eta is None else fmt_time(job.eta)
+    st.progress(frac, text=f"step {job.step}/{job.steps} · {fmt_time(job.elapsed)} elapsed · ETA {eta}")
+
+
+def estimate_line(specs) -> bool:
+    """Under a generation form: the request's estimated time on this server, or why it would be refused.
+    Returns whether the request fits."""
+    from viz.budget import fmt_seconds
+
+    m = manager()
+    try:
+        seconds = sum(m.check_budget(spec) for spec in specs)
+    except VizError as exc:
+        st.warning(app_words(exc), icon=":material/timer_off:")
+        return False
+    lim = m.limits
+    st.caption(f"Estimated time on this server: {'instant (cached)' if seconds == 0 else 'about ' + fmt_seconds(seconds)}"
+               f" · limits here: {fmt_seconds(lim.max_job_seconds)} and {min(lim.size_cap, 1024)} px per render")
+    return True

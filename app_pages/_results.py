@@ -1,0 +1,101 @@
+"""How a result is shown: its metrics row and flags, the legend of the numbers, the dataset examples beside it,
+and text from files shown literally."""
+
+from __future__ import annotations
+
+import re
+
+import streamlit as st
+
+from viz import VizError
+from viz.metrics import versus_photos
+
+
+FINAL_HELP = ("The channel's mean activation on the final image exactly as shown. The curve is measured during the "
+              "optimization on randomly jittered, scaled and rotated copies (and, in the first steps, on a "
+              "smaller image), so its last point is not the same number.")
+
+
+def show_metrics(summary: dict, seconds: float | None, curve_last: float | None = None) -> None:
+    """The metrics row of a result; says why the final activation and the curve's end differ when they do."""
+    ratio, why = versus_photos(summary)
+    final = summary["final_activation"]
+    cols = st.columns(4)
+    cols[0].metric("Final activation", f"{final:.4g}", help=FINAL_HELP)
+    cols[1].metric("× best photo", ratio, help=f"{why} (the channel's strongest response at any position of the "
+                                               "bundled photos)")
+    cols[2].metric("HF share", f"{summary['hf_fraction']:.2f}",
+                   help="High-frequency share of the image's spectrum (natural photos: below 0.22; noise: ~0.8)")
+    cols[3].metric("Seconds", "n/a" if seconds is None else f"{seconds:.1f}")
+    if curve_last is not None and abs(final - curve_last) > 0.05 * max(abs(final), abs(curve_last), 1e-6):
+        st.caption(f"The curve ends at {curve_last:.4g}: it is measured on transformed copies during the "
+                   f"optimization; the image as shown reaches {final:.4g}.")
+    if summary["flags"]:
+        # the flags are validated names; the evidence is text from a file: shown as plain text, never Markdown
+        st.error(f"Flagged: {', '.join(plain(f) for f in summary['flags'])}", icon=":material/flag:")
+        st.text(summary["evidence"])
+
+
+LEGEND = """
+- **N.N×** (× best photo): the image's activation (the channel's mean over the whole image) over the channel's
+  strongest response at any single position of the photos that ship with scikit-image and scikit-learn. It is
+  one number per image, the same on every page and at any size; above 1× the whole image excites the channel
+  more than its best spot in any photo.
+- **∞×**: no position of any photo activates the channel (its best is 0 or below) while the image does.
+- **n/a**: neither the image nor any photo activates it, or the photo reference is unknown.
+- **⚠ flags**: `dead` never positive, neither on photos nor after optimization; `no_rise` the objective did not
+  rise; `blank` a nearly uniform image; `noise` mostly high-frequency noise. A flagged channel was retried once
+  (another seed, twice the steps) before it was kept flagged.
+- **Dotted line** in a curve: the channel's strongest response in the bundled photos, for scale.
+- **Final activation** is measured on the final image as shown; the curve on transformed copies during the run.
+"""
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def _examples(weights: str, layer: str):
+    from viz.examples import read_layer, reference_dirs
+
+    for d in reference_dirs(weights):
+        try:
+            return read_layer(d, layer)
+        except VizError:
+            continue
+    return None
+
+
+def show_examples(weights: str, layer: str, channel: int) -> None:
+    """Dataset examples beside a visualization: the photo regions that excite the channel most, the strongest
+    one in its photo, and the regions it responds to most negatively."""
+    from viz.examples import example_tiles, in_context
+
+    ex = _examples(weights, layer)
+    if ex is None:
+        st.caption(f"No dataset examples for {weights} yet: `python -m viz examples --weights {weights} "
+                   "--images bundled` makes them.")
+        return
+    st.markdown(f"#### Real photos that make {layer}:{channel} fire")
+    st.caption("Receptive-field crops of the strongest positions in the bundled photos (activation · photo); "
+               "at two scales, so some crops cover most of a photo.")
+    tiles = example_tiles(ex, channel, "top", 8)
+    for col, (tile, caption) in zip(st.columns(8), tiles):
+        col.image(tile, caption=caption, width="stretch")
+    context = in_context(ex, channel)
+    hates = example_tiles(ex, channel, "bottom", 4)
+    left, right = st.columns([1, 1.4])
+    if context is not None:
+        left.image(context[0], caption=context[1], width="stretch")
+    with right:
+        st.markdown("**What it responds to most negatively**")
+        for col, (tile, caption) in zip(st.columns(4), hates):
+            col.image(tile, caption=caption, width="stretch")
+
+
+def legend() -> None:
+    with st.expander("How to read these numbers", icon=":material/help:"):
+        st.markdown(LEGEND)
+
+
+def plain(text: object) -> str:
+    """``text`` for a Markdown widget, shown literally: a record's text can never become a link, an image or
+    formatting (a hostile gallery file could otherwise make the browser fetch a remote image)."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$:&])", r"\\\1", str(text))
