@@ -194,3 +194,21 @@ def test_your_photo_page(tmp_path):
     assert any("The 12 channels of conv5_1 that fire most" in s.value for s in at.subheader)
     links = [el for el in at.get("page_link")]
     assert len(links) >= 12
+
+
+
+@pytest.mark.parametrize("shape", [(3, 7), (5, 1000), (4, 50_177), (64, 4096)])
+def test_block_search_is_exactly_topk(shape):
+    """The scan's two-stage search (block extremes first) gives exactly what topk gives, at both ends, whether
+    the row splits into whole blocks or leaves a tail."""
+    import torch
+
+    from viz.examples import topk_rows
+
+    flat = torch.randn(shape, generator=torch.Generator().manual_seed(shape[1]))
+    flat[0, -1] = 50.0  # the best value in the tail, where no block looks
+    for m in (1, 4, 24):
+        for largest in (True, False):
+            v, i = topk_rows(flat, m, largest)
+            assert torch.equal(v, flat.topk(min(m, shape[1]), dim=1, largest=largest).values)
+            assert torch.equal(torch.gather(flat, 1, i), v)  # the positions hold those values
