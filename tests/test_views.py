@@ -106,6 +106,7 @@ def test_mix_sums_channels_and_interpolates(model):
     both = channel_activation(model, LAYER, t, [a]) + channel_activation(model, LAYER, t, [b])
     assert mix.history[-1, 0] > mix.history[0, 0] and both[0] > 0
     r = render(settings(f"mix({a}~{b},n=3)"), [a], "cpu")
+    assert r.channels == [a, a, b]  # each image is filed (and measured) under the channel it leans to
     t = torch.from_numpy(r.images).permute(0, 3, 1, 2).float() / 255
     to_a = channel_activation(model, LAYER, t, [a] * 3) - channel_activation(model, LAYER, t, [b] * 3)
     assert to_a[0] > to_a[2]  # the first image leans to a, the last to b
@@ -165,6 +166,7 @@ def test_cli_count_writes_one_file_per_image(tmp_path):
     (["--objective", "diversity", "--count", "٣"], "whole number"),
     (["--objective", "diversity", "--weight", "٣"], "weight must be a number"),
     (["--objective", "mix", "--channel", "0*5"], "between 0.001 and 1000"),
+    (["--objective", "negative", "--activation", "post"], "needs pre-ReLU"),
 ])
 def test_cli_bad_combinations_exit_2_with_one_line(tmp_path, args, msg):
     base = ["--layer", "conv3_1", "--size", "32", "--steps", "2", "--out", str(tmp_path / "x.png")]

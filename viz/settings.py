@@ -100,6 +100,9 @@ def make_settings(layer: object, method: object = DEFAULT_METHOD, size: object =
     act = recipe.activation if activation is None else activation
     if act not in ("pre", "post"):
         raise VizError(f"activation must be 'pre' or 'post' (ReLU), got {str(act)[:20]!r}")
+    if act == "post" and view_s.startswith("negative"):
+        raise VizError("the negative view needs pre-ReLU activations (--activation pre): after the ReLU, any image "
+                       "the channel ignores scores as well as one it hates")
     if precision not in PRECISIONS:
         raise VizError(f"precision must be one of {', '.join(PRECISIONS)}, got {str(precision)[:20]!r}")
     prec = default_precision(device or torch.device("cpu")) if precision == "auto" else str(precision)

@@ -8,8 +8,8 @@ the gallery keep views apart) and parsed back with :func:`parse_view`:
 - ``negative``: what the channel hates (minus its mean);
 - ``diversity(n=4,w=1)``: ``n`` different images of the channel, pushed apart by Lucid's Gram-matrix diversity at a
   lower layer;
-- ``mix(104+0.5*25)``: a weighted sum of channels; ``mix(104~25,n=5)``: ``n`` images interpolating from one channel
-  to another;
+- ``mix(104+0.5*25)``: a weighted sum of channels, filed under its first; ``mix(104~25,n=5)``: ``n`` images
+  interpolating from one channel to another, each filed (and measured) under the channel it leans to;
 - ``accent(<photo digest>,w=1)``: start from a photo and stay close to it while the channel grows (feature
   accentuation, Hamblin et al. 2024; Microscope's caricatures).
 """
@@ -60,7 +60,7 @@ class View:
 
     @property
     def primary(self) -> int | None:
-        """The channel a mix is filed under (its first term)."""
+        """The channel a mix's request is made for (its first term); an interpolation's images lean to either end."""
         return self.terms[0][0] if self.terms else None
 
     def images_per_channel(self) -> int:
@@ -272,7 +272,7 @@ def view_objective(view: View, layer: str, channels: list[int], base: Objective,
         if view.to is not None:
             t = torch.tensor([k / (per - 1) for _ in channels for k in range(per)])
             a, b = view.terms[0][0], view.to
-            return (1 - t) * channel(layer, a) + t * channel(layer, b), [a] * len(chans)
+            return (1 - t) * channel(layer, a) + t * channel(layer, b), [a if w <= 0.5 else b for w in t.tolist()]
         terms = [channel(layer, c) if w == 1 else w * channel(layer, c) for c, w in view.terms]
         return Objective.sum(terms), [view.terms[0][0]] * len(chans)
     if start is None:
