@@ -155,6 +155,15 @@ def test_cli_count_writes_one_file_per_image(tmp_path):
     assert p.returncode == 0, p.stderr and (tmp_path / "acc.png").is_file()
 
 
+def test_negative_reads_before_the_relu_whatever_the_method():
+    """After the ReLU a channel's negative is flat (anything it ignores scores zero): the seed method, whose
+    default is post-ReLU, renders its negative before the ReLU unless told otherwise, which is refused."""
+    assert make_settings(LAYER, "seed", view="negative").activation == "pre"
+    assert make_settings(LAYER, "seed").activation == "post"
+    with pytest.raises(VizError, match="needs pre-ReLU"):
+        make_settings(LAYER, "fourier", view="negative", activation="post")
+
+
 @pytest.mark.parametrize("args,msg", [
     (["--objective", "neuron", "--count", "2"], "--count is for"),
     (["--objective", "accent"], "needs --start"),

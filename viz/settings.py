@@ -97,10 +97,11 @@ def make_settings(layer: object, method: object = DEFAULT_METHOD, size: object =
     steps_i = _int("steps", steps, 1, MAX_STEPS)
     lr_f = recipe.lr if lr is None else _float("learning rate", lr, 0.0, MAX_LR)
     seed_i = _int("seed", seed, 0, 2**31 - 1)
-    act = recipe.activation if activation is None else activation
+    negative = view_s.startswith("negative")
+    act = ("pre" if negative else recipe.activation) if activation is None else activation
     if act not in ("pre", "post"):
         raise VizError(f"activation must be 'pre' or 'post' (ReLU), got {str(act)[:20]!r}")
-    if act == "post" and view_s.startswith("negative"):
+    if act == "post" and negative:
         raise VizError("the negative view needs pre-ReLU activations (--activation pre): after the ReLU, any image "
                        "the channel ignores scores as well as one it hates")
     if precision not in PRECISIONS:
