@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -121,6 +122,43 @@ def test_accent_stays_closer_to_its_photo_than_a_plain_render(model):
     assert r.history[-1, 0] > r.history[0, 0]  # the channel grows from where the photo had it
     with pytest.raises(VizError, match="start photo"):
         render(settings(f"accent({digest},w=1)"), [CH], "cpu", start=photo[::-1])
+
+
+@pytest.mark.parametrize("view", ["diversity(n=2,w=1)", "accent", "mix(17~40,n=2)"])
+def test_two_visitors_share_a_view_render_and_cancel_only_their_own_part(view, tmp_path):
+    """The hosting rules hold for every view: a second visitor asking the same view of the same channel joins the
+    running job, one visitor's cancel leaves it running for the other, and another view (or another start photo)
+    of that channel is another job."""
+    from viz.jobs import JobManager
+
+    def spec(v: str, photo: str = "chelsea") -> JobSpec:
+        start = b""
+        if v == "accent":
+            _, digest, start = start_photo(load_photo(photo))
+            v = f"accent({digest},w=1)"
+        return JobSpec(settings(v, size=32, steps=3000), CH, "cpu", start=start)
+
+    m = JobManager(max_running=1, max_queued=8, max_per_session=2, disk_cache=None)
+    try:
+        job = m.submit_many([spec(view)], session="A")[0]
+        assert m.submit_many([spec(view)], session="B")[0] is job
+        other = m.submit_many([spec("channel" if view != "accent" else "accent", "coffee")], session="C")[0]
+        assert other is not job and other.spec.key != job.spec.key
+        deadline = time.monotonic() + 120
+        while job.step < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        m.cancel(job, "A")
+        step = job.step
+        while job.step <= step + 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert job.state == "running" and job.subscribers == {"B"}, (job.state, job.step, step)
+        m.cancel(job, "B")
+        m.cancel(other, "C")
+        wait(job, 60)
+        n = 1 if view == "accent" else 2  # a view's images side by side, as far as they got
+        assert job.state == "cancelled" and job.image.shape == (32, n * 32 + (n - 1) * 4, 3)
+    finally:
+        m.shutdown()
 
 
 def test_a_diversity_job_shows_its_images_side_by_side():
