@@ -176,6 +176,20 @@ def _spares(state: LayerState, p: Pending) -> int:
     return state.top + 8 if len(p.maps) == 1 else 4 * state.top + 8
 
 
+def _near_stronger(p: Pending, layer: str, mid: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """For candidates (rows, m), strongest first, in map ``mid`` at (``y``, ``x``): whether a stronger one of the
+    same map lies within half a window in both directions."""
+    radii = [min(window(layer), 2 * (min(a.shape[1:]) // 2) + 1) // 2 for a in p.maps]  # a small map: its half
+    span = max(a.shape[1] for a in p.maps) + 2 * max(radii) + 1  # maps' rows set further apart than any radius,
+    row = y + mid.to(y.dtype) * span  # so one distance test covers "in the same map"
+    small = span * len(p.maps) < 2**15 and max(a.shape[2] for a in p.maps) < 2**15
+    dtype = torch.int16 if small else torch.int32  # half the bytes through the (rows, m, m) tests
+    row, x = row.to(dtype), x.to(dtype)
+    r = radii[0] if len(set(radii)) == 1 else torch.tensor(radii, dtype=dtype)[mid][:, None, :]
+    near = ((row[:, :, None] - row[:, None, :]).abs_() <= r) & ((x[:, :, None] - x[:, None, :]).abs_() <= r)
+    return near.triu_(diagonal=1).any(dim=1)  # near[., i, j] with i < j: candidate i is stronger than j
+
+
 def _peaks(state: LayerState, layer: str, p: Pending, blocks: Blocks, extreme: torch.Tensor, largest: bool):
     """Candidates from the concatenated maps ``blocks.flat`` (C, N) that may enter one end of ``state``: per
     channel, the strongest (or most negative) positions more than half a window apart within their map, as values
@@ -192,19 +206,14 @@ def _peaks(state: LayerState, layer: str, p: Pending, blocks: Blocks, extreme: t
     sizes = torch.tensor([a.shape[1] * a.shape[2] for a in p.maps])
     starts = torch.cumsum(sizes, 0) - sizes
     widths = torch.tensor([a.shape[2] for a in p.maps], dtype=torch.int32)
-    radius = torch.tensor([min(window(layer), 2 * (min(a.shape[1:]) // 2) + 1) // 2 for a in p.maps],
-                          dtype=torch.int16)
     mid = torch.searchsorted(starts, i.contiguous(), right=True) - 1  # which map each candidate is in
     local = (i - starts[mid]).to(torch.int32)
-    y, x, r = (local // widths[mid]).short(), (local % widths[mid]).short(), radius[mid]
-    same = mid.to(torch.int16)
-    near = (same[:, :, None] == same[:, None, :]) & ((y[:, :, None] - y[:, None, :]).abs() <= r[:, :, None]) & \
-        ((x[:, :, None] - x[:, None, :]).abs() <= r[:, :, None])
-    earlier = torch.ones(m, m, dtype=torch.bool).triu(diagonal=1)  # [i, j]: candidate i is stronger than j
-    v = v.masked_fill((near & earlier).any(dim=1), -math.inf if largest else math.inf)
+    y, x = local // widths[mid], local % widths[mid]
+    v = v.masked_fill(_near_stronger(p, layer, mid, y, x), -math.inf if largest else math.inf)
     keep_v, keep = v.topk(min(state.top, m), dim=1, largest=largest)
     keys = torch.tensor(p.keys, dtype=torch.int64)[torch.gather(mid, 1, keep)]  # (rows, top, 2)
-    where = torch.cat([keys, torch.gather(y, 1, keep)[..., None], torch.gather(x, 1, keep)[..., None]], dim=-1)
+    where = torch.cat([keys, torch.gather(y, 1, keep)[..., None].long(), torch.gather(x, 1, keep)[..., None].long()],
+                      dim=-1)
     return rows, (keep_v if largest else -keep_v), where.to(torch.int32)
 
 
