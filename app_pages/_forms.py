@@ -7,7 +7,7 @@ import time
 
 import streamlit as st
 
-from app_pages._server import session_alive, app_words, device, manager, session_id
+from app_pages._server import app_words, device, manager, session_alive, session_id
 from viz import LAYER_NAMES, LAYERS, VizError
 from viz.links import parse_link
 

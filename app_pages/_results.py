@@ -44,8 +44,8 @@ LEGEND = """
 - **∞×**: no position of any photo activates the channel (its best is 0 or below) while the image does.
 - **n/a**: neither the image nor any photo activates it, or the photo reference is unknown.
 - **⚠ flags**: `dead` never positive, neither on photos nor after optimization; `no_rise` the objective did not
-  rise; `blank` a nearly uniform image; `noise` mostly high-frequency noise. A flagged channel was retried once
-  (another seed, twice the steps) before it was kept flagged.
+  rise; `blank` a nearly uniform image; `noise` mostly high-frequency noise. A flagged channel was retried
+  (another seed and twice the steps each time) before it was kept flagged.
 - **Dotted line** in a curve: the channel's strongest response in the bundled photos, for scale.
 - **Final activation** is measured on the final image as shown; the curve on transformed copies during the run.
 """

@@ -86,7 +86,6 @@ def device() -> str | None:
         return None
 
 
-
 # Imported once per server process, after torch, plotly, pandas and streamlit: their ~0.5 M long-lived objects
 # move out of the garbage collector's sight. Otherwise every full collection walks them all (0.3 s of CPU when
 # idle; several seconds on a loaded 2-core machine, during which the server answers nothing, health checks

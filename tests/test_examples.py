@@ -196,19 +196,22 @@ def test_your_photo_page(tmp_path):
     assert len(links) >= 12
 
 
-
 @pytest.mark.parametrize("shape", [(3, 7), (5, 1000), (4, 50_177), (64, 4096)])
 def test_block_search_is_exactly_topk(shape):
-    """The scan's two-stage search (block extremes first) gives exactly what topk gives, at both ends, whether
-    the row splits into whole blocks or leaves a tail."""
+    """The scan's two-stage search (block extremes first) gives exactly what topk and amax/amin give, at both
+    ends, for all rows or some, whether the row splits into whole blocks or leaves a tail."""
     import torch
 
-    from viz.examples import topk_rows
+    from viz.examples import Blocks
 
     flat = torch.randn(shape, generator=torch.Generator().manual_seed(shape[1]))
-    flat[0, -1] = 50.0  # the best value in the tail, where no block looks
+    flat[0, -1], flat[-1, -1] = 50.0, -50.0  # the extremes of two rows in the tail, where no block looks
     for m in (1, 4, 24):
-        for largest in (True, False):
-            v, i = topk_rows(flat, m, largest)
-            assert torch.equal(v, flat.topk(min(m, shape[1]), dim=1, largest=largest).values)
-            assert torch.equal(torch.gather(flat, 1, i), v)  # the positions hold those values
+        blocks = Blocks(flat, min(m, shape[1]))
+        high, low = blocks.extremes()
+        assert torch.equal(high, flat.amax(dim=1)) and torch.equal(low, flat.amin(dim=1))
+        for rows in (torch.arange(shape[0]), torch.tensor([0, shape[0] - 1])):
+            for largest in (True, False):
+                v, i = blocks.topk(rows, largest)
+                assert torch.equal(v, flat[rows].topk(min(m, shape[1]), dim=1, largest=largest).values)
+                assert torch.equal(torch.gather(flat[rows], 1, i), v)  # the positions hold those values

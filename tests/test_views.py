@@ -126,9 +126,9 @@ def test_accent_stays_closer_to_its_photo_than_a_plain_render(model):
 
 @pytest.mark.parametrize("view", ["diversity(n=2,w=1)", "accent", "mix(17~40,n=2)"])
 def test_two_visitors_share_a_view_render_and_cancel_only_their_own_part(view, tmp_path):
-    """The hosting rules hold for every view: a second visitor asking the same view of the same channel joins the
-    running job, one visitor's cancel leaves it running for the other, and another view (or another start photo)
-    of that channel is another job."""
+    """The hosting rules hold for these views: a second visitor asking the same view of the same channel joins the
+    running job, one visitor's cancel leaves it running for the other, and another view of that channel (for
+    accent: another start photo) is another job."""
     from viz.jobs import JobManager
 
     def spec(v: str, photo: str = "chelsea") -> JobSpec:
@@ -188,6 +188,10 @@ def test_cli_count_writes_one_file_per_image(tmp_path):
                 "--out", str(tmp_path / "mix.png"))
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout.strip().splitlines()[-1])["view"] == "mix(5+0.5*7)"
+    p = run_cli("--layer", "conv3_1", "--channel", "5~7", "--objective", "mix", "--count", "2", "--size", "32",
+                "--steps", "3", "--out", str(tmp_path / "lerp.png"))
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout.strip().splitlines()[-1])["channels"] == [5, 7]  # each image's own channel
     p = run_cli("--layer", "conv3_1", "--channel", "5", "--objective", "accent", "--start", "coffee", "--size", "32",
                 "--steps", "3", "--out", str(tmp_path / "acc.png"))
     assert p.returncode == 0, p.stderr and (tmp_path / "acc.png").is_file()

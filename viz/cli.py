@@ -160,6 +160,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     else:
         rec["outs"] = [str(p) for p in outs]
         rec["final_activation"] = [float(v) for v in result.final_activation]
+        rec["channels"] = [int(c) for c in result.channels]  # what each image is filed and measured under
     print(json.dumps(rec, allow_nan=False))
     return 0
 

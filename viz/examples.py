@@ -151,7 +151,8 @@ class Blocks:
         return high, low
 
     def topk(self, rows: torch.Tensor, largest: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """``flat[rows].topk(m, dim=1, largest=largest)``, exactly: (values, positions in the row)."""
+        """``flat[rows].topk(m, dim=1, largest=largest)``, exactly: (values, positions in the row). ``rows`` are
+        sorted and distinct (as ``nonzero`` gives them): as many as ``flat`` has means all of them."""
         n = self.flat.shape[1]
         every = rows.numel() == self.flat.shape[0]
         if self.high is None:
@@ -164,11 +165,6 @@ class Blocks:
         values = torch.gather(self.flat, 1, idx) if every else self.flat[rows[:, None], idx]
         v, i = values.topk(self.m, dim=1, largest=largest)
         return v, torch.gather(idx, 1, i)
-
-
-def topk_rows(flat: torch.Tensor, m: int, largest: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """``flat.topk(m, dim=1)``, exactly, searching only the best blocks (see :class:`Blocks`)."""
-    return Blocks(flat, m).topk(torch.arange(flat.shape[0]), largest)
 
 
 def _spares(state: LayerState, p: Pending) -> int:

@@ -89,7 +89,8 @@ def make_settings(layer: object, method: object = DEFAULT_METHOD, size: object =
     from .views import View, parse_view
 
     lay = get_layer(layer)
-    view_s = parse_view(view.describe() if isinstance(view, View) else str(view), lay.name).describe()
+    parsed = parse_view(view.describe() if isinstance(view, View) else str(view), lay.name)
+    view_s = parsed.describe()
     if not isinstance(method, str) or method not in METHODS:
         raise VizError(f"unknown method {str(method)[:20]!r}: choose {' or '.join(METHODS)}")
     recipe = METHODS[method]
@@ -97,7 +98,7 @@ def make_settings(layer: object, method: object = DEFAULT_METHOD, size: object =
     steps_i = _int("steps", steps, 1, MAX_STEPS)
     lr_f = recipe.lr if lr is None else _float("learning rate", lr, 0.0, MAX_LR)
     seed_i = _int("seed", seed, 0, 2**31 - 1)
-    negative = view_s.startswith("negative")
+    negative = parsed.kind == "negative"
     act = ("pre" if negative else recipe.activation) if activation is None else activation
     if act not in ("pre", "post"):
         raise VizError(f"activation must be 'pre' or 'post' (ReLU), got {str(act)[:20]!r}")

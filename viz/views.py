@@ -9,7 +9,8 @@ the gallery keep views apart) and parsed back with :func:`parse_view`:
 - ``diversity(n=4,w=1)``: ``n`` different images of the channel, pushed apart by Lucid's Gram-matrix diversity at a
   lower layer;
 - ``mix(104+0.5*25)``: a weighted sum of channels, filed under its first; ``mix(104~25,n=5)``: ``n`` images
-  interpolating from one channel to another, each filed (and measured) under the channel it leans to;
+  interpolating from one channel to another, each filed (and measured) under the channel it leans to (the
+  midpoint under the first);
 - ``accent(<photo digest>,w=1)``: start from a photo and stay close to it while the channel grows (feature
   accentuation, Hamblin et al. 2024; Microscope's caricatures).
 """
