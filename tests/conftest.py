@@ -55,5 +55,9 @@ def oxford_state_dict(model):
 
 @pytest.fixture(autouse=True)
 def _deterministic_threads():
+    """A test that changes torch's thread count or grad mode (a job manager splits the cores between its slots)
+    does not slow or change the tests after it."""
+    threads = torch.get_num_threads()
     yield
     torch.set_grad_enabled(True)
+    torch.set_num_threads(threads)
