@@ -194,26 +194,18 @@ def test_reader_refuses_hostile_names(tmp_path):
     assert g.configs("..") == [] and g.layers("oxford", "../../..") == []
 
 
-# The default recipe changed (version 2 -> 3: Adam at 0.2, octaves from 1/4, larger transforms); the committed
-# gallery is being regenerated with it layer by layer (resumable across sessions, see the README). Until it is
-# done, a layer is wholly of the current recipe or wholly of the previous one, never a mix.
-PREVIOUS_RECIPE = {"recipe": 2, "lr": 0.05}
-REGENERATED_AT_LEAST = 12  # layers already of the current recipe (raised as the regeneration lands)
-
-
 def test_the_committed_gallery_is_whole_and_current():
-    """What a clean clone serves: every listed layer complete, every image intact, made by today's recipe (or,
-    during the regeneration, wholly by the previous one)."""
+    """What a clean clone serves: every listed layer complete, every image intact, made by today's recipe (the
+    default recipe's version 3: when the default changes, the committed gallery is regenerated with it)."""
     g = Gallery(Path(__file__).resolve().parent.parent / "gallery")  # the app's default gallery
     config = config_name(make_settings("conv1_1", "fourier", size=96, steps=128))
     assert g.layers("oxford", config) == list(LAYERS)  # all 13 conv layers
-    current_layers = total_flagged = 0
+    total_flagged = 0
     for layer in g.layers("oxford", config):
         view = g.layer("oxford", config, layer)
         current = make_settings(layer, "fourier", size=96, steps=128, weights="oxford").to_dict()
-        assert not view.problems and view.settings in (current, {**current, **PREVIOUS_RECIPE}), layer
+        assert not view.problems and view.settings == current, layer
         assert all(r["settings"] == view.settings for r in view.records.values()), layer  # never a mix
-        current_layers += view.settings == current
         assert view.channels() == list(range(get_layer(layer).channels)), layer
         broken = [c for c in view.channels() if view.image_bytes(c) is None]
         assert not broken, f"{layer}: images missing or not matching their sha256: {broken[:10]}"
@@ -224,4 +216,3 @@ def test_the_committed_gallery_is_whole_and_current():
         assert len(flagged) <= 0.06 * len(view.records), f"{layer}: {len(flagged)} flagged: {sorted(flagged)}"
         total_flagged += len(flagged)
     assert total_flagged <= 0.01 * sum(get_layer(n).channels for n in LAYERS)
-    assert current_layers >= REGENERATED_AT_LEAST
