@@ -195,8 +195,8 @@ def test_reader_refuses_hostile_names(tmp_path):
 
 
 def test_the_committed_gallery_is_whole_and_current():
-    """What a clean clone serves: every listed layer complete, every image intact, made by today's recipe (the
-    default recipe's version 3: when the default changes, the committed gallery is regenerated with it)."""
+    """What a clean clone serves: every listed layer complete, every image intact, made by today's default
+    recipe (when the default changes, the committed gallery is regenerated with it)."""
     g = Gallery(Path(__file__).resolve().parent.parent / "gallery")  # the app's default gallery
     config = config_name(make_settings("conv1_1", "fourier", size=96, steps=128))
     assert g.layers("oxford", config) == list(LAYERS)  # all 13 conv layers
