@@ -196,22 +196,76 @@ def test_your_photo_page(tmp_path):
     assert len(links) >= 12
 
 
-@pytest.mark.parametrize("shape", [(3, 7), (5, 1000), (4, 50_177), (64, 4096)])
-def test_block_search_is_exactly_topk(shape):
-    """The scan's two-stage search (block extremes first) gives exactly what topk and amax/amin give, at both
-    ends, for all rows or some, whether the row splits into whole blocks or leaves a tail."""
+def _pending(maps):
+    from viz.extremes import Pending
+
+    p = Pending(maps[0].shape[0], sum(a.shape[1] * a.shape[2] for a in maps))
+    for k, a in enumerate(maps):
+        p.add(a, k, 0)
+    return p
+
+
+@pytest.mark.parametrize("shape", [(3, 1, 7), (5, 10, 100), (4, 223, 225), (64, 64, 64)])
+def test_block_search_finds_the_best_fine_blocks(shape):
+    """The two-stage search (coarse blocks first, padded partial block) gives exactly the maxima (minima) of each
+    row's m best runs of 8 values, as a brute force over all runs does, at both ends, for all rows or some, and
+    whether the map is copied into a buffer or searched where it lies."""
     import torch
 
-    from viz.examples import Blocks
+    from viz.extremes import FINE, Blocks, Pending
 
-    flat = torch.randn(shape, generator=torch.Generator().manual_seed(shape[1]))
-    flat[0, -1], flat[-1, -1] = 50.0, -50.0  # the extremes of two rows in the tail, where no block looks
-    for m in (1, 4, 24):
-        blocks = Blocks(flat, min(m, shape[1]))
-        high, low = blocks.extremes()
-        assert torch.equal(high, flat.amax(dim=1)) and torch.equal(low, flat.amin(dim=1))
-        for rows in (torch.arange(shape[0]), torch.tensor([0, shape[0] - 1])):
-            for largest in (True, False):
-                v, i = blocks.topk(rows, largest)
-                assert torch.equal(v, flat[rows].topk(min(m, shape[1]), dim=1, largest=largest).values)
-                assert torch.equal(torch.gather(flat[rows], 1, i), v)  # the positions hold those values
+    a = torch.randn(shape, generator=torch.Generator().manual_seed(shape[2]))
+    a[0, -1, -1], a[-1, -1, -1] = 50.0, -50.0  # the extremes of two rows in the partial last block
+    c, n = shape[0], shape[1] * shape[2]
+    flat = a.reshape(c, n)
+    runs = torch.nn.functional.pad(flat, (0, -n % FINE), value=float("nan")).view(c, -1, FINE)
+    sources = [_pending([a])]
+    if n % 32 == 0:
+        sources.append(Pending.wrap(a.clone(), 0, 0))
+    for p in sources:
+        for m in (1, 4, 24):
+            blocks = Blocks(p, min(m, n))
+            high, low = blocks.extremes()
+            assert torch.equal(high, flat.amax(dim=1)) and torch.equal(low, flat.amin(dim=1))
+            for rows in (torch.arange(c), torch.tensor([0, c - 1])):
+                for largest in (True, False):
+                    best = runs.nan_to_num(-torch.inf if largest else torch.inf)
+                    best = best.amax(dim=2) if largest else best.amin(dim=2)
+                    want = best[rows].topk(min(m, best.shape[1]), dim=1, largest=largest).values
+                    v, i = blocks.candidates(rows, largest)
+                    assert torch.equal(v, want)
+                    assert torch.equal(torch.gather(flat[rows], 1, i), v)  # the positions hold those values
+                    assert all(len(set(run)) == len(run) for run in (i // FINE).tolist())  # one per run
+
+
+def test_peaks_are_the_strongest_local_maxima():
+    """On smooth maps the folded lists hold exactly the strongest local maxima of all the maps (an exhaustive
+    search with max-pooling), at both ends, each with its map and position, however the maps were batched; the
+    fold reads a map when it is added (the network's in-place ReLU changes it right after)."""
+    import torch
+    import torch.nn.functional as F
+
+    from viz.extremes import Folder, LayerState, window
+
+    layer, top = "conv3_2", 5  # window 5: no stronger position within 2 in both directions
+    r = window(layer) // 2
+    g = torch.Generator().manual_seed(3)
+    maps = [F.avg_pool2d(torch.randn(7, 30 + 5 * k, 41, generator=g)[None], 5, 1, 2)[0] for k in range(3)]
+    state = LayerState(7, top)
+    folder = Folder({layer: state})
+    for k, a in enumerate(maps):
+        seen = a.clone()
+        folder.add(layer, seen, k, 0)
+        seen.clamp_(min=0)
+    folder.flush()
+    for sign, values, where in ((1, state.values, state.where), (-1, -state.neg_values, state.neg_where)):
+        for ch in range(7):
+            found = []
+            for k, a in enumerate(maps):
+                x = sign * a[ch][None, None]
+                for y, xx in (x >= F.max_pool2d(x, 2 * r + 1, 1, r))[0, 0].nonzero().tolist():
+                    found.append((float(a[ch, y, xx]), k, y, xx))
+            want = sorted(found, key=lambda t: -sign * t[0])[:top]
+            got = [(float(v), k, y, x) for v, (k, _, y, x) in zip(values[ch], where[ch].tolist())]
+            assert [w[1:] for w in want] == [w[1:] for w in got]
+            assert [w[0] for w in want] == pytest.approx([w[0] for w in got])

@@ -4,13 +4,13 @@
 a coarser one (short side 112), one forward pass per image and scale through all 13 conv layers, every spatial
 position. Per channel it keeps
 
-- the ``top`` strongest positions (pre-ReLU), at least half a receptive field apart within an image, each with
-  its receptive-field box in the original image's pixels;
-- the ``top`` most negative positions, likewise;
+- the ``top`` strongest peaks (pre-ReLU local maxima: no stronger position of the same map within half a
+  receptive field), each with its receptive-field box in the original image's pixels;
+- the ``top`` most negative ones (local minima), likewise;
 - the activation distribution: the maximum (exact) and the 99th and 99.9th percentiles (from a log-scale
   histogram of a spatial sample of every map, about 1 % relative resolution).
 
-Memory is bounded by the layer sizes, not by the corpus. State is checkpointed every few images (atomic), so a
+The bookkeeping lives in :mod:`viz.extremes`. Memory is bounded by the layer sizes, not by the corpus. State is checkpointed every few images (atomic), so a
 scan killed with ``kill -9`` resumes where it was. Results:
 ``<out>/<weights>/examples/<corpus>/<layer>.json`` and ``corpus.json`` (the images, the skipped ones with why).
 
@@ -36,23 +36,15 @@ import torch.nn.functional as F
 
 from .corpus import Corpus, bundled
 from .errors import VizError
+from .extremes import Folder, LayerState, merge_states, percentile, window  # noqa: F401 (the scan's API)
 from .files import atomic_write
 from .layers import LAYER_NAMES, LAYERS, get_layer
 
 SCALES = (224, 112)  # short side in pixels: the network's native scale, then a coarser one
 TOP = 16
-HIST_BINS = 1024
-HIST_LIMIT = math.log1p(1e5)  # activations up to 1e5 in magnitude are binned; beyond, the end bins
-HIST_SAMPLE = 256  # positions per channel, image and scale that enter the histogram (a regular spatial sample)
 SCHEMA = "vgg16-atlas/examples"
 VERSION = 1
 CHECKPOINT_EVERY = 8  # images
-
-
-def window(layer: str) -> int:
-    """Peak-suppression window in map units: peaks are at least half a receptive field apart."""
-    lay = get_layer(layer)
-    return 2 * max(1, lay.receptive_field // (4 * lay.stride)) + 1
 
 
 def box(layer: str, y: int, x: int, factor: float, height: int, width: int) -> list[int]:
@@ -63,196 +55,6 @@ def box(layer: str, y: int, x: int, factor: float, height: int, width: int) -> l
     left, top = max(0.0, (cx - half) / factor), max(0.0, (cy - half) / factor)
     right, bottom = min(float(width), (cx + half) / factor), min(float(height), (cy + half) / factor)
     return [int(left), int(top), int(math.ceil(right)), int(math.ceil(bottom))]
-
-
-@dataclass
-class LayerState:
-    """Running results for one layer (tensors of shape (C, TOP) and (C, HIST_BINS))."""
-
-    channels: int
-    top: int
-    values: torch.Tensor = field(init=False)
-    where: torch.Tensor = field(init=False)  # (C, top, 4): image index, scale index, y, x
-    neg_values: torch.Tensor = field(init=False)
-    neg_where: torch.Tensor = field(init=False)
-    hist: torch.Tensor = field(init=False)
-    maximum: torch.Tensor = field(init=False)
-
-    def __post_init__(self):
-        c, k = self.channels, self.top
-        self.values = torch.full((c, k), -math.inf)
-        self.where = torch.full((c, k, 4), -1, dtype=torch.int32)
-        self.neg_values = torch.full((c, k), -math.inf)  # of -activation
-        self.neg_where = torch.full((c, k, 4), -1, dtype=torch.int32)
-        self.hist = torch.zeros((c, HIST_BINS), dtype=torch.int64)
-        self.maximum = torch.full((c,), -math.inf)
-
-    def state(self) -> dict:
-        return {k: getattr(self, k) for k in ("values", "where", "neg_values", "neg_where", "hist", "maximum")}
-
-    def load(self, d: dict) -> None:
-        for k, v in d.items():
-            setattr(self, k, v)
-
-
-def _merge(values, where, cand_v, cand_where, top):
-    allv = torch.cat([values, cand_v], dim=1)
-    allw = torch.cat([where, cand_where], dim=1)
-    v, i = allv.topk(min(top, allv.shape[1]), dim=1)
-    return v, torch.gather(allw, 1, i[..., None].expand(-1, -1, 4))
-
-
-@dataclass
-class Pending:
-    """Maps of one layer waiting to be folded in together (one ``topk`` per end for all of them)."""
-
-    maps: list[torch.Tensor] = field(default_factory=list)  # (C, H, W) each
-    keys: list[tuple[int, int]] = field(default_factory=list)  # (image, scale) of each map
-    numel: int = 0
-
-    def add(self, a: torch.Tensor, image: int, scale: int) -> None:
-        self.maps.append(a)
-        self.keys.append((image, scale))
-        self.numel += a.numel()
-
-    def clear(self) -> None:
-        self.maps, self.keys, self.numel = [], [], 0
-
-
-@dataclass
-class Blocks:
-    """Each row of ``flat`` (C, N) cut into blocks of about sqrt(N / m) values (a tail of fewer stands apart),
-    with every block's maximum and minimum. The row's extremes follow from them, and a row's ``m`` best blocks
-    hold every one of its ``m`` best values, so :meth:`topk` searches only those blocks and the tail: ``topk``
-    costs far more per value than a block extreme does. One pass per end serves both the extremes and the search."""
-
-    flat: torch.Tensor
-    m: int
-    size: int = field(init=False)
-    high: torch.Tensor | None = field(init=False, default=None)  # (C, blocks) maxima; None: too few blocks
-    low: torch.Tensor | None = field(init=False, default=None)
-
-    def __post_init__(self):
-        c, n = self.flat.shape
-        self.size = 1 << max(3, round(math.log2(max(1.0, n / self.m) ** 0.5)))  # least work in the two stages
-        nb = n // self.size
-        if nb > 2 * self.m:
-            blocks = self.flat[:, :nb * self.size].view(c, nb, self.size)
-            self.high, self.low = blocks.amax(dim=2), blocks.amin(dim=2)  # (torch.aminmax is several times slower)
-
-    def extremes(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per row, the maximum and the minimum of all its values."""
-        if self.high is None:
-            return self.flat.amax(dim=1), self.flat.amin(dim=1)
-        high, low = self.high.amax(dim=1), self.low.amin(dim=1)
-        tail = self.flat[:, self.high.shape[1] * self.size:]
-        if tail.shape[1]:
-            high, low = torch.maximum(high, tail.amax(dim=1)), torch.minimum(low, tail.amin(dim=1))
-        return high, low
-
-    def topk(self, rows: torch.Tensor, largest: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """``flat[rows].topk(m, dim=1, largest=largest)``, exactly: (values, positions in the row). ``rows`` are
-        sorted and distinct (as ``nonzero`` gives them): as many as ``flat`` has means all of them."""
-        n = self.flat.shape[1]
-        every = rows.numel() == self.flat.shape[0]
-        if self.high is None:
-            return (self.flat if every else self.flat[rows]).topk(min(self.m, n), dim=1, largest=largest)
-        extreme = self.high if largest else self.low
-        _, best = (extreme if every else extreme[rows]).topk(self.m, dim=1, largest=largest)  # block numbers
-        idx = (best[..., None] * self.size + torch.arange(self.size)).flatten(1)  # (rows, m * size) positions
-        nb = extreme.shape[1]
-        idx = torch.cat([idx, torch.arange(nb * self.size, n).expand(rows.numel(), -1)], dim=1)
-        values = torch.gather(self.flat, 1, idx) if every else self.flat[rows[:, None], idx]
-        v, i = values.topk(self.m, dim=1, largest=largest)
-        return v, torch.gather(idx, 1, i)
-
-
-def _spares(state: LayerState, p: Pending) -> int:
-    """Candidates taken per channel before peak suppression (spares for those it removes)."""
-    return state.top + 8 if len(p.maps) == 1 else 4 * state.top + 8
-
-
-def _near_stronger(p: Pending, layer: str, mid: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """For candidates (rows, m), strongest first, in map ``mid`` at (``y``, ``x``): whether a stronger one of the
-    same map lies within half a window in both directions."""
-    radii = [min(window(layer), 2 * (min(a.shape[1:]) // 2) + 1) // 2 for a in p.maps]  # a small map: its half
-    span = max(a.shape[1] for a in p.maps) + 2 * max(radii) + 1  # maps' rows set further apart than any radius,
-    row = y + mid.to(y.dtype) * span  # so one distance test covers "in the same map"
-    small = span * len(p.maps) < 2**15 and max(a.shape[2] for a in p.maps) < 2**15
-    dtype = torch.int16 if small else torch.int32  # half the bytes through the (rows, m, m) tests
-    row, x = row.to(dtype), x.to(dtype)
-    r = radii[0] if len(set(radii)) == 1 else torch.tensor(radii, dtype=dtype)[mid][:, None, :]
-    near = ((row[:, :, None] - row[:, None, :]).abs_() <= r) & ((x[:, :, None] - x[:, None, :]).abs_() <= r)
-    return near.triu_(diagonal=1).any(dim=1)  # near[., i, j] with i < j: candidate i is stronger than j
-
-
-def _peaks(state: LayerState, layer: str, p: Pending, blocks: Blocks, extreme: torch.Tensor, largest: bool):
-    """Candidates from the concatenated maps ``blocks.flat`` (C, N) that may enter one end of ``state``: per
-    channel, the strongest (or most negative) positions more than half a window apart within their map, as values
-    and (C, m, 4) locations. Channels whose ``extreme`` (max or min over the maps) does not beat their current
-    ``top``-th entry are skipped."""
-    kept = state.values[:, -1] if largest else -state.neg_values[:, -1]
-    rows = ((extreme > kept) if largest else (extreme < kept)).nonzero().flatten()
-    if rows.numel() == 0:
-        return None
-    v, i = blocks.topk(rows, largest)
-    useful = (v > kept[rows, None]) if largest else (v < kept[rows, None])  # the rest cannot enter the list
-    m = max(1, int(useful.sum(dim=1).max()))
-    v, i = v[:, :m], i[:, :m]
-    sizes = torch.tensor([a.shape[1] * a.shape[2] for a in p.maps])
-    starts = torch.cumsum(sizes, 0) - sizes
-    widths = torch.tensor([a.shape[2] for a in p.maps], dtype=torch.int32)
-    mid = torch.searchsorted(starts, i.contiguous(), right=True) - 1  # which map each candidate is in
-    local = (i - starts[mid]).to(torch.int32)
-    y, x = local // widths[mid], local % widths[mid]
-    v = v.masked_fill(_near_stronger(p, layer, mid, y, x), -math.inf if largest else math.inf)
-    keep_v, keep = v.topk(min(state.top, m), dim=1, largest=largest)
-    keys = torch.tensor(p.keys, dtype=torch.int64)[torch.gather(mid, 1, keep)]  # (rows, top, 2)
-    where = torch.cat([keys, torch.gather(y, 1, keep)[..., None].long(), torch.gather(x, 1, keep)[..., None].long()],
-                      dim=-1)
-    return rows, (keep_v if largest else -keep_v), where.to(torch.int32)
-
-
-def reduce_maps(state: LayerState, layer: str, p: Pending) -> None:
-    """Fold the pending pre-ReLU maps of one layer into ``state`` and empty ``p``."""
-    if not p.maps:
-        return
-    c = state.channels
-    flat = torch.cat([a.flatten(1) for a in p.maps], dim=1) if len(p.maps) > 1 else p.maps[0].flatten(1)
-    blocks = Blocks(flat, min(_spares(state, p), flat.shape[1]))
-    high, low = blocks.extremes()
-    state.maximum = torch.maximum(state.maximum, high)
-    for largest, extreme in ((True, high), (False, low)):
-        found = _peaks(state, layer, p, blocks, extreme, largest)
-        if found is None:
-            continue
-        rows, v, where = found
-        vals, at = (state.values, state.where) if largest else (state.neg_values, state.neg_where)
-        vals, at = vals.clone(), at.clone()
-        vals[rows], at[rows] = _merge(vals[rows], at[rows], v, where, state.top)
-        if largest:
-            state.values, state.where = vals, at
-        else:
-            state.neg_values, state.neg_where = vals, at
-    samples = []
-    for a in p.maps:
-        step = max(1, int(math.sqrt(a.shape[1] * a.shape[2] / HIST_SAMPLE)))
-        samples.append(a[:, ::step, ::step].flatten(1))
-    sample = torch.cat(samples, dim=1)
-    t = sample.abs().add_(1).log_().copysign_(sample)  # sign(a) log(1 + |a|); log vectorizes, log1p does not
-    idx = t.add_(HIST_LIMIT).mul_(HIST_BINS / (2 * HIST_LIMIT)).long().clamp_(0, HIST_BINS - 1)
-    idx += torch.arange(c)[:, None] * HIST_BINS
-    state.hist += torch.bincount(idx.flatten(), minlength=c * HIST_BINS).view(c, HIST_BINS)
-    p.clear()
-
-
-def percentile(hist: torch.Tensor, q: float) -> np.ndarray:
-    """Per channel, the activation below which a share ``q`` of the sampled positions lies (bin centre)."""
-    cum = hist.cumsum(dim=1).double()
-    total = cum[:, -1:].clamp(min=1)
-    b = (cum / total < q).sum(dim=1).clamp(max=HIST_BINS - 1).double()
-    t = (b + 0.5) / HIST_BINS * 2 * HIST_LIMIT - HIST_LIMIT
-    return (torch.sign(t) * torch.expm1(t.abs())).numpy()
 
 
 def resized(image: np.ndarray, short: int) -> tuple[torch.Tensor, float]:
@@ -279,42 +81,20 @@ def forward_all(model, x: torch.Tensor, on_conv: Callable[[str, torch.Tensor], N
             on_conv(convs[i], x[0].float().cpu())
 
 
-# Small maps (deep layers, coarse scale) wait and are folded in together, up to this many values per layer (8 MB):
-# one topk over many maps costs far less than one per map. Larger maps are folded in at once, without a copy
-# (allocating and copying them costs more than batching saves).
-PENDING_FLOATS = 5_000_000
-ALONE_FLOATS = 2_500_000
-
-
 class Batcher:
-    """Runs images through the network and folds each layer's maps into its state, small maps in batches
-    (bounded memory: at most ``PENDING_FLOATS`` values wait per layer)."""
+    """Runs images through the network at every scale and folds each layer's maps into its state
+    (:class:`viz.extremes.Folder`: small maps in batches, bounded memory)."""
 
     def __init__(self, states: dict[str, LayerState]):
-        self.states = states
-        self.pending = {n: Pending() for n in states}
+        self.folder = Folder(states)
 
     def add_image(self, model, image: np.ndarray, index: int) -> None:
         for s, short in enumerate(SCALES):
             x, _ = resized(image, short)
-            forward_all(model, x, lambda layer, a: self._add(layer, a, index, s))
-
-    def _add(self, layer: str, a: torch.Tensor, index: int, scale: int) -> None:
-        p = self.pending.get(layer)
-        if p is None:
-            return
-        if a.numel() >= ALONE_FLOATS:
-            alone = Pending()
-            alone.add(a, index, scale)
-            reduce_maps(self.states[layer], layer, alone)
-            return
-        p.add(a.clone(), index, scale)
-        if p.numel >= PENDING_FLOATS:
-            reduce_maps(self.states[layer], layer, p)
+            forward_all(model, x, lambda layer, a: self.folder.add(layer, a, index, s))
 
     def flush(self) -> None:
-        for layer, p in self.pending.items():
-            reduce_maps(self.states[layer], layer, p)
+        self.folder.flush()
 
 
 @dataclass
@@ -367,16 +147,6 @@ def save_checkpoint(d: Path, model, corpus: Corpus, layers: list[str], top: int,
     torch.save({"signature": _signature(model, corpus, layers, top),
                 "states": {n: s.state() for n, s in states.items()}, "done": done, "skipped": report.skipped}, buf)
     atomic_write(d / ".scan-state.pt", buf.getvalue())
-
-
-def merge_states(into: LayerState, part: LayerState) -> None:
-    """Fold a state of other images (a window scanned elsewhere) into ``into``: the best ``top`` of both lists at
-    each end, the larger maximum, the summed histogram."""
-    into.maximum = torch.maximum(into.maximum, part.maximum)
-    into.hist = into.hist + part.hist
-    into.values, into.where = _merge(into.values, into.where, part.values, part.where, into.top)
-    into.neg_values, into.neg_where = _merge(into.neg_values, into.neg_where, part.neg_values, part.neg_where,
-                                             into.top)
 
 
 def scan(model, corpus: Corpus, out: Path, layers: list[str] | None = None, top: int = TOP,
@@ -514,7 +284,7 @@ def bundled_examples(model, layer: str, notice: Callable[[str], None] | None = N
     """The bundled corpus's examples of ``layer`` for ``model``'s weights (read once per process).
 
     Read from the committed examples (oxford) or from the cache; for other weights the bundled corpus is
-    scanned once (all layers, a few seconds on 2 cores) into ``<cache>/examples``."""
+    scanned once (all layers, about 20 s on 2 cores) into ``<cache>/examples``."""
     from .weights import cache_dir
 
     layer = get_layer(layer).name
