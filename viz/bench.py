@@ -564,7 +564,8 @@ def speed_lines(res: dict) -> list[str]:
         t = TARGETS["examples_ratio"]
         lines.append(
             f"- **Dataset examples scan** ({e['images']} bundled photos at short sides "
-            f"{' and '.join(map(str, e['scales']))} px, all {len(LAYERS)} layers, decoding included): "
+            f"{' and '.join(map(str, e['scales']))} px, all {len(LAYERS)} layers, resizing included; the scan and "
+            f"the bare passes interleaved image by image, {e.get('repeats', 1)} passes added up): "
             f"{e['scan_images_per_s']:.2f} images/s against {e['bare_images_per_s']:.2f} for the bare forward "
             f"passes: **{100 * e['ratio']:.0f} %** (target at least {100 * t:.0f} %: "
             f"{verdict(_check(e['ratio'], t))}).")

@@ -362,24 +362,32 @@ def in_context(ex: LayerExamples, channel: int, side: int = 320) -> tuple[np.nda
 
 
 def scan_throughput(model, corpus: Corpus, limit: int | None = None, repeats: int = 3) -> dict:
-    """Images per second on the same images and scales: the bare forward passes vs the whole scan (decoding,
-    resizing and every layer's bookkeeping included in both, so the ratio is what the examples cost). Each is
-    timed ``repeats`` times, interleaved, and the fastest run counts (on a shared machine noise only adds time)."""
+    """Images per second on the same images and scales: the bare forward passes vs the whole scan (resizing and
+    every layer's bookkeeping included in both, so the ratio is what the examples cost). The two are interleaved
+    image by image (which goes first alternates), so that a shared machine's drifting speed, which changes over
+    seconds, weighs on both alike; ``repeats`` passes over the images, after a warm-up, are added up."""
     from .corpus import iter_images
 
     images = [im for _, _, im, _ in iter_images(corpus) if im is not None][:limit]
 
-    def run(with_stats: bool) -> float:
-        batcher = Batcher({n: LayerState(LAYERS[n].channels, TOP) for n in LAYER_NAMES} if with_stats else {})
-        start = time.perf_counter()
+    def run() -> tuple[float, float]:
+        bare = Batcher({})
+        scan = Batcher({n: LayerState(LAYERS[n].channels, TOP) for n in LAYER_NAMES})
+        seconds = [0.0, 0.0]
         for i, image in enumerate(images):
-            batcher.add_image(model, image, i)
-        batcher.flush()
-        return time.perf_counter() - start
+            for side in ((0, 1) if i % 2 == 0 else (1, 0)):
+                start = time.perf_counter()
+                (bare if side == 0 else scan).add_image(model, image, i)
+                seconds[side] += time.perf_counter() - start
+        start = time.perf_counter()
+        scan.flush()
+        seconds[1] += time.perf_counter() - start
+        return seconds[0], seconds[1]
 
-    run(False)  # warm-up
-    bare, scanned = math.inf, math.inf
-    for _ in range(repeats):
-        bare, scanned = min(bare, run(False)), min(scanned, run(True))
-    return {"images": len(images), "scales": list(SCALES), "bare_images_per_s": len(images) / bare,
-            "scan_images_per_s": len(images) / scanned, "ratio": bare / scanned}
+    Batcher({}).add_image(model, images[0], 0)  # warm-up
+    runs = [run() for _ in range(repeats)]
+    bare, scanned = sum(b for b, _ in runs), sum(s for _, s in runs)
+    n = len(images) * repeats
+    return {"images": len(images), "scales": list(SCALES), "repeats": repeats, "bare_images_per_s": n / bare,
+            "scan_images_per_s": n / scanned, "ratio": bare / scanned,
+            "ratios": [round(b / s, 3) for b, s in runs]}

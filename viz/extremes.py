@@ -285,19 +285,29 @@ def peaks(state: LayerState, layer: str, p: Pending, blocks: Blocks, extreme: to
     return rows, (keep_v if largest else -keep_v), where.to(torch.int32)
 
 
+HIST_CHUNK = 1 << 20  # sampled values binned at a time (a few MB: each pass over them stays in the cache)
+
+
 def histogram(p: Pending) -> torch.Tensor:
     """(C, HIST_BINS) counts of sign(a) log(1 + |a|) over a regular spatial sample of every map of ``p``."""
-    samples = []
+    views = []
     for a in p.maps():
         step = max(1, int(math.sqrt(a.shape[1] * a.shape[2] / HIST_SAMPLE)))
-        samples.append(a[:, ::step, ::step].flatten(1))
-    sample = torch.cat(samples, dim=1)
-    c = sample.shape[0]
-    t = sample.abs().add_(1).log2_()  # log2 vectorizes best, log1p not at all
-    t = t.mul_(HIST_BINS * math.log(2) / (2 * HIST_LIMIT)).copysign_(sample).add_(HIST_BINS / 2)
-    t = t.clamp_(0, HIST_BINS - 1)
-    idx = t.to(torch.int32).add_(torch.arange(0, c * HIST_BINS, HIST_BINS, dtype=torch.int32)[:, None])
-    return torch.bincount(idx.flatten(), minlength=c * HIST_BINS).view(c, HIST_BINS)
+        views.append(a[:, ::step, ::step])
+    c, n = p.channels, sum(v.shape[1] * v.shape[2] for v in views)
+    sample, start = torch.empty(c, n), 0
+    for v in views:  # one copy into place
+        sample[:, start:start + v.shape[1] * v.shape[2]].view(v.shape).copy_(v)
+        start += v.shape[1] * v.shape[2]
+    counts = torch.empty(c, HIST_BINS, dtype=torch.int64)
+    rows = max(1, HIST_CHUNK // n)
+    scale = HIST_BINS * math.log(2) / (2 * HIST_LIMIT)
+    for r in range(0, c, rows):
+        x = sample[r:r + rows]
+        t = x.abs().add_(1).log2_().mul_(scale).copysign_(x).add_(HIST_BINS / 2).clamp_(0, HIST_BINS - 1)
+        idx = t.to(torch.int32).add_(torch.arange(0, x.shape[0] * HIST_BINS, HIST_BINS, dtype=torch.int32)[:, None])
+        counts[r:r + rows] = torch.bincount(idx.flatten(), minlength=x.shape[0] * HIST_BINS).view(-1, HIST_BINS)
+    return counts
 
 
 def fold(state: LayerState, layer: str, p: Pending) -> None:
