@@ -10,8 +10,8 @@ position. Per channel it keeps
 - the activation distribution: the maximum (exact) and the 99th and 99.9th percentiles (from a log-scale
   histogram of a spatial sample of every map, about 1 % relative resolution).
 
-The bookkeeping lives in :mod:`viz.extremes`. Memory is bounded by the layer sizes, not by the corpus. State is checkpointed every few images (atomic), so a
-scan killed with ``kill -9`` resumes where it was. Results:
+The bookkeeping lives in :mod:`viz.extremes`. Memory is bounded by the layer sizes, not by the corpus. State is
+checkpointed every few images (atomic), so a scan killed with ``kill -9`` resumes where it was. Results:
 ``<out>/<weights>/examples/<corpus>/<layer>.json`` and ``corpus.json`` (the images, the skipped ones with why).
 
 The **reference** of a channel (:func:`reference`) is its maximum over the bundled corpus: the strongest response
