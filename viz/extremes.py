@@ -304,8 +304,9 @@ def histogram(p: Pending) -> torch.Tensor:
     scale = HIST_BINS * math.log(2) / (2 * HIST_LIMIT)
     for r in range(0, c, rows):
         x = sample[r:r + rows]
-        t = x.abs().add_(1).log2_().mul_(scale).copysign_(x).add_(HIST_BINS / 2).clamp_(0, HIST_BINS - 1)
-        idx = t.to(torch.int32).add_(torch.arange(0, x.shape[0] * HIST_BINS, HIST_BINS, dtype=torch.int32)[:, None])
+        t = x.abs().add_(1).log2_().mul_(scale).copysign_(x).add_(HIST_BINS / 2)
+        idx = t.to(torch.int32).clamp_(0, HIST_BINS - 1)  # in integers: NaN (a diverged network) lands in bin 0
+        idx += torch.arange(0, x.shape[0] * HIST_BINS, HIST_BINS, dtype=torch.int32)[:, None]
         counts[r:r + rows] = torch.bincount(idx.flatten(), minlength=x.shape[0] * HIST_BINS).view(-1, HIST_BINS)
     return counts
 
