@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from .corpus import Corpus, bundled
 from .errors import VizError
-from .extremes import Folder, LayerState, merge_states, percentile, window  # noqa: F401 (the scan's API)
+from .extremes import Folder, LayerState, merge_states, percentile  # noqa: F401 (merge_states: cluster)
 from .files import atomic_write
 from .layers import LAYER_NAMES, LAYERS, get_layer
 

@@ -90,6 +90,10 @@ def merge_states(into: LayerState, part: LayerState) -> None:
 ALIGN = 1024  # a buffer's row length is a multiple of every block size
 
 
+def _aligned(n: int) -> int:
+    return -(-n // ALIGN) * ALIGN
+
+
 class Pending:
     """Maps of one layer waiting to be folded in together, side by side in one reused buffer ``(C, capacity)``:
     each map is copied in once, as it arrives (the network's in-place ReLU overwrites it next). The buffer's rows
@@ -97,7 +101,7 @@ class Pending:
     padded (:class:`Blocks`)."""
 
     def __init__(self, channels: int, capacity: int):
-        self.channels, self.capacity = channels, -(-capacity // ALIGN) * ALIGN
+        self.channels, self.capacity = channels, _aligned(capacity)
         self.buf: torch.Tensor | None = None  # allocated at the first map
         self.used = 0  # values per channel
         self.shapes: list[tuple[int, int]] = []  # (H, W) of each map
@@ -124,7 +128,7 @@ class Pending:
         """Copy the map ``a`` (C, H, W) in; an empty buffer grows for a map larger than it."""
         n = a.shape[1] * a.shape[2]
         if not self.used and n > self.capacity:
-            self.capacity, self.buf = -(-n // ALIGN) * ALIGN, None
+            self.capacity, self.buf = _aligned(n), None
         if not self.fits(a):
             raise ValueError("the map does not fit: fold first")
         if self.buf is None:
@@ -159,7 +163,7 @@ class Blocks:
     def __init__(self, p: Pending, m: int):
         c, n = p.channels, p.used
         self.p, self.m = p, min(m, -(-n // FINE))  # never more candidates than fine blocks
-        self.size = min(ALIGN, FINE << max(2, round(math.log2(max(1.0, (n / (FINE * m)) ** 0.5)))))
+        self.size = min(ALIGN, FINE << max(2, round(math.log2(max(1.0, (n / (FINE * self.m)) ** 0.5)))))
         while p.capacity % self.size:  # a wrapped map's rows: a size that divides them
             self.size //= 2
         self.blocks = -(-n // self.size)
@@ -266,9 +270,8 @@ def local_peaks(p: Pending, layer: str, blocks: Blocks, rows: torch.Tensor, v: t
 def peaks(state: LayerState, layer: str, p: Pending, blocks: Blocks, extreme: torch.Tensor, largest: bool):
     """Candidates from the maps of ``p`` that may enter one end of ``state``: per channel, among its ``blocks.m``
     candidates (the maxima, or minima, of its best runs of 8), the strongest peaks, as (rows, values, (rows, top,
-    4) locations).
-    Channels whose ``extreme`` (max or min over the maps) does not beat their current ``top``-th entry are
-    skipped, and so are candidates that cannot enter the list."""
+    4) locations). Channels whose ``extreme`` (max or min over the maps) does not beat their current ``top``-th
+    entry are skipped, and so are candidates that cannot enter the list."""
     kept = state.values[:, -1] if largest else -state.neg_values[:, -1]
     rows = ((extreme > kept) if largest else (extreme < kept)).nonzero().flatten()
     if rows.numel() == 0:
