@@ -5,7 +5,7 @@ PY      = $(VENV)/bin/python
 PIP     = $(PY) -m pip install --quiet --disable-pip-version-check
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run test test-load bench gallery chromium clean
+.PHONY: run test test-fast test-load bench gallery chromium clean
 
 # torch's Linux wheels bring their CUDA libraries: 6.4 GB installed, 9 GB on disk at the peak of the install.
 NEED_GB ?= 10
@@ -34,6 +34,10 @@ chromium:
 
 test: $(VENV)/.dev chromium
 	$(PY) -m pytest -q
+
+# the unit tier: tensors, images and files only, no subprocess or server (under a minute)
+test-fast: $(VENV)/.dev
+	$(PY) -m pytest -q -m unit
 
 # only the load test: 8 browser sessions against a real server (about 1 min; also part of `make test`)
 test-load: $(VENV)/.dev chromium

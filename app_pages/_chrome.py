@@ -7,6 +7,8 @@ import streamlit as st
 
 from app_pages._server import manager, session_id
 from viz import DEFAULT_METHOD, METHODS
+
+METHOD_WORDS = {"fourier": "modern", "maco": "magnitude-constrained", "seed": "naive baseline"}
 from viz.weights import default_weights_name
 
 WEIGHT_CHOICES = ["oxford", "torchvision"]
@@ -75,7 +77,7 @@ def sidebar_controls() -> None:
                           "Channel numbers differ between the two.")
         st.selectbox("Device", ["auto", "cpu", "cuda", "mps"], key="g_device")
         st.selectbox("Default method", list(METHODS), key="g_method",
-                     format_func=lambda m: f"{m} (modern)" if m == "fourier" else f"{m} (naive baseline)")
+                     format_func=lambda m: f"{m} ({METHOD_WORDS.get(m, 'custom')})")
         stats = manager().stats()
         mine = len(manager().session_jobs(session_id()))
         st.caption(f"Server: {stats['running']}/{stats['max_running']} generating, {stats['queued']} queued"

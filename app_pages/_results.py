@@ -8,7 +8,7 @@ import re
 import streamlit as st
 
 from viz import VizError
-from viz.metrics import versus_photos
+from viz.metrics import naturalness, photo_range, saturation_threshold, versus_photos
 
 
 FINAL_HELP = ("The channel's mean activation on the final image exactly as shown. The curve is measured during the "
@@ -16,8 +16,34 @@ FINAL_HELP = ("The channel's mean activation on the final image exactly as shown
               "smaller image), so its last point is not the same number.")
 
 
-def show_metrics(summary: dict, seconds: float | None, curve_last: float | None = None) -> None:
-    """The metrics row of a result; says why the final activation and the curve's end differ when they do."""
+def _range(measure: str, fmt: str) -> str:
+    low, mid, high = photo_range(measure)
+    return f"bundled photos: {low:{fmt}} to {high:{fmt}}, median {mid:{fmt}}"
+
+
+def show_naturalness(summary: dict, image=None) -> None:
+    """Clipped share, colourfulness and colour distance, each beside the bundled photos' range (computed from
+    ``image`` for a record made before these measures existed)."""
+    if "clipped" not in summary and image is not None:
+        summary = {**summary, **naturalness(image)}
+    if "clipped" not in summary:
+        return
+    cols = st.columns(3)
+    cols[0].metric("Clipped", f"{summary['clipped']:.1%}",
+                   help="Share of the 8-bit values at the ends of the range (0-2 or 253-255), where detail is lost; "
+                        f"{_range('clipped', '.1%')}. Above {saturation_threshold():.0%} (the most of any photo) "
+                        "the image is flagged saturated.")
+    cols[1].metric("Colourfulness", f"{summary['colourfulness']:.0f}",
+                   help="Hasler and Süsstrunk's colourfulness (spread and mean of the red-green and yellow-blue "
+                        f"opponent colours; grey is 0); {_range('colourfulness', '.0f')}.")
+    cols[2].metric("Colour distance", f"{summary['colour_distance']:.0f}",
+                   help="How far the image's colours are from the bundled photos' colours (sliced Wasserstein "
+                        f"distance in 0-255 units; each photo against the others: {_range('colour_distance', '.0f')}).")
+
+
+def show_metrics(summary: dict, seconds: float | None, curve_last: float | None = None, image=None) -> None:
+    """The metrics row of a result and its naturalness row; says why the final activation and the curve's end
+    differ when they do."""
     ratio, why = versus_photos(summary)
     final = summary["final_activation"]
     cols = st.columns(4)
@@ -27,6 +53,7 @@ def show_metrics(summary: dict, seconds: float | None, curve_last: float | None 
     cols[2].metric("HF share", f"{summary['hf_fraction']:.2f}",
                    help="High-frequency share of the image's spectrum (natural photos: below 0.22; noise: ~0.8)")
     cols[3].metric("Seconds", "n/a" if seconds is None else f"{seconds:.1f}")
+    show_naturalness(summary, image)
     if curve_last is not None and abs(final - curve_last) > 0.05 * max(abs(final), abs(curve_last), 1e-6):
         st.caption(f"The curve ends at {curve_last:.4g}: it is measured on transformed copies during the "
                    f"optimization; the image as shown reaches {final:.4g}.")
@@ -34,6 +61,19 @@ def show_metrics(summary: dict, seconds: float | None, curve_last: float | None 
         # the flags are validated names; the evidence is text from a file: shown as plain text, never Markdown
         st.error(f"Flagged: {', '.join(plain(f) for f in summary['flags'])}", icon=":material/flag:")
         st.text(summary["evidence"])
+
+
+def show_attribution(result) -> None:
+    """MACO's attribution (transparency) map beside its image: where the objective's gradient went."""
+    if getattr(result, "attribution", None) is None:
+        return
+    with st.expander("Attribution map (MACO's transparency)", expanded=True):
+        left, right = st.columns(2)
+        left.image(result.attribution, caption="Where the objective's gradient went, summed over the run "
+                                               "(white: the pixels that mattered most)", width="stretch")
+        faded = (result.image.astype("float32") * (0.15 + 0.85 * result.attribution.astype("float32") / 255))
+        right.image(faded.clip(0, 255).astype("uint8"), caption="The image with the pixels that mattered least "
+                                                                "faded", width="stretch")
 
 
 LEGEND = """
@@ -44,10 +84,14 @@ LEGEND = """
 - **∞×**: no position of any photo activates the channel (its best is 0 or below) while the image does.
 - **n/a**: neither the image nor any photo activates it, or the photo reference is unknown.
 - **⚠ flags**: `dead` never positive, neither on photos nor after optimization; `no_rise` the objective did not
-  rise; `blank` a nearly uniform image; `noise` mostly high-frequency noise. A flagged channel was retried
+  rise; `blank` a nearly uniform image; `noise` mostly high-frequency noise; `saturated` more of its pixel values
+  clipped to black or white (0-2, 253-255) than in any bundled photo. A flagged channel was retried
   (another seed and twice the steps each time) before it was kept flagged.
 - **Dotted line** in a curve: the channel's strongest response in the bundled photos, for scale.
 - **Final activation** is measured on the final image as shown; the curve on transformed copies during the run.
+- **Clipped, Colourfulness, Colour distance** (naturalness): how much of the image is blown out to black or
+  white, how vivid its colours are, and how far its colours are from real photos'; each number's help gives the
+  bundled photos' own range.
 """
 
 

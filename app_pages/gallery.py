@@ -9,7 +9,7 @@ from app_pages._results import legend, plain, show_examples, show_metrics
 from app_pages._server import gallery
 from viz import LAYERS, VizError
 from viz.figures import curve_figure
-from viz.images import zoom_png
+from viz.images import decode_image, zoom_png
 from viz.metrics import strength, versus_photos
 from viz.sheets import contact_sheet, layer_zip
 
@@ -109,7 +109,7 @@ if channel is not None:
                        key="detail_curve")
     with right:
         show_metrics({**rec, **rec["metrics"]}, rec["seconds"], curve_last=rec["history"][-1] if rec["history"]
-                     else None)
+                     else None, image=None if data is None else decode_image(data))
         with st.expander("Settings of this render (from its record)"):
             st.json({k: rec[k] for k in ("weights", "settings", "seed", "steps", "attempts", "device", "created")})
     show_examples(weights, layer, channel)

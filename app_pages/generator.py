@@ -5,7 +5,7 @@ import streamlit as st
 
 from app_pages._forms import (PERSIST, estimate_line, follow, generation_page, job_progress, layer_picker,
                               remember_link)
-from app_pages._results import show_metrics
+from app_pages._results import show_attribution, show_metrics
 from app_pages._server import app_words, manager, session_id
 from viz import DEFAULT_METHOD, METHODS, VizError, get_layer, make_settings, parse_channel
 from viz.figures import curve_figure
@@ -129,6 +129,7 @@ def render_job(tick: int = 0) -> bool:
         st.plotly_chart(curve_figure({"objective": (range(1, len(r.history) + 1), r.history)}, r.natural),
                         key="gen_curve")
         show_metrics(summary, r.seconds, curve_last=r.history[-1] if r.history else None)
+        show_attribution(r)
     return True
 
 

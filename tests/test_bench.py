@@ -21,6 +21,7 @@ def test_quick_bench_writes_its_report(tmp_path):
     res = run_bench(quick=True, out=tmp_path, device="cpu", log=lambda m: None)
     report = (tmp_path / "BENCHMARKS.md").read_text()
     assert "Default vs straightforward baseline" in report and "| fourier |" in report and "| seed |" in report
+    assert "| maco |" in report and "median clipped" in report
     assert json.loads((tmp_path / "bench.json").read_text())["baseline"]["speedup"] > 0
     assert (tmp_path / "bench_speed.png").stat().st_size > 0 and (tmp_path / "bench_quality.png").is_file()
     assert res["speed"]["peak_gflops"] > 0 and all(r["s_per_step_per_channel"] > 0 for r in res["speed"]["per_layer"])
@@ -89,26 +90,37 @@ def test_peer_row_in_the_bench(tmp_path):
     cfg = replace(BenchConfig.quick_run(), peer_layers=("conv3_1",), peer_size=40, peer_steps=8, peer_per_layer=1)
     res = run_bench(True, tmp_path, device="cpu", log=lambda m: None, sections=("peer",), config=cfg)
     (row,) = res["peer"]["rows"]
-    for who in ("ours", "lucent"):
+    for who in ("ours", "maco", "lucent"):
         m = row[who]
-        assert all(math.isfinite(m[k]) for k in ("activation", "robustness", "hf", "seconds")), m
+        assert all(math.isfinite(m[k]) for k in ("activation", "robustness", "robustness_wide", "hf", "seconds",
+                                                   "clipped", "colourfulness", "colour_distance")), m
         assert m["ratio"] is not None and math.isfinite(m["ratio"]) and m["seconds"] > 0
         assert m["ratio"] == pytest.approx(m["activation"] / row["reference"])
     report = (tmp_path / "BENCHMARKS.md").read_text()
     assert "## Against Lucent" in report and "Targets met: **" in report and "| conv3_1 | 0 |" in report
+    assert "median clipped share" in report and "wide family" in report and "| MACO |" in report
     assert (tmp_path / "bench_peer.png").stat().st_size > 0
     assert "_images" not in json.loads((tmp_path / "bench.json").read_text())
 
 
 def test_peer_verdicts_follow_the_numbers():
-    def row(rob_o, rob_l, hf_o=0.05, hf_l=0.2, r_o=1.0, r_l=1.0, s_o=1.0, s_l=3.0):
-        return {"ours": {"ratio": r_o, "robustness": rob_o, "hf": hf_o, "seconds": s_o},
-                "lucent": {"ratio": r_l, "robustness": rob_l, "hf": hf_l, "seconds": s_l}}
+    def row(rob_o, rob_l, hf_o=0.05, hf_l=0.2, r_o=1.0, r_l=1.0, s_o=1.0, s_l=3.0, clip=0.01, col_o=50.0,
+            layer="conv3_1"):
+        def m(ratio, rob, hf, sec, clipped, colour):
+            return {"ratio": ratio, "robustness": 0.5, "robustness_wide": rob, "hf": hf, "seconds": sec,
+                    "clipped": clipped, "colourfulness": colour, "colour_distance": 30.0}
+
+        return {"layer": layer, "ours": m(r_o, rob_o, hf_o, s_o, clip, col_o), "maco": m(0.5, 0.5, 0.01, 1.0, 0, 40),
+                "lucent": m(r_l, rob_l, hf_l, s_l, 0.01, 100.0)}
 
     good = peer_summary([row(0.8, 0.7), row(0.8, 0.7), row(0.6, 0.7)])
     assert good["wins"] == 2 and good["wins_needed"] == 2 and all(good["checks"].values())
-    bad = peer_summary([row(0.6, 0.7, hf_o=0.3, r_o=0.8, s_l=2.0)] * 3)
+    bad = peer_summary([row(0.6, 0.7, hf_o=0.3, r_o=0.8, s_l=2.0, clip=0.2, col_o=150.0)] * 3)
     assert not any(bad["checks"].values())
+    # naturalness must hold in every layer: one garish layer fails the target however good the others are
+    mixed = peer_summary([row(0.8, 0.7)] * 5 + [row(0.8, 0.7, clip=0.3, col_o=120.0, layer="conv1_1")])
+    assert mixed["ours"]["clipped"] < 0.05 and not mixed["checks"]["clipped"]
+    assert not mixed["checks"]["colourfulness"] and mixed["checks"]["activation"]
 
 
 def test_bench_without_lucent_says_so_in_one_line(tmp_path, monkeypatch):

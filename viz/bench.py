@@ -25,7 +25,8 @@ import torch
 from .device import bf16_is_fast, resolve_device
 from .layers import LAYERS, get_layer
 from .methods import METHODS, Method
-from .metrics import activation_ratio, diversity, hf_fraction, natural_crops, robustness, summarize
+from .metrics import (activation_ratio, diversity, hf_fraction, natural_crops, naturalness, photo_range,
+                      robustness, summarize)
 from .model import VGGFeatures, load_model
 from .optimize import autocast_context
 from .render import channel_activation, render
@@ -48,7 +49,8 @@ TARGETS = {
     "examples_ratio": 0.80,  # examples scan over bare forward throughput: at least
     "peer_speed": 2.5,  # Lucent's seconds over ours, per channel: at least
     "peer_activation": 0.9,  # our median activation over the best photo, as a share of Lucent's: at least
-    "peer_robust_share": 2 / 3,  # share of channels where ours is more robust than Lucent's: at least
+    "peer_robust_share": 2 / 3,  # share of channels where ours is more robust than Lucent's (wide family): at least
+    "peer_clipped": 0.05,  # median share of clipped pixel values, in every layer: at most
 }
 
 
@@ -241,13 +243,16 @@ def baseline_step_seconds(weights, layer: str, channel: int, size: int, steps: i
 def judge(model: VGGFeatures, layer: str, images: np.ndarray, channels: list[int], reference: np.ndarray) -> list[dict]:
     """The same measures for any method's images (B, H, W, 3) uint8, one dict per image: pre-ReLU channel mean
     of the 8-bit image, that over the channel's best photo response (``reference``; None where it is not
-    positive), robustness and high-frequency share."""
+    positive), robustness under the standard and the wide transform families, high-frequency share and the
+    naturalness measures (clipped share, colourfulness, colour distance to the bundled photos)."""
     x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255
     act = channel_activation(model, layer, x, channels)
     ratio = activation_ratio(act, np.asarray(reference, dtype=np.float64)[channels])
     rob = robustness(model, layer, images, channels)
+    wide = robustness(model, layer, images, channels, family="wide")
     return [{"activation": float(act[i]), "ratio": None if not np.isfinite(ratio[i]) else float(ratio[i]),
-             "robustness": float(rob[i]), "hf": hf_fraction(images[i])} for i in range(len(channels))]
+             "robustness": float(rob[i]), "robustness_wide": float(wide[i]), "hf": hf_fraction(images[i]),
+             **naturalness(images[i])} for i in range(len(channels))]
 
 
 def _reference(model: VGGFeatures, layer: str, log) -> np.ndarray:
@@ -347,10 +352,19 @@ def variants_section(b: Bench) -> list[dict]:
 def quality_candidates(dev: torch.device) -> dict[str, tuple[str, Method | None, str]]:
     """label -> (method, recipe override, precision) for the quality table."""
     out = {"seed": ("seed", None, "fp32"), "fourier": ("fourier", None, "fp32"),
-           "fourier 1-scale+pad": ("fourier", straightforward(METHODS["fourier"]), "fp32")}
+           "fourier 1-scale+pad": ("fourier", straightforward(METHODS["fourier"]), "fp32"),
+           "maco": ("maco", None, "fp32"),
+           "maco, photos' spectrum": ("maco", photo_spectrum_maco(), "fp32")}
     if bf16_is_fast(dev):  # where bf16 is native, its quality decides whether it may become the default
         out["fourier bf16"] = ("fourier", None, "bf16")
     return out
+
+
+def photo_spectrum_maco() -> Method:
+    """MACO with the magnitude spectrum estimated from the bundled photos instead of ImageNet's."""
+    from .param import maco_image
+
+    return replace(METHODS["maco"], make_param=lambda gens, size: maco_image(gens, size, spectrum="photos"))
 
 
 def quality_section(b: Bench) -> dict:
@@ -366,11 +380,13 @@ def quality_section(b: Bench) -> dict:
             chans = sample_channels(name, cfg.quality_per_layer)
             r = render(b.settings(name, method, size=size, steps=steps, precision=precision), chans, dev, recipe=recipe)
             rob = robustness(b.model, name, r.images, chans)
+            wide = robustness(b.model, name, r.images, chans, family="wide")
             for i, c in enumerate(chans):
                 ref = float(refs[name][c])
                 summ = summarize(r.images[i], r.history[:, i], float(r.final_activation[i]),
                                  ref if np.isfinite(ref) else None)
-                rows.append({"layer": name, "channel": int(c), **summ, "robustness": float(rob[i])})
+                rows.append({"layer": name, "channel": int(c), **summ, "robustness": float(rob[i]),
+                             "robustness_wide": float(wide[i])})
         per_method[label] = rows
         b.log(f"{label}: {sum(1 for row in rows if row['flags'])}/{len(rows)} flagged")
     nat_hf = [hf_fraction((x.permute(1, 2, 0).numpy() * 255).astype(np.uint8)) for x in natural_crops(size)]
@@ -397,29 +413,34 @@ def peer_section(b: Bench) -> dict:
     rows, images = [], {}
     for name in cfg.peer_layers:
         chans = sample_channels(name, cfg.peer_per_layer)
-        s = b.settings(name, size=size, steps=steps)
-        render(replace(s, steps=2), [chans[0]], dev)  # warm-up of both: one-off costs out of the timings
+        ours, maco = b.settings(name, size=size, steps=steps), b.settings(name, "maco", size=size, steps=steps)
+        render(replace(ours, steps=2), [chans[0]], dev)  # warm-up of all: one-off costs out of the timings
+        render(replace(maco, steps=2), [chans[0]], dev)
         lucent_render(b.model, name, chans[0], size, 2)
-        got = {"ours": ([], []), "lucent": ([], [])}
+        got = {k: ([], []) for k in PEER_METHODS}
         for c in chans:
-            r, sec = _wall(lambda: render(s, [c], dev))
-            got["ours"][0].append(r.images[0])
-            got["ours"][1].append(sec)
-            p, sec = _wall(lambda: lucent_render(b.model, name, c, size, steps, seed=s.seed))
-            got["lucent"][0].append(p.image)
-            got["lucent"][1].append(sec)
+            for key, fn in (("ours", lambda: render(ours, [c], dev).images[0]),
+                            ("maco", lambda: render(maco, [c], dev).images[0]),
+                            ("lucent", lambda: lucent_render(b.model, name, c, size, steps, seed=ours.seed).image)):
+                image, sec = _wall(fn)
+                got[key][0].append(image)
+                got[key][1].append(sec)
         ref = _reference(b.model, name, b.log)
         judged = {k: judge(b.model, name, np.stack(imgs), chans, ref) for k, (imgs, _) in got.items()}
         for i, c in enumerate(chans):
             rows.append({"layer": name, "channel": c, "reference": float(ref[c]),
                          **{k: {**judged[k][i], "seconds": got[k][1][i]} for k in got}})
             o, lu = rows[-1]["ours"], rows[-1]["lucent"]
-            b.log(f"peer {name}:{c}: robustness {o['robustness']:.2f} vs {lu['robustness']:.2f}, "
-                  f"HF {o['hf']:.3f} vs {lu['hf']:.3f}, {o['seconds']:.1f} s vs {lu['seconds']:.1f} s")
+            b.log(f"peer {name}:{c}: robustness (wide) {o['robustness_wide']:.2f} vs {lu['robustness_wide']:.2f}, "
+                  f"clipped {o['clipped']:.3f} vs {lu['clipped']:.3f}, colourfulness {o['colourfulness']:.0f} vs "
+                  f"{lu['colourfulness']:.0f}, {o['seconds']:.1f} s vs {lu['seconds']:.1f} s")
         images[name] = {k: np.stack(imgs) for k, (imgs, _) in got.items()}
     b.res.setdefault("_images", {})["peer"] = images  # for the report's picture, not for bench.json
     return {"peer": "lucent", "version": LUCENT_VERSION, "size": size, "steps": steps,
             "per_layer": cfg.peer_per_layer, "rows": rows}
+
+
+PEER_METHODS = ("ours", "maco", "lucent")  # ours: the default recipe
 
 
 SECTIONS: dict[str, Callable[[Bench], object]] = {
@@ -470,18 +491,20 @@ def bar_chart(path: Path, title: str, labels: list[str], values: list[float], un
 
 
 def peer_sheet(path: Path, images: dict[str, dict[str, np.ndarray]]) -> None:
-    """One row per layer: our images, then Lucent's, same channels in the same order."""
+    """One row per layer: our images, then MACO's, then Lucent's, same channels in the same order."""
     from PIL import Image, ImageDraw
 
-    rows = [(name, np.concatenate([got["ours"], got["lucent"]])) for name, got in images.items()]
+    methods = [m for m in PEER_METHODS if all(m in got for got in images.values())]
+    rows = [(name, np.concatenate([got[m] for m in methods])) for name, got in images.items()]
     side = max(int(imgs.shape[1]) for _, imgs in rows)
     cols = max(len(imgs) for _, imgs in rows)
     label, gap = 70, 4
     sheet = Image.new("RGB", (label + cols * (side + gap), 20 + len(rows) * (side + gap)), "white")
     d = ImageDraw.Draw(sheet)
-    half = cols // 2
-    d.text((label, 4), "ours", fill=(20, 20, 20))
-    d.text((label + half * (side + gap), 4), "Lucent", fill=(20, 20, 20))
+    per = cols // max(1, len(methods))
+    for k, m in enumerate(methods):
+        d.text((label + k * per * (side + gap), 4), {"ours": "ours (fourier)", "maco": "MACO"}.get(m, "Lucent"),
+               fill=(20, 20, 20))
     for r, (name, imgs) in enumerate(rows):
         y = 20 + r * (side + gap)
         d.text((4, y + side // 2 - 5), name, fill=(40, 40, 40))
@@ -512,7 +535,9 @@ def _summary(rows: list[dict]) -> dict:
         return _median(r[key] for r in rows)
 
     return {"n": len(rows), "flagged": sum(1 for r in rows if r["flags"]), "ratio": med("activation_ratio"),
-            "hf": med("hf_fraction"), "robust": med("robustness"), "std": med("std")}
+            "hf": med("hf_fraction"), "robust": med("robustness"), "std": med("std"),
+            "robust_wide": _median(r.get("robustness_wide") for r in rows), "clipped": _median(r.get("clipped") for r in rows),
+            "colourfulness": _median(r.get("colourfulness") for r in rows)}
 
 
 def describe_octaves(octaves) -> str:
@@ -589,38 +614,51 @@ def quality_lines(res: dict, sums: dict) -> list[str]:
         "bundled photos (the app's \"x best photo\"). "
         f"Natural-photo crops have a high-frequency share of {q['natural_hf_median']:.3f} (median), "
         f"{q['natural_hf_p95']:.3f} (95th percentile).", "",
-        "| method (recipe) | channels | flagged | median activation / best photo | median robustness | median HF share |",
-        "|---|---|---|---|---|---|",
-        *[f"| {m} | {s['n']} | {s['flagged']} | {s['ratio']:.2f} | {s['robust']:.2f} | {s['hf']:.3f} |"
-          for m, s in sums.items()], "",
+        "| method (recipe) | channels | flagged | median activation / best photo | median robustness (standard / "
+        "wide) | median HF share | median clipped | median colourfulness |",
+        "|---|---|---|---|---|---|---|---|",
+        *[f"| {m} | {s['n']} | {s['flagged']} | {s['ratio']:.2f} | {s['robust']:.2f} / {s['robust_wide']:.2f} | "
+          f"{s['hf']:.3f} | {s['clipped']:.3f} | {s['colourfulness']:.0f} |" for m, s in sums.items()], "",
         f"Diversity across {dv['seeds']} seeds ({dv['layer']}:{dv['channel']}, 1 - pixel correlation): "
         f"{dv['value']:.2f}.", "",
         "![quality](bench_quality.png)", "",
     ]
 
 
+PEER_MEASURES = ("ratio", "robustness", "robustness_wide", "hf", "clipped", "colourfulness", "colour_distance")
+
+
 def peer_summary(rows: list[dict]) -> dict:
-    """Medians of both methods, our robustness wins, the speed ratio and every peer target's verdict."""
-    o = {k: _median(r["ours"][k] for r in rows) for k in ("ratio", "robustness", "hf")}
-    lu = {k: _median(r["lucent"][k] for r in rows) for k in ("ratio", "robustness", "hf")}
-    o["seconds"] = sum(r["ours"]["seconds"] for r in rows) / max(1, len(rows))
-    lu["seconds"] = sum(r["lucent"]["seconds"] for r in rows) / max(1, len(rows))
-    wins = sum(1 for r in rows if r["ours"]["robustness"] > r["lucent"]["robustness"])
+    """Medians of every method, our robustness wins, the speed ratio and every peer target's verdict (the
+    clipped share and colourfulness targets hold in every layer of ``rows``)."""
+    meds = {k: {m: _median(r[k][m] for r in rows if k in r) for m in PEER_MEASURES} for k in PEER_METHODS}
+    for k in PEER_METHODS:
+        secs = [r[k]["seconds"] for r in rows if k in r]
+        meds[k]["seconds"] = sum(secs) / len(secs) if secs else float("nan")
+    o, lu = meds["ours"], meds["lucent"]
+    wins = sum(1 for r in rows if r["ours"]["robustness_wide"] > r["lucent"]["robustness_wide"])
     speed = lu["seconds"] / o["seconds"] if o["seconds"] > 0 else float("nan")
     need = math.ceil(TARGETS["peer_robust_share"] * len(rows) - 1e-9)
+    layers = list(dict.fromkeys(r["layer"] for r in rows))
+
+    def every_layer(test) -> bool | None:
+        verdicts = [test([r for r in rows if r["layer"] == name]) for name in layers]
+        return None if not verdicts or any(v is None for v in verdicts) else all(verdicts)
+
     checks = {
-        "robustness": _check(o["robustness"], lu["robustness"]),
+        "clipped": every_layer(lambda rs: _check(_median(r["ours"]["clipped"] for r in rs), TARGETS["peer_clipped"],
+                                                 at_least=False)),
+        "colourfulness": every_layer(lambda rs: _check(_median(r["ours"]["colourfulness"] for r in rs),
+                                                       _median(r["lucent"]["colourfulness"] for r in rs),
+                                                       at_least=False)),
+        "robustness": _check(o["robustness_wide"], lu["robustness_wide"]),
         "robust_wins": wins >= need if rows else None,
         "hf": _check(o["hf"], lu["hf"], at_least=False),
         "activation": _check(o["ratio"], TARGETS["peer_activation"] * lu["ratio"]),
         "speed": _check(speed, TARGETS["peer_speed"]),
     }
-    return {"n": len(rows), "ours": o, "lucent": lu, "wins": wins, "wins_needed": need, "speed": speed,
-            "checks": checks}
-
-
-def _mark(ok: bool | None) -> str:
-    return "-" if ok is None else ("yes" if ok else "no")
+    return {"n": len(rows), "ours": o, "lucent": lu, "maco": meds["maco"], "wins": wins, "wins_needed": need,
+            "speed": speed, "checks": checks}
 
 
 def peer_lines(res: dict) -> list[str]:
@@ -631,47 +669,70 @@ def peer_lines(res: dict) -> list[str]:
         return ["## Against Lucent", "", f"Not measured in this run: {p['skipped']}.", ""]
     rows = p["rows"]
     s = peer_summary(rows)
-    o, lu, c = s["ours"], s["lucent"], s["checks"]
+    o, lu, ma, c = s["ours"], s["lucent"], s["maco"], s["checks"]
     layers = list(dict.fromkeys(r["layer"] for r in rows))
     share = TARGETS["peer_robust_share"]
     met = sum(1 for v in c.values() if v)
+    clip_lo, clip_mid, clip_hi = photo_range("clipped")
+    col_lo, col_mid, col_hi = photo_range("colourfulness")
+    dist_lo, dist_mid, dist_hi = photo_range("colour_distance")
     lines = [
         "## Against Lucent", "",
         f"Lucent {p['version']} (torch-lucent) with its default recipe (`param.image` with FFT and decorrelated "
         "colour, `transform.standard_transforms`, Adam at lr 0.05, `objectives.channel`) on the same weights, "
-        f"network and pre-ReLU target as ours (see `viz/peers.py`), against our default `fourier` recipe: "
+        f"network and pre-ReLU target as ours (see `viz/peers.py`), against our default `fourier` recipe "
+        f"(version {METHODS['fourier'].version}) and our `maco`: "
         f"{len(rows)} channels ({p['per_layer']} per layer, {len(layers)} layers), {p['size']} px, "
-        f"{p['steps']} steps, the same seed. Each channel is rendered alone by both, one after the other, so both "
-        "timings see the same machine; one judge measures both methods' 8-bit images (activation over the best "
-        "photo, robustness, high-frequency share as in the quality table).", "",
-        "| measure | ours | Lucent | target | |", "|---|---|---|---|---|",
-        f"| median activation / best photo | {o['ratio']:.2f} | {lu['ratio']:.2f} | at least "
+        f"{p['steps']} steps, the same seed. Each channel is rendered alone by each method, one after the other, "
+        "so all timings see the same machine; one judge measures every method's 8-bit images. Robustness is the "
+        "activation kept under random transforms: the *standard* family (shift 6 %, scale 0.9-1.1, rotation "
+        "10°, slight blur) and the *wide* one, harder than any recipe trains with (scale 0.7-1.3, rotation 25°, "
+        "shift 15 %, blur σ up to 1.5 px, colour jitter 0.7-1.3, each alone and all at once). Naturalness: the "
+        "share of 8-bit values clipped to 0-2 or 253-255, Hasler-Süsstrunk colourfulness and the colour "
+        f"distance to the bundled photos (the photos themselves: clipped {clip_lo:.3f}-{clip_hi:.3f}, median "
+        f"{clip_mid:.3f}; colourfulness {col_lo:.0f}-{col_hi:.0f}, median {col_mid:.0f}; colour distance "
+        f"{dist_lo:.0f}-{dist_hi:.0f}, median {dist_mid:.0f}).", "",
+        "| measure | ours | MACO | Lucent | target | |", "|---|---|---|---|---|---|",
+        f"| median clipped share | {o['clipped']:.3f} | {ma['clipped']:.3f} | {lu['clipped']:.3f} | at most "
+        f"{TARGETS['peer_clipped']:g} in every layer | {verdict(c['clipped'])} |",
+        f"| median colourfulness | {o['colourfulness']:.0f} | {ma['colourfulness']:.0f} | {lu['colourfulness']:.0f} "
+        f"| at most Lucent's in every layer | {verdict(c['colourfulness'])} |",
+        f"| median colour distance to the photos | {o['colour_distance']:.1f} | {ma['colour_distance']:.1f} | "
+        f"{lu['colour_distance']:.1f} | (reported) | |",
+        f"| median activation / best photo | {o['ratio']:.2f} | {ma['ratio']:.2f} | {lu['ratio']:.2f} | at least "
         f"{TARGETS['peer_activation']:g} x Lucent's ({TARGETS['peer_activation'] * lu['ratio']:.2f}) | "
         f"{verdict(c['activation'])} |",
-        f"| median robustness | {o['robustness']:.2f} | {lu['robustness']:.2f} | at least Lucent's | "
-        f"{verdict(c['robustness'])} |",
-        f"| channels where ours is more robust | {s['wins']} of {s['n']} | | at least {s['wins_needed']} "
+        f"| median robustness, wide family | {o['robustness_wide']:.2f} | {ma['robustness_wide']:.2f} | "
+        f"{lu['robustness_wide']:.2f} | at least Lucent's | {verdict(c['robustness'])} |",
+        f"| channels where ours is more robust (wide) | {s['wins']} of {s['n']} | | | at least {s['wins_needed']} "
         f"({share:.0%}) | {verdict(c['robust_wins'])} |",
-        f"| median high-frequency share | {o['hf']:.3f} | {lu['hf']:.3f} | at most Lucent's | {verdict(c['hf'])} |",
-        f"| seconds per channel | {o['seconds']:.2f} | {lu['seconds']:.2f} | Lucent's at least "
-        f"{TARGETS['peer_speed']:g} x ours (here {s['speed']:.2f} x) | {verdict(c['speed'])} |", "",
+        f"| median robustness, standard family | {o['robustness']:.2f} | {ma['robustness']:.2f} | "
+        f"{lu['robustness']:.2f} | (reported) | |",
+        f"| median high-frequency share | {o['hf']:.3f} | {ma['hf']:.3f} | {lu['hf']:.3f} | at most Lucent's | "
+        f"{verdict(c['hf'])} |",
+        f"| seconds per channel | {o['seconds']:.2f} | {ma['seconds']:.2f} | {lu['seconds']:.2f} | Lucent's at "
+        f"least {TARGETS['peer_speed']:g} x ours (here {s['speed']:.2f} x) | {verdict(c['speed'])} |", "",
         f"Targets met: **{met} of {len(c)}**.", "",
-        "Per layer (ours / Lucent; \"targets\" counts the five targets above, taken within the layer):", "",
-        "| layer | channels | activation / best photo | robustness | more robust | HF share | seconds | targets |",
-        "|---|---|---|---|---|---|---|---|",
+        "Per layer (ours / MACO / Lucent; \"targets\" counts the targets above, taken within the layer):", "",
+        "| layer | channels | clipped | colourfulness | activation / best photo | robustness (wide) | HF share "
+        "| seconds | targets |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     layer_met = 0
     for name in layers:
         ls = peer_summary([r for r in rows if r["layer"] == name])
-        lo, ll = ls["ours"], ls["lucent"]
         n_met = sum(1 for v in ls["checks"].values() if v)
         layer_met += n_met == len(ls["checks"])
         chans = ", ".join(str(r["channel"]) for r in rows if r["layer"] == name)
-        lines.append(f"| {name} | {chans} | {lo['ratio']:.2f} / {ll['ratio']:.2f} | {lo['robustness']:.2f} / "
-                     f"{ll['robustness']:.2f} | {ls['wins']} of {ls['n']} | {lo['hf']:.3f} / {ll['hf']:.3f} | "
-                     f"{lo['seconds']:.2f} / {ll['seconds']:.2f} | {n_met} of {len(ls['checks'])} |")
-    lines += ["", f"All five targets are met within {layer_met} of {len(layers)} layers.", "",
-              "![ours and Lucent](bench_peer.png)", ""]
+
+        def trio(key: str, fmt: str) -> str:
+            return " / ".join(f"{ls[m][key]:{fmt}}" for m in ("ours", "maco", "lucent"))
+
+        lines.append(f"| {name} | {chans} | {trio('clipped', '.3f')} | {trio('colourfulness', '.0f')} | "
+                     f"{trio('ratio', '.2f')} | {trio('robustness_wide', '.2f')} | {trio('hf', '.3f')} | "
+                     f"{trio('seconds', '.2f')} | {n_met} of {len(ls['checks'])} |")
+    lines += ["", f"All {len(c)} targets are met within {layer_met} of {len(layers)} layers.", "",
+              "![ours, MACO and Lucent](bench_peer.png)", ""]
     return lines
 
 

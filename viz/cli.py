@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from .errors import VizError
 from .views import KINDS as VIEW_KINDS
 
@@ -24,7 +26,9 @@ def _common_render_args(p: argparse.ArgumentParser) -> None:
     from .methods import DEFAULT_METHOD
     from .settings import DEFAULT_SIZE, DEFAULT_STEPS, MAX_SIZE, MIN_SIZE
 
-    p.add_argument("--method", default=DEFAULT_METHOD, help="fourier (default, modern) or seed (the naive baseline)")
+    p.add_argument("--method", default=DEFAULT_METHOD,
+                   help="fourier (default, modern), maco (magnitude-constrained; also writes STEM.attribution.png) "
+                        "or seed (the naive baseline)")
     p.add_argument("--size", default=str(DEFAULT_SIZE), help=f"image side in pixels, {MIN_SIZE}-{MAX_SIZE} (default {DEFAULT_SIZE})")
     p.add_argument("--steps", default=str(DEFAULT_STEPS), help=f"optimization steps (default {DEFAULT_STEPS})")
     p.add_argument("--lr", default=None, help="learning rate (default: the method's)")
@@ -130,6 +134,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     from .files import check_output_file
     from .images import save_png
     from .layers import get_layer, parse_channel
+    from .metrics import naturalness
     from .progress import ProgressBar
     from .render import render
     from .settings import make_settings
@@ -155,6 +160,15 @@ def cmd_render(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise VizError(f"cannot write {str(path)[:60]!r}: {exc.strerror}") from None
     rec = result.record(0)
+    if result.attribution is not None:  # MACO's transparency map beside each image: STEM.attribution.png
+        maps = [path.with_name(f"{path.stem}.attribution.png") for path in outs]
+        for path, amap in zip(maps, result.attribution):
+            try:
+                save_png(path, np.round(amap * 255).astype(np.uint8))
+            except OSError as exc:
+                raise VizError(f"cannot write {str(path)[:60]!r}: {exc.strerror}") from None
+        rec["attribution"] = [str(p) for p in maps] if n > 1 else str(maps[0])
+    rec.update(naturalness(result.images[0]))
     if n == 1:
         rec["out"] = str(out)
     else:

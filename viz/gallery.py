@@ -41,7 +41,7 @@ RECORD_SCHEMA, RECORD_VERSION = "vgg16-atlas/channel-record", 1
 MANIFEST_SCHEMA, MANIFEST_VERSION = "vgg16-atlas/layer-manifest", 1
 HISTORY_POINTS = 64
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
-FLAGS = ("dead", "no_rise", "blank", "noise")
+FLAGS = ("dead", "no_rise", "blank", "noise", "saturated")
 
 
 class GalleryError(VizError):
@@ -215,7 +215,7 @@ def make_record(d: LayerDir, s: RenderSettings, channel: int, image: np.ndarray,
         "natural_reference": "examples:bundled:max", "history": hist, "history_steps": steps_idx,
         "seconds": round(seconds, 3), "device": device,
         "flags": summary["flags"], "evidence": summary["evidence"],
-        "metrics": {"std": summary["std"], "hf_fraction": summary["hf_fraction"]},
+        "metrics": {k: summary[k] for k in ("std", "hf_fraction", "clipped", "colourfulness", "colour_distance")},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 

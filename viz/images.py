@@ -10,7 +10,7 @@ from PIL import Image
 
 from .files import atomic_write
 
-__all__ = ["png_bytes", "save_png"]
+__all__ = ["decode_image", "png_bytes", "save_png"]
 
 
 def png_bytes(image: np.ndarray, optimize: bool = True) -> bytes:
@@ -33,3 +33,9 @@ def zoom_png(data: bytes, target: int) -> tuple[bytes, int, int]:
             return data, 1, side
         big = im.convert("RGB").resize((im.width * factor, im.height * factor), Image.Resampling.NEAREST)
     return png_bytes(np.asarray(big), optimize=False), factor, side
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """An image file's bytes (a gallery's own PNG) as RGB uint8 (H, W, 3)."""
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im.convert("RGB"))

@@ -72,6 +72,14 @@ class JobSpec:
             return to_rgb(im)
 
 
+def attribution_image(attribution: np.ndarray | None) -> np.ndarray | None:
+    """A render's attribution maps (B, H, W) in [0, 1] as one grey uint8 strip like its images, or None."""
+    if attribution is None:
+        return None
+    grey = np.round(np.clip(attribution, 0, 1) * 255).astype(np.uint8)
+    return strip(np.repeat(grey[..., None], 3, axis=-1))
+
+
 def strip(images: np.ndarray, gap: int = 4) -> np.ndarray:
     """(B, H, W, 3) -> one (H, B * W + gaps, 3) image: a view's images side by side (diversity, mixes)."""
     if len(images) == 1:
@@ -409,7 +417,7 @@ class JobManager:
             model = load_model(s.weights, job.device, channels_last=job.device == "cpu")
             natural = float(reference(model, s.layer)[job.channel])
         job.result = Result(strip(result.images), result.history[:, 0].tolist(), float(result.final_activation[0]),
-                            result.seconds, natural, job.snapshots)
+                            result.seconds, natural, job.snapshots, attribution_image(result.attribution))
         job.history = job.result.history
         if result.cancelled:
             return "cancelled"

@@ -175,6 +175,14 @@ def channel(layer: str, n: Channels):
     return reads_of(layer, n), lambda acts: acts.channel(layer, n).mean(dim=(1, 2))
 
 
+@wrap_objective
+def rectified(layer: str, n: Channels):
+    """The mean of channel ``n`` after its ReLU, read from the pre-ReLU map. Where a recipe fixes the image's
+    contrast, a linear first layer's plain mean hardly depends on the image; its rectified mean is largest for
+    the oriented, coloured pattern its kernel matches, tiled."""
+    return reads_of(layer, n), lambda acts: acts.channel(layer, n).clamp_min(0).mean(dim=(1, 2))
+
+
 def position(size: int, frac: float) -> int:
     """The map index at fraction ``frac`` of a side of ``size`` units (0.5: the centre)."""
     return min(size - 1, max(0, int(frac * size)))

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .errors import VizError
@@ -56,6 +57,7 @@ class OptimizeResult:
     steps_done: int
     cancelled: bool
     seconds: float
+    attribution: torch.Tensor | None = None  # (B, H, W): summed |d objective / d pixel| (MACO's transparency)
 
 
 Cancel = threading.Event | Callable[[], bool] | None
@@ -104,6 +106,7 @@ def optimize(
     every: int = 1,
     cancel: Cancel = None,
     octaves: Sequence[tuple[float, float]] = (),
+    attribution: bool = False,
 ) -> OptimizeResult:
     """Maximise ``objective(model(transforms(param())))`` for ``steps`` steps (each image its own value).
 
@@ -112,7 +115,9 @@ def optimize(
     ``start`` (a fraction of the steps) on, the image is rendered at ``scale`` times its side (parameterizations
     with ``set_scale``). Each octave starts a fresh optimizer, so coefficients that join late do not inherit stale
     moment estimates. The network runs under bf16 autocast when ``precision == "bf16"``; the image, transforms,
-    loss and optimizer stay in fp32.
+    loss and optimizer stay in fp32. With ``attribution`` the result carries MACO's transparency map: the absolute
+    gradient of the objective with respect to each pixel of the untransformed image, summed over the steps (a
+    coarse octave's gradient is resized to the full side) and over colour.
     """
     device = next(model.parameters()).device
     param = param.to(device)
@@ -123,6 +128,11 @@ def optimize(
     done = 0
     start = time.perf_counter()
     cancelled = False
+    attr: torch.Tensor | None = None
+    if attribution:
+        with torch.no_grad():
+            full = param.full_image()
+        attr = torch.zeros(full.shape[0], *full.shape[-2:], device=full.device)
     for step in range(steps):
         if _is_cancelled(cancel):
             cancelled = True
@@ -132,6 +142,8 @@ def optimize(
             opt = optimizer(param.parameters())
         opt.zero_grad(set_to_none=True)
         image = param()
+        if attribution:
+            image.retain_grad()
         x = transforms(image, rng) if transforms is not None else image
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -143,6 +155,8 @@ def optimize(
             raise VizError(f"the objective {objective.description[:60]} must give one value per image "
                            f"({image.shape[0]}), it gave shape {tuple(value.shape)}")
         (-value.sum()).backward()
+        if attr is not None and image.grad is not None:
+            attr = _accumulate(attr, image.grad.detach())
         opt.step()
         param.after_step()
         with torch.no_grad():
@@ -156,4 +170,14 @@ def optimize(
     with torch.no_grad():
         images = param.full_image().detach().float().cpu()
     hist = history[:done].copy() if history is not None else np.zeros((0, images.shape[0]), np.float32)
-    return OptimizeResult(images, hist, done, cancelled, time.perf_counter() - start)
+    return OptimizeResult(images, hist, done, cancelled, time.perf_counter() - start,
+                          None if attr is None else attr.cpu())
+
+
+def _accumulate(total: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """Add one step's |gradient| (B, 3, h, w), summed over colour, to the full-size total (B, H, W)."""
+    g = grad.float().abs().sum(dim=1, keepdim=True)
+    if g.shape[-2:] != total.shape[-2:]:  # a coarse octave: spread over the full side, the same sum
+        g = F.interpolate(g, size=total.shape[-2:], mode="bilinear", align_corners=False) \
+            * (g.shape[-1] / total.shape[-1]) ** 2
+    return total + g[:, 0]

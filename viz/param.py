@@ -110,8 +110,12 @@ class FFTImage(Spatial):
         finally:
             self.render_size = n
 
+    def full_spectrum(self) -> torch.Tensor:
+        """(B, 3, size, size // 2 + 1, 2): the real and imaginary parts of the full-size image's spectrum."""
+        return self.scale * self.spectrum
+
     def _spectrum(self) -> torch.Tensor:
-        spec = self.scale * self.spectrum  # (B, 3, size, size // 2 + 1, 2)
+        spec = self.full_spectrum()
         n, full = self.render_size, self.size
         if n == full:
             return spec
@@ -127,6 +131,45 @@ class FFTImage(Spatial):
         spec = torch.view_as_complex(self._spectrum().contiguous())
         n = self.render_size
         return torch.fft.irfft2(spec, s=(n, n), norm="ortho") / 4.0
+
+
+class PhaseImage(FFTImage):
+    """MACO's spatial parameterization (Fel et al. 2023, "Unlocking feature visualization for deeper networks
+    with magnitude constrained optimization"): the Fourier magnitude is fixed to a natural-image spectrum and only
+    the phase is optimized (standardized before use, as Horama does), so every image keeps the energy per
+    frequency of natural images; coarse-to-fine works as for :class:`FFTImage` (the low-frequency block).
+
+    ``magnitude`` is (3, h, w // 2 + 1) in a real FFT's layout (rows in ``fftfreq`` order), of any size: it is
+    resampled to this image's spectrum. Its overall scale does not matter (the image is standardized after)."""
+
+    def __init__(self, gens: list[torch.Generator], size: int, magnitude: torch.Tensor):
+        super().__init__(gens, size)
+        del self.spectrum
+        self.register_buffer("magnitude", resize_spectrum(magnitude, size)[None, :, :, :, None])
+        self.phase = nn.Parameter(_randn(gens, (3, size, size // 2 + 1)))
+
+    @torch.no_grad()
+    def set_image(self, image: torch.Tensor) -> None:
+        """Start from ``image``'s phase (its magnitude stays the natural one): the closest start MACO allows."""
+        phase = torch.angle(torch.fft.rfft2(image.float(), norm="ortho"))
+        self.phase.copy_(phase.expand_as(self.phase))
+
+    def full_spectrum(self) -> torch.Tensor:
+        p = self.phase
+        p = (p - p.mean(dim=(1, 2, 3), keepdim=True)) / (p.std(dim=(1, 2, 3), keepdim=True) + 1e-4)
+        return self.magnitude * torch.stack([torch.cos(p), torch.sin(p)], dim=-1)
+
+
+def resize_spectrum(magnitude: torch.Tensor, size: int) -> torch.Tensor:
+    """A (3, h, w // 2 + 1) real-FFT magnitude resampled to a ``size`` x ``size`` image's (3, size, size // 2 + 1):
+    rows are centred (``fftshift``) before the bilinear resampling and put back after, so the negative frequencies
+    are resampled as the neighbours they are; the scale follows the ortho norm (the same pixel amplitudes)."""
+    m = magnitude.float()
+    h = m.shape[1]
+    centred = torch.fft.fftshift(m, dim=1)[None]
+    out = F.interpolate(centred, size=(size, size // 2 + 1), mode="bilinear", align_corners=False,
+                        antialias=size < h)[0]
+    return torch.fft.ifftshift(out, dim=1).clamp_min(0) * (size / h)
 
 
 # ----------------------------------------------------------------------------------- colour and squash
@@ -150,22 +193,45 @@ SQUASHES: dict[str, tuple] = {  # name -> (into [0, 1], its inverse)
 }
 
 
+def standardize(x: torch.Tensor, per_channel: bool = False, eps: float = 1e-4) -> torch.Tensor:
+    """Each image of (B, C, H, W) to mean 0 and standard deviation 1 over all its values (Horama's
+    ``standardize``, per image), or over each channel's values with ``per_channel``."""
+    dims = (2, 3) if per_channel else (1, 2, 3)
+    mean = x.mean(dim=dims, keepdim=True)
+    return (x - mean) / (x.std(dim=dims, keepdim=True) + eps)
+
+
 class NaturalImage(Parameterization):
     """``squash(decorrelate(spatial()))``: a spatial parameterization, a colour decorrelation and a squash into
     [0, 1], each a separate piece (as Captum's ``NaturalImage``).
 
-    ``clamp=True`` projects the result into [0, 1] after every step instead (for an unsquashed pixel image).
+    ``contrast=c`` standardizes each image's spatial values (mean 0, standard deviation ``c``) before the colour
+    and the squash, as MACO does: the contrast is then a property of the recipe, not something the optimizer can
+    raise without end, so the sigmoid is never driven to its ends (at ``c`` = 1 a value reaches 0 or 255 only
+    about 5 standard deviations out). ``clamp=True`` projects the result into [0, 1] after every step instead
+    (for an unsquashed pixel image).
     """
 
     def __init__(self, spatial: Spatial, decorrelate: ColorDecorrelation | None = None, squash: str = "sigmoid",
-                 clamp: bool = False):
+                 clamp: bool = False, contrast: float | None = None, per_channel: bool = False):
         super().__init__()
         self.spatial, self.decorrelate, self.squash_name = spatial, decorrelate, squash
         self.squash, self.unsquash = SQUASHES[squash]
         self.clamp = clamp
+        self.contrast, self.per_channel = contrast, per_channel
+        # A start photo's own mean and spread (start_from): standardized values are mapped back onto them, so the
+        # first image is the photo exactly; noise starts keep mean 0 and spread ``contrast``.
+        self.register_buffer("offset", torch.zeros(1, 1, 1, 1))
+        self.register_buffer("gain", torch.ones(1, 1, 1, 1))
+
+    def spatial_values(self) -> torch.Tensor:
+        x = self.spatial()
+        if self.contrast is not None:
+            x = standardize(x, self.per_channel) * (self.contrast * self.gain) + self.offset
+        return x
 
     def forward(self) -> torch.Tensor:
-        x = self.spatial()
+        x = self.spatial_values()
         if self.decorrelate is not None:
             x = self.decorrelate(x)
         return self.squash(x)
@@ -193,15 +259,38 @@ class NaturalImage(Parameterization):
         x = self.unsquash(x)
         if self.decorrelate is not None:
             x = self.decorrelate.inverse(x)
+        if self.contrast is not None:
+            dims = (2, 3) if self.per_channel else (1, 2, 3)
+            self.offset = x.mean(dim=dims, keepdim=True)
+            self.gain = x.std(dim=dims, keepdim=True) / self.contrast
         if isinstance(self.spatial, FFTImage):
             self.spatial.set_image(x)
         else:
             next(self.spatial.parameters()).copy_(x.expand_as(next(self.spatial.parameters())))
 
 
-def fourier_image(gens: list[torch.Generator], size: int, sd: float = 0.01) -> NaturalImage:
-    """The modern default: a 1/f-scaled Fourier spectrum, decorrelated colour, sigmoid."""
-    return NaturalImage(FFTImage(gens, size, sd=sd), ColorDecorrelation(), "sigmoid")
+# Each decorrelated colour's standard deviation before the sigmoid (recipe version 4). The bundled photos, mapped
+# back through the sigmoid and the colour decorrelation, have 1-4 (median about 2.5) per colour; at 3 the
+# renders' colourfulness is that of photos and under 1 % of their values are clipped (docs/BENCHMARKS.md).
+CONTRAST = 3.0
+
+
+def fourier_image(gens: list[torch.Generator], size: int, sd: float = 0.01,
+                  contrast: float | None = CONTRAST) -> NaturalImage:
+    """The modern default: a 1/f-scaled Fourier spectrum, decorrelated colour, each colour standardized to
+    ``contrast`` (None: free, as Lucid and recipe version 3), sigmoid."""
+    return NaturalImage(FFTImage(gens, size, sd=sd), ColorDecorrelation(), "sigmoid", contrast=contrast,
+                        per_channel=True)
+
+
+def maco_image(gens: list[torch.Generator], size: int, spectrum: str | None = None,
+               contrast: float = CONTRAST) -> NaturalImage:
+    """MACO: a natural magnitude spectrum (:mod:`viz.spectra`) with an optimized phase, decorrelated colour,
+    standardized to ``contrast``, sigmoid."""
+    from .spectra import DEFAULT_SPECTRUM, natural_spectrum
+
+    magnitude = natural_spectrum(spectrum or DEFAULT_SPECTRUM)
+    return NaturalImage(PhaseImage(gens, size, magnitude), ColorDecorrelation(), "sigmoid", contrast=contrast)
 
 
 def pixel_image(gens: list[torch.Generator], size: int) -> NaturalImage:

@@ -40,6 +40,7 @@ class RenderResult:
     cancelled: bool
     device: str
     objective: str = ""  # the objective's description
+    attribution: np.ndarray | None = None  # (B, H, W) float32 in [0, 1], methods that make one (MACO)
 
     def record(self, i: int) -> dict:
         """One image's JSON-ready summary."""
@@ -119,7 +120,7 @@ def render(
     out = optimize(
         probe, param, objective, recipe.make_transforms(), BatchRNG(gens), settings.steps,
         optimizer or adam(settings.lr), precision=settings.precision, channels_last=channels_last,
-        callback=callback, every=every, cancel=cancel, octaves=recipe.octaves,
+        callback=callback, every=every, cancel=cancel, octaves=recipe.octaves, attribution=recipe.attribution,
     )
     final = channel_activation(model, settings.layer, out.images, filed)
     if not (np.isfinite(final).all() and np.isfinite(out.history).all()):
@@ -127,8 +128,18 @@ def render(
                        f"(weights {settings.weights!r} may not be trained VGG16 weights)")
     return RenderResult(
         settings, filed, to_uint8(out.images), out.history, final, time.perf_counter() - begin,
-        out.steps_done, out.cancelled, str(dev), objective.description,
+        out.steps_done, out.cancelled, str(dev), objective.description, normalize_attribution(out.attribution),
     )
+
+
+def normalize_attribution(attr) -> np.ndarray | None:
+    """(B, H, W) summed |gradient| -> float32 in [0, 1] per image (its 99th percentile is 1: one hot pixel does
+    not make the rest invisible)."""
+    if attr is None:
+        return None
+    a = attr.float().cpu().numpy()
+    top = np.percentile(a.reshape(len(a), -1), 99, axis=1)[:, None, None]
+    return np.clip(a / np.maximum(top, 1e-12), 0, 1).astype(np.float32)
 
 
 def render_vis(

@@ -34,10 +34,12 @@ class Result:
     seconds: float
     natural: float | None = None
     snapshots: dict[int, np.ndarray] = field(default_factory=dict)
+    attribution: np.ndarray | None = None  # (H, W, 3) grey uint8: where the gradient went (MACO)
 
     @property
     def nbytes(self) -> int:
-        return int(self.image.nbytes + sum(s.nbytes for s in self.snapshots.values()) + 8 * len(self.history))
+        extra = 0 if self.attribution is None else self.attribution.nbytes
+        return int(self.image.nbytes + sum(s.nbytes for s in self.snapshots.values()) + 8 * len(self.history) + extra)
 
 
 def _read_png(path: Path) -> np.ndarray:
@@ -82,7 +84,7 @@ class ResultCache:
 
     # --------------------------------------------------------------------------------------------- disk
     def _files(self, key: str) -> list[Path]:
-        return [self.directory / f"{key}.json", self.directory / f"{key}.png",
+        return [self.directory / f"{key}.json", self.directory / f"{key}.png", self.directory / f"{key}.a.png",
                 *self.directory.glob(f"{key}.s*.png")] if self.directory else []
 
     def _save(self, key: str, r: Result) -> None:
@@ -92,8 +94,11 @@ class ResultCache:
             atomic_write(self.directory / f"{key}.png", png_bytes(r.image))
             for step, snap in r.snapshots.items():
                 atomic_write(self.directory / f"{key}.s{step}.png", png_bytes(snap))
+            if r.attribution is not None:
+                atomic_write(self.directory / f"{key}.a.png", png_bytes(r.attribution))
             meta = {"format": FORMAT, "history": r.history, "final_activation": r.final_activation,
-                    "seconds": r.seconds, "natural": r.natural, "snapshots": sorted(r.snapshots)}
+                    "seconds": r.seconds, "natural": r.natural, "snapshots": sorted(r.snapshots),
+                    "attribution": r.attribution is not None}
             atomic_write(self.directory / f"{key}.json", json.dumps(meta, allow_nan=False).encode())  # last
             self.evict()
         except (OSError, ValueError) as exc:
@@ -112,7 +117,8 @@ class ResultCache:
                 _read_png(self.directory / f"{key}.png"), [float(v) for v in meta["history"]],
                 float(meta["final_activation"]), float(meta["seconds"]),
                 None if natural is None else float(natural),
-                {int(s): _read_png(self.directory / f"{key}.s{int(s)}.png") for s in meta["snapshots"]})
+                {int(s): _read_png(self.directory / f"{key}.s{int(s)}.png") for s in meta["snapshots"]},
+                _read_png(self.directory / f"{key}.a.png") if meta.get("attribution") is True else None)
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError, RecursionError, Image.DecompressionBombError):
