@@ -63,6 +63,21 @@ def show_metrics(summary: dict, seconds: float | None, curve_last: float | None 
         st.text(summary["evidence"])
 
 
+def show_kernel(container, weights: str, channel: int) -> None:
+    """conv1_1 is linear in the pixels: its 3x3 RGB kernel, enlarged, says what it computes."""
+    from app_pages._server import load_model_for
+    from viz.kernels import kernel_picture, preferred_colour_and_orientation, rgb_kernel
+
+    try:
+        kernel = rgb_kernel(load_model_for(weights), channel)
+    except (VizError, OSError, ValueError) as exc:
+        container.caption(f"Its kernel cannot be shown: {plain(exc)}")
+        return
+    container.image(kernel_picture(kernel, 96), width=192, output_format="PNG",
+                    caption=f"What it computes: its 3×3 RGB kernel on the pixels (grey 0; a colour brighter where "
+                            f"its weight is positive, darker where negative). It {preferred_colour_and_orientation(kernel)}.")
+
+
 def show_attribution(result) -> None:
     """MACO's attribution (transparency) map beside its image: where the objective's gradient went."""
     if getattr(result, "attribution", None) is None:

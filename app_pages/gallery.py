@@ -5,9 +5,10 @@ import math
 import streamlit as st
 
 from app_pages._forms import PERSIST, link_state
-from app_pages._results import legend, plain, show_examples, show_metrics
+from app_pages._results import legend, plain, show_examples, show_kernel, show_metrics
 from app_pages._server import gallery
 from viz import LAYERS, VizError
+from viz.gallery import recipe_note
 from viz.figures import curve_figure
 from viz.images import decode_image, zoom_png
 from viz.metrics import strength, versus_photos
@@ -62,6 +63,8 @@ except VizError as exc:
     st.stop()
 for problem in view.problems:
     st.warning(f"Skipped: {plain(problem)}", icon=":material/broken_image:")
+if (note := recipe_note(view.settings)) is not None:
+    st.info(note, icon=":material/history:")
 
 # The channel in the URL opens its detail.
 channel = link.channel if link.layer == layer else None
@@ -105,6 +108,8 @@ if channel is not None:
         big, factor, side = zoom_png(data, 384)
         left.image(big, caption=f"{side} px" + (f", shown {factor}× (each pixel a square)" if factor > 1 else ""))
         left.download_button("Download PNG", data, f"{weights}_{layer}_c{channel:04d}.png", "image/png")
+    if layer == "conv1_1":
+        show_kernel(left, weights, channel)
     right.plotly_chart(curve_figure({"objective": (rec["history_steps"], rec["history"])}, rec["natural_max"]),
                        key="detail_curve")
     with right:

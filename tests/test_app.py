@@ -62,8 +62,11 @@ def test_gallery_grid_and_channel_detail(tiny_gallery):
     at.run()
     assert not at.exception
     assert any("conv1_1 · channel 2" in s.value for s in at.subheader)
-    assert {m.label for m in at.metric} >= {"Final activation", "× best photo", "HF share"}
+    assert {m.label for m in at.metric} >= {"Final activation", "× best photo", "HF share", "Clipped",
+                                            "Colourfulness", "Colour distance"}
     assert at.query_params["channel"] == ["2"] or at.query_params["channel"] == "2"
+    # conv1_1 is linear in the pixels: its detail shows the 3x3 RGB kernel it computes
+    assert any("3×3 RGB kernel" in c for i in at.get("image") for c in i.captions), "no kernel picture"
 
 
 def test_gallery_deep_link_opens_detail(tiny_gallery):
@@ -113,6 +116,42 @@ def test_generator_runs_and_shows_result(tiny_gallery):
     assert job.state == "done"
     assert {m.label for m in at.metric} >= {"Final activation", "× best photo"}
     assert any(b.label == "Download PNG" for b in at.get("download_button"))
+
+
+def test_generator_maco_shows_its_attribution_map(tiny_gallery):
+    at = open_page("app_pages/generator.py", layer="conv3_1", channel="4")
+    at.selectbox(key="gen_method").set_value("maco")
+    at.number_input(key="gen_size").set_value(32)
+    at.number_input(key="gen_steps").set_value(6)
+    _submit(at, "Generate")
+    job = get_manager().get(at.session_state["gen_job"])
+    assert job is not None and job.settings.method == "maco"
+    wait(job, 120)
+    at.run()
+    assert job.state == "done" and job.result.attribution is not None
+    assert job.result.attribution.shape == job.result.image.shape
+    assert any("Attribution map" in e.label for e in at.expander)
+    assert {m.label for m in at.metric} >= {"Clipped", "Colourfulness"}
+
+
+def test_a_gallery_of_an_older_recipe_says_so(tmp_path, monkeypatch):
+    """A layer made by an older recipe version than today's is labelled, not passed off as what renders make."""
+    import shutil
+
+    from viz.gallery import LayerDir, write_manifest
+
+    root = tmp_path / "g"
+    precompute(root, TINY, {"conv1_1": [0, 1]}, device="cpu", retries=0)
+    d = LayerDir(root, "oxford", config_name(TINY), "conv1_1")
+    for rec_path in d.path.glob("c*.json"):
+        rec = json.loads(rec_path.read_text())
+        rec["settings"]["recipe"] = TINY.recipe - 1
+        rec_path.write_text(json.dumps(rec))
+    write_manifest(d, {**TINY.to_dict(), "recipe": TINY.recipe - 1})
+    monkeypatch.setenv("VIZ_GALLERY", str(root))
+    at = open_page("app_pages/gallery.py", layer="conv1_1")
+    assert any(f"recipe version {TINY.recipe - 1}" in i.value for i in at.info), [i.value for i in at.info]
+    shutil.rmtree(root)
 
 
 @pytest.mark.parametrize("page, prefix, button", [("generator", "gen", "Generate"), ("compare", "cmp", "Render both")])

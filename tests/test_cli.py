@@ -24,6 +24,20 @@ def test_render_writes_png_and_json(tmp_path):
     assert "ETA" in p.stderr or "<" in p.stderr  # the progress bar shows elapsed<remaining
 
 
+def test_maco_writes_its_attribution_map(tmp_path):
+    """MACO from the CLI: the image, its attribution map beside it, and the naturalness measures in the line."""
+    out = tmp_path / "m.png"
+    p = run_cli("render", "--layer", "conv3_1", "--channel", "7", "--method", "maco", "--size", "32", "--steps", "6",
+                "--out", str(out))
+    assert p.returncode == 0, p.stderr
+    rec = json.loads(p.stdout.strip().splitlines()[-1])
+    assert rec["method"] == "maco" and rec["attribution"] == str(tmp_path / "m.attribution.png")
+    assert 0 <= rec["clipped"] <= 1 and rec["colourfulness"] >= 0 and rec["colour_distance"] >= 0
+    with Image.open(out) as im, Image.open(rec["attribution"]) as amap:
+        assert im.size == amap.size == (32, 32) and amap.mode == "L"
+        assert amap.getextrema()[1] == 255  # normalized: the strongest pixels are white
+
+
 @pytest.mark.parametrize("args,msg", [
     (["--layer", "../../etc/passwd", "--channel", "1"], "unknown layer"),
     (["--layer", "conv1_1", "--channel", "-1"], "channel"),

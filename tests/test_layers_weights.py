@@ -8,6 +8,8 @@ from viz import LAYERS, VizError, get_layer, parse_channel, parse_channels
 from viz import weights as W
 from viz.model import build_features
 
+pytestmark = pytest.mark.unit
+
 
 def test_torchvision_imports_and_its_ops_work():
     # The local torch-2.13.0+cpu wheel makes this fail with "operator torchvision::nms does not exist".

@@ -114,3 +114,23 @@ def test_both_spectra_fall_with_frequency_like_photos():
         assert low > 20 * high  # power falls as 1/f^2 in natural images
     with pytest.raises(ValueError):
         natural_spectrum("nope")
+
+
+def test_the_first_layer_kernel_is_what_conv1_1_computes(model):
+    """conv1_1 is linear in the pixels: the difference of its pre-ReLU responses to two patches is the RGB
+    kernel (normalization folded in) dotted with their difference, for any channel."""
+    from viz.kernels import kernel_picture, rgb_kernel
+    from viz.layers import get_layer
+
+    cut = model.cut(get_layer("conv1_1"))
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.rand(1, 3, 3, 3, generator=gen), torch.rand(1, 3, 3, 3, generator=gen)
+    with torch.no_grad():
+        resp = cut(torch.cat([a, b]).contiguous())[:, :, 1, 1]  # the centre tap sees the whole 3x3 patch
+    for channel in (0, 17, 63):
+        k = torch.from_numpy(rgb_kernel(model, channel)).permute(2, 0, 1)
+        expected = float((k * (a - b)[0]).sum())
+        assert float(resp[0, channel] - resp[1, channel]) == pytest.approx(expected, rel=1e-4, abs=1e-4)
+    pic = kernel_picture(np.zeros((3, 3, 3)), 96)
+    assert pic.shape == (96, 96, 3) and (pic == 128).all()
+    assert kernel_picture(rgb_kernel(model, 0), 96).std() > 10

@@ -14,6 +14,8 @@ from viz.param import (ColorDecorrelation, FFTImage, NaturalImage, PixelImage, f
 from viz.probe import Activations, Probe
 from viz.transforms import BatchRNG, Compose, Jitter, Pad, RandomRotate, RandomScale, resample, standard_transforms
 
+pytestmark = pytest.mark.unit
+
 
 def acts_of(a: torch.Tensor, layer: str = "conv1_1", image: torch.Tensor | None = None) -> Activations:
     return Activations({layer: a}, {layer: None}, image if image is not None else torch.zeros(a.shape[0], 3, 4, 4))

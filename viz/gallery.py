@@ -55,6 +55,17 @@ def check_name(kind: str, name: object) -> str:
     return name
 
 
+def recipe_note(settings: dict) -> str | None:
+    """One line when a gallery layer was made by an older version of its method's recipe than today's (its
+    images do not look like what a render makes now), else None."""
+    method, version = settings.get("method"), settings.get("recipe")
+    if method not in METHODS or not isinstance(version, int) or version >= METHODS[method].version:
+        return None
+    return (f"These images were made with {method} recipe version {version}; renders now use version "
+            f"{METHODS[method].version} (fixed contrast, no clipped colours), so a render of the same channel "
+            "looks calmer. The gallery is being regenerated with it.")
+
+
 def config_name(s: RenderSettings) -> str:
     """``<method>-<size>px-<steps>st`` plus every non-default setting, so different settings never mix."""
     recipe = METHODS[s.method]
