@@ -71,7 +71,7 @@ if shown is not None:
         for col, ch in zip(cols, best):
             picture(col, view, ch, f"{ch}")
 
-st.subheader("Two methods")
+st.subheader("Methods")
 for name, method in METHODS.items():
     st.markdown(f"- **{name}**: {method.summary}.")
 
