@@ -51,7 +51,7 @@ def photo_spectrum(side: int = PHOTO_SPECTRUM_SIDE, crops: int = 8, seed: int = 
     total = torch.zeros(3, side, side // 2 + 1)
     count = 0
     for name in corpus.images:
-        photo = torch.from_numpy(load_rgb(corpus.path(name))).permute(2, 0, 1).float().div(255)[None]
+        photo = torch.from_numpy(load_rgb(corpus.path(name)).copy()).permute(2, 0, 1).float().div(255)[None]
         h, w = photo.shape[-2:]
         for _ in range(crops):
             s = int(min(h, w) * rng.uniform(1 / 3, 1.0))
