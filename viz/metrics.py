@@ -20,8 +20,13 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
+from torchvision.transforms.functional import adjust_brightness, adjust_contrast, adjust_saturation, gaussian_blur
 
+from .corpus import bundled, load_rgb
 from .model import VGGFeatures
+from .render import channel_activation
+from .transforms import BatchRNG, Compose, Jitter, RandomRotate, RandomScale, resample
 
 PHOTO_SCALES = (1.0, 0.5, 0.25)  # crop side as a fraction of the photo's short side
 CROPS_PER_SCALE = 4
@@ -133,15 +138,16 @@ def _directions() -> np.ndarray:
     return d / np.linalg.norm(d, axis=1, keepdims=True)
 
 
+DIRECTIONS = _directions()
+
+
 def _colour_quantiles(pixels: np.ndarray) -> np.ndarray:
     """(directions, quantiles): the quantiles of the pixel colours projected on each direction."""
-    return np.quantile(pixels.reshape(-1, 3).astype(np.float64) @ _directions().T, _QUANTILES, axis=0).T
+    return np.quantile(pixels.reshape(-1, 3).astype(np.float64) @ DIRECTIONS.T, _QUANTILES, axis=0).T
 
 
 def centre_crop(photo: np.ndarray, side: int = REFERENCE_SIDE) -> np.ndarray:
     """The largest centred square of ``photo``, resized to ``side`` (uint8)."""
-    from PIL import Image
-
     h, w = photo.shape[:2]
     s = min(h, w)
     y, x = (h - s) // 2, (w - s) // 2
@@ -154,8 +160,6 @@ def photo_reference() -> dict:
     """The bundled photos' centre crops, measured as the images are: each photo's clipped share and
     colourfulness, their pooled colour distribution, and each photo's colour distance to the others (leave one
     out). Thresholds and the app's "photos: ..." ranges are read from here, never from rendered images."""
-    from .corpus import bundled, load_rgb
-
     corpus = bundled()
     crops = {name.split("/")[-1]: centre_crop(load_rgb(corpus.path(name))) for name in corpus.images}
     quant = {name: _colour_quantiles(c) for name, c in crops.items()}
@@ -308,15 +312,11 @@ ROBUSTNESS_FAMILIES = ("standard", "wide")
 def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     if sigma <= 0.05:
         return x
-    from torchvision.transforms.functional import gaussian_blur
-
     k = 2 * math.ceil(3 * sigma) + 1
     return gaussian_blur(x, [k, k], [sigma, sigma])
 
 
 def _colour_jitter(x: torch.Tensor, brightness: float, contrast: float, saturation: float) -> torch.Tensor:
-    from torchvision.transforms.functional import adjust_brightness, adjust_contrast, adjust_saturation
-
     return adjust_saturation(adjust_contrast(adjust_brightness(x, brightness), contrast), saturation).clamp(0, 1)
 
 
@@ -325,8 +325,6 @@ def wide_transform(x: torch.Tensor, trial: int, gen: torch.Generator) -> torch.T
     shifts up to 15 % of the side, Gaussian blur up to sigma 1.5 px, colour jitter (brightness, contrast and
     saturation 0.7-1.3). Trials cycle through each alone (scale, rotation, shift, blur, colour) and then all of
     them at once."""
-    from .transforms import resample
-
     def u(lo: float, hi: float) -> float:
         return float(lo + (hi - lo) * torch.rand(1, generator=gen))
 
@@ -362,9 +360,6 @@ def robustness(model: VGGFeatures, layer: str, images: np.ndarray, channels: lis
     ``standard`` (8 trials): shifts (+-6 %), scales (0.9-1.1), rotations (+-10 deg) and a slight blur together.
     ``wide`` (12 trials, :func:`wide_transform`): each of scale 0.7-1.3, rotation +-25 deg, shift up to 15 %,
     blur up to sigma 1.5 px and colour jitter alone, then all at once."""
-    from .render import channel_activation
-    from .transforms import BatchRNG, Compose, Jitter, RandomRotate, RandomScale
-
     if family not in ROBUSTNESS_FAMILIES:
         raise ValueError(f"unknown robustness family {family!r}")
     trials = trials or (8 if family == "standard" else 12)
