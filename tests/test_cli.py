@@ -56,3 +56,39 @@ def test_bad_arguments_one_line_no_traceback(tmp_path, args, msg):
     assert "Traceback" not in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1 and msg in p.stderr
     assert not (tmp_path / "x.png").exists()
+
+
+def test_circuit_prints_one_json_line_with_both_measures():
+    p = run_cli("circuit", "--layer", "conv5_1", "--channel", "104", "--top", "3", "--weights", "oxford")
+    assert p.returncode == 0, p.stderr
+    rec = json.loads(p.stdout.strip())
+    assert (rec["layer"], rec["channel"], rec["direction"], rec["by"], rec["other_layer"]) == \
+        ("conv5_1", 104, "in", "weight", "conv4_3")
+    assert "kernel sum" in rec["measure"] and len(rec["excite"]) == 3 and len(rec["inhibit"]) == 3
+    sums = [lk["weight_sum"] for lk in rec["excite"]]
+    assert sums == sorted(sums, reverse=True) and sums[-1] > 0 > rec["inhibit"][0]["weight_sum"]
+    assert len(rec["excite"][0]["kernel"]) == 3 and len(rec["excite"][0]["kernel"][0]) == 3
+    p = run_cli("circuit", "--layer", "conv5_1", "--channel", "104", "--by", "contribution", "--direction", "out",
+                "--top", "2", "--weights", "oxford")
+    assert p.returncode == 0, p.stderr
+    rec = json.loads(p.stdout.strip())
+    assert rec["other_layer"] == "conv5_2" and "share" in rec["measure"]
+    assert all(lk["share"] == lk["strength"] for lk in rec["excite"])
+    p = run_cli("circuit", "--layer", "conv2_2", "--channel", "7", "--depth", "2", "--top", "1", "--weights", "oxford")
+    assert p.returncode == 0, p.stderr
+    rec = json.loads(p.stdout.strip())
+    assert rec["other_layer"] == "conv1_2" and len(rec["excite"][0]["kernel"]) == 10  # across conv1's pool
+
+
+@pytest.mark.parametrize("args", [
+    ("--layer", "conv5_3", "--channel", "1", "--direction", "out"),
+    ("--layer", "conv5_1", "--channel", "512"),
+    ("--layer", "conv5_1", "--channel", "1", "--by", "contribution", "--depth", "2"),
+    ("--layer", "conv5_1", "--channel", "1", "--depth", "3"),
+    ("--layer", "conv5_1", "--channel", "1", "--top", "x"),
+    ("--layer", "conv5_1"),
+])
+def test_circuit_bad_arguments_are_one_line(args):
+    p = run_cli("circuit", *args, "--weights", "oxford")
+    assert p.returncode == 2 and p.stdout == ""
+    assert len(p.stderr.strip().splitlines()) == 1 and p.stderr.startswith("error: "), p.stderr

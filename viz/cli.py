@@ -1,4 +1,4 @@
-"""Command line: ``python -m viz {render,layers,precompute,bench} ...``.
+"""Command line: ``python -m viz {render,layers,precompute,examples,circuit,bench} ...``.
 
 Bad arguments end with exit status 2 and one line on stderr, never a traceback.
 """
@@ -81,6 +81,20 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda or mps")
     e.add_argument("--out", default="gallery", help="gallery root (default gallery/)")
     _ray_args(e)  # issue 14: Ray
+
+    c = sub.add_parser("circuit", help="what a channel is built from in the conv layer below (or feeds above): "
+                                       "one JSON line")
+    c.add_argument("--layer", required=True, help="conv1_1 ... conv5_3")
+    c.add_argument("--channel", required=True, help="channel number")
+    c.add_argument("--top", default="8", help="strongest excitatory and inhibitory links listed (default 8)")
+    c.add_argument("--by", default="weight", choices=["weight", "contribution"],
+                   help="weight: the connecting kernel's sum; contribution: the share of the channel's "
+                        "pre-activation each input supplies at its strongest positions in the bundled photos")
+    c.add_argument("--direction", default="in", choices=["in", "out"],
+                   help="in: what builds the channel (default); out: what it feeds")
+    c.add_argument("--depth", default="1", choices=["1", "2"],
+                   help="1: the next conv layer; 2: two away, by expanded weights (weight only)")
+    c.add_argument("--weights", default="auto", help="oxford, torchvision or a path to a state dict")
 
     from . import bench
 
@@ -272,6 +286,28 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_circuit(args: argparse.Namespace) -> int:
+    from .circuits import circuit, contribution_table, table_ready
+    from .model import load_model
+    from .progress import ProgressBar
+
+    model = load_model(args.weights, "cpu", notice=_notice)
+    if args.by == "contribution" and not table_ready(model):
+        bar = ProgressBar(1, "reading the bundled photos (once per weights)", unit="pass")
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done)
+
+        contribution_table(model, progress=progress)
+        bar.close()
+    start = time.perf_counter()
+    c = circuit(model, args.layer, args.channel, args.direction, args.by, args.depth, args.top, notice=_notice)
+    out = {**c.to_json(), "weights": model.weights_name, "seconds": round(time.perf_counter() - start, 4)}
+    print(json.dumps(out, allow_nan=False))
+    return 0
+
+
 def cmd_layers(args: argparse.Namespace) -> int:
     from .layers import LAYERS
 
@@ -285,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         handler = {"render": cmd_render, "layers": cmd_layers, "precompute": cmd_precompute, "bench": cmd_bench,
-                   "examples": cmd_examples}[args.command]
+                   "examples": cmd_examples, "circuit": cmd_circuit}[args.command]
         return handler(args)
     except VizError as exc:
         print(f"error: {exc}", file=sys.stderr)
