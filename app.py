@@ -27,6 +27,7 @@ PAGES = [
     st.Page("app_pages/generator.py", title="Generator", icon=":material/auto_awesome:", url_path="generator"),
     st.Page("app_pages/compare.py", title="Compare", icon=":material/compare:", url_path="compare"),
     st.Page("app_pages/photo.py", title="Your photo", icon=":material/photo_camera:", url_path="photo"),
+    st.Page("app_pages/circuit.py", title="Circuit", icon=":material/account_tree:", url_path="circuit"),
 ]
 page = st.navigation(PAGES)
 page_style()

@@ -4,6 +4,7 @@ import math
 
 import streamlit as st
 
+from app_pages._circuits import show_circuit_strips
 from app_pages._forms import PERSIST, link_state
 from app_pages._results import legend, plain, show_examples, show_kernel, show_metrics
 from app_pages._server import gallery
@@ -117,6 +118,7 @@ if channel is not None:
                      else None, image=None if data is None else decode_image(data))
         with st.expander("Settings of this render (from its record)"):
             st.json({k: rec[k] for k in ("weights", "settings", "seed", "steps", "attempts", "device", "created")})
+    show_circuit_strips(weights, layer, channel)
     show_examples(weights, layer, channel)
     legend()
     st.stop()

@@ -177,3 +177,64 @@ def test_compare_renders_both_methods(tiny_gallery):
     at.run()
     assert [m.label for m in at.metric].count("Final activation") == 2
     assert "seed" in json.dumps([s.value for s in at.markdown]) and "fourier" in json.dumps([s.value for s in at.markdown])
+
+
+def _links(at) -> list[tuple[str, dict]]:
+    """The page links on the page: (label, query parameters)."""
+    return [(pl.proto.label, dict(pl.proto.query_string and
+                                  [kv.split("=", 1) for kv in pl.proto.query_string.split("&")] or []))
+            for pl in at.get("page_link")]
+
+
+def test_channel_detail_shows_what_builds_it_and_what_it_feeds(tiny_gallery):
+    at = open_page("app_pages/gallery.py", layer="conv1_1", channel="3")
+    assert any("Built from" in m.value and "input" in m.value and "by weight" in m.value for m in at.markdown)
+    assert any("Feeds into" in m.value and "conv1_2" in m.value for m in at.markdown)
+    colours = [m.value for m in at.markdown if m.value in ("red", "green", "blue")]
+    assert sorted(colours) == ["blue", "green", "red"]  # conv1_1's inputs are the colour planes
+    targets = [(label, q) for label, q in _links(at) if label.startswith("conv1_2:")]
+    assert len(targets) == 8 and all(q["layer"] == "conv1_2" and q["channel"] == label.split(":")[1]
+                                     for label, q in targets)
+    assert sum("excites" in c for i in at.get("image") for c in i.captions) >= 5  # the kernels' heat maps
+    circuit_link = [q for label, q in _links(at) if label.startswith("Open its circuit")]
+    assert circuit_link == [{"layer": "conv1_1", "channel": "3", "by": "weight"}]
+    # the other measure: chosen on the page, kept in the URL
+    at.segmented_control(key="detail_by").set_value("contribution").run()
+    assert not at.exception
+    assert any("by contribution on photos" in m.value for m in at.markdown)
+    assert at.query_params["by"] in (["contribution"], "contribution")
+    assert any("pre-activation" in c.value for c in at.caption)
+
+
+def test_circuit_page_from_a_link(tiny_gallery):
+    at = open_page("app_pages/circuit.py", layer="conv5_1", channel="104", by="contribution", depth="2")
+    assert (at.selectbox(key="cir_layer").value, at.number_input(key="cir_channel").value) == ("conv5_1", 104)
+    assert at.segmented_control(key="cir_by").value == "contribution"
+    assert len(at.get("plotly_chart")) == 1
+    walk = [(label, q) for label, q in _links(at) if q.get("layer") in ("conv4_3", "conv4_2", "conv5_2")]
+    layers = {q["layer"] for _, q in walk}
+    assert layers == {"conv4_3", "conv4_2", "conv5_2"}  # two levels down, one up
+    assert all(q["by"] == "contribution" and q["depth"] == "2" for _, q in walk)
+    assert len([1 for _, q in walk if q["layer"] == "conv4_3"]) == 4
+    # one level below only
+    at.segmented_control(key="cir_depth").set_value(1).run()
+    assert not at.exception
+    assert not [1 for _, q in _links(at) if q.get("layer") == "conv4_2"]
+    assert at.query_params["depth"] in (["1"], "1")
+
+
+@pytest.mark.parametrize("params,expect", [
+    ({"layer": "conv5_1", "channel": "104", "by": "beauty"}, "by must be weight or contribution"),
+    ({"layer": "conv5_1", "channel": "104", "depth": "9"}, "depth must be 1 or 2"),
+    ({"layer": "conv9_1"}, "unknown layer"),
+    ({"layer": "conv5_1", "channel": "9999"}, "out of range"),
+])
+def test_circuit_page_bad_links_are_friendly(tiny_gallery, params, expect):
+    at = open_page("app_pages/circuit.py", **params)
+    assert any(expect in w.value for w in at.warning), [w.value for w in at.warning]
+    assert len(at.get("plotly_chart")) == 1  # and the page still shows a circuit
+
+
+def test_circuit_page_at_the_bottom_of_the_network(tiny_gallery):
+    at = open_page("app_pages/circuit.py", layer="conv1_2", channel="0", depth="2")
+    assert "red" in texts(at) or "green" in texts(at) or "blue" in texts(at)  # the photo's colour planes

@@ -134,3 +134,42 @@ def test_a_closed_tab_stops_its_render(server, page):
         assert time.monotonic() < deadline, "the closed tab's render still runs after 60 s"
         page.wait_for_timeout(1000)
         page.reload()
+
+
+def test_walk_a_circuit_down_and_back(server, page):
+    """From conv5_1:104, three levels down by the links under the diagram (each a real link: the browser's history
+    records it), then Back three times to where the walk began; a click on a node of the diagram re-centres it."""
+    from playwright.sync_api import expect
+
+    def settled(layer: str, channel: str) -> None:
+        expect(page.get_by_role("spinbutton", name=re.compile(r"Channel"))).to_have_value(channel, timeout=60_000)
+        expect(page.get_by_role("combobox", name="Layer")).to_have_value(re.compile(rf"^{layer} "), timeout=30_000)
+        assert f"layer={layer}" in page.url and f"channel={channel}" in page.url
+
+    try:
+        page.goto(f"{server}/circuit?layer=conv5_1&channel=104")
+        expect(page.get_by_role("heading", name="Circuit")).to_be_visible(timeout=60_000)
+        settled("conv5_1", "104")
+        path = [("conv5_1", "104")]
+        for below in ("conv4_3", "conv4_2", "conv4_1"):
+            link = page.get_by_role("link", name=re.compile(rf"^{below}:\d+$")).first
+            expect(link).to_be_visible(timeout=60_000)
+            channel = link.inner_text().split(":")[1]
+            link.click()
+            settled(below, channel)
+            path.append((below, channel))
+        page.screenshot(path=str(SHOTS / "circuit.png"), full_page=True)
+        for layer, channel in reversed(path[:-1]):
+            page.go_back()
+            settled(layer, channel)
+        # a click on a node of the diagram (the first node of the row below the centre), once the page is idle
+        expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=60_000)
+        nodes = page.locator(".js-plotly-plot .scatterlayer .trace").last.locator("path.point")
+        expect(nodes.first).to_be_attached(timeout=30_000)
+        box = nodes.nth(1).bounding_box()
+        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        expect(page.get_by_role("combobox", name="Layer")).to_have_value(re.compile(r"^conv4_3 "), timeout=60_000)
+        assert "Traceback" not in page.inner_text("body")
+    except BaseException:
+        page.screenshot(path=str(SHOTS / "circuit-failure.png"), full_page=True)
+        raise

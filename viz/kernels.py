@@ -53,3 +53,16 @@ def preferred_colour_and_orientation(kernel: np.ndarray) -> str:
         kind = "vertical" if angle < 22.5 or angle > 157.5 else "horizontal" if 67.5 < angle < 112.5 else "diagonal"
         words += f" and to a {kind} brightness edge"
     return words
+
+
+def diverging_picture(kernel: np.ndarray, side: int = 48, scale: float | None = None) -> np.ndarray:
+    """A 2-D kernel as a small heat map: white is 0, red excites, blue inhibits, full colour at ``scale`` (default:
+    the kernel's largest magnitude; pass one scale to make several kernels comparable). Each tap a sharp square."""
+    k = np.asarray(kernel, dtype=np.float64)
+    top = scale if scale and scale > 0 else (np.abs(k).max() or 1.0)
+    v = np.clip(k / top, -1, 1)
+    pos, neg = np.clip(v, 0, 1), np.clip(-v, 0, 1)
+    rgb = np.stack([1 - neg, 1 - pos - neg, 1 - pos], axis=-1)  # red: (1, 1-p, 1-p); blue: (1-n, 1-n, 1)
+    img = np.round(255 * rgb).clip(0, 255).astype(np.uint8)
+    cell = max(1, side // max(k.shape))
+    return np.asarray(Image.fromarray(img).resize((cell * k.shape[1], cell * k.shape[0]), Image.Resampling.NEAREST))
