@@ -33,6 +33,7 @@ def test_quick_bench_writes_its_report(tmp_path):
     assert report.count("**met**") + report.count("**not met**") >= 3
     # the peer row is there, or one line says what it needs
     assert "## Against Lucent" in report
+    assert "## Circuits" in report and res["circuits"]["calls"] > 0 and res["circuits"]["max_ms"]["weight"] > 0
 
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .device import bf16_is_fast, resolve_device
-from .layers import LAYERS, get_layer
+from .layers import LAYER_NAMES, LAYERS, get_layer
 from .methods import METHODS, Method
 from .metrics import (activation_ratio, diversity, hf_fraction, natural_crops, naturalness, photo_range,
                       robustness, summarize)
@@ -51,6 +51,7 @@ TARGETS = {
     "peer_activation": 0.9,  # our median activation over the best photo, as a share of Lucent's: at least
     "peer_robust_share": 2 / 3,  # share of channels where ours is more robust than Lucent's (wide family): at least
     "peer_clipped": 0.05,  # median share of clipped pixel values, in every layer: at most
+    "circuit_ms": 300.0,  # any channel's circuit, both measures, one level, on a warm server: at most
 }
 
 
@@ -331,6 +332,70 @@ def examples_section(b: Bench) -> dict:
     return e
 
 
+def circuits_section(b: Bench) -> dict:
+    """Circuits on a warm server: every layer's sampled channels, both measures, both directions, one level
+    (the contribution table read once first, as the app does), the circuit page's neighbourhood, and what reading
+    the photos for the table costs (in a subprocess, against one that only loads the model: peak memory)."""
+    from . import circuits
+
+    model = load_model(b.weights, "cpu")
+    start = time.perf_counter()
+    table = circuits.contribution_table(model)
+    load_s = time.perf_counter() - start
+    per_call: dict[str, list[float]] = {"weight": [], "contribution": []}
+    worst = {"weight": ("", 0.0), "contribution": ("", 0.0)}
+    n = 2 if b.cfg.quick else 4
+    for layer in LAYER_NAMES:
+        for ch in sample_channels(layer, n):
+            for by in circuits.BY:
+                for direction in circuits.DIRECTIONS:
+                    if direction == "out" and circuits.layer_above(layer) is None:
+                        continue
+                    t0 = time.perf_counter()
+                    circuits.circuit(model, layer, ch, direction, by)
+                    ms = 1000 * (time.perf_counter() - t0)
+                    per_call[by].append(ms)
+                    if ms > worst[by][1]:
+                        worst[by] = (f"{layer}:{ch} {direction}", ms)
+    page_ms = {}
+    for by in circuits.BY:
+        t0 = time.perf_counter()
+        circuits.neighbourhood(model, "conv5_1", 104, by, below=2, above=1, fan=4)
+        page_ms[by] = 1000 * (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    circuits.circuit(model, "conv5_1", 104, "in", "weight", depth=2)
+    expanded_ms = 1000 * (time.perf_counter() - t0)
+    build = {} if b.cfg.quick else _table_build_cost(b.weights)
+    out = {"calls": sum(map(len, per_call.values())), "table_load_s": load_s, "table_top": table.top,
+           "median_ms": {k: float(np.median(v)) for k, v in per_call.items()},
+           "max_ms": {k: max(v) for k, v in per_call.items()}, "worst": {k: w[0] for k, w in worst.items()},
+           "neighbourhood_ms": page_ms, "expanded_ms": expanded_ms, "build": build}
+    b.log(f"circuits: {out['calls']} calls, max {max(out['max_ms'].values()):.1f} ms; page "
+          f"{max(page_ms.values()):.0f} ms; table build {build.get('seconds', float('nan')):.0f} s")
+    return out
+
+
+def _table_build_cost(weights: str) -> dict:
+    """Seconds and peak resident memory of reading the bundled photos for the contribution table, in a fresh
+    process, beside a process that only loads the model (the difference is the table's own cost)."""
+    import subprocess
+    import sys
+
+    def run(code: str) -> dict:
+        probe = (f"import json, resource, time\nfrom viz.model import load_model\nm = load_model({weights!r})\n"
+                 f"t0 = time.perf_counter()\n{code}\n"
+                 "print(json.dumps({'s': time.perf_counter() - t0, "
+                 "'rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))")
+        done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=1800,
+                              cwd=Path(__file__).resolve().parent.parent)
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    base = run("pass")
+    built = run("from viz.circuits import measure_contributions\nmeasure_contributions(m)")
+    return {"seconds": built["s"], "peak_rss_mb": built["rss_mb"], "model_only_rss_mb": base["rss_mb"],
+            "extra_mb": built["rss_mb"] - base["rss_mb"]}
+
+
 def variants_section(b: Bench) -> list[dict]:
     """Batch sizes, precision and memory format (bare network, conv5_1)."""
     cfg, dev = b.cfg, b.dev
@@ -446,7 +511,7 @@ PEER_METHODS = ("ours", "maco", "lucent")  # ours: the default recipe
 SECTIONS: dict[str, Callable[[Bench], object]] = {
     "speed": speed_section, "baseline": baseline_section, "overhead": overhead_section,
     "examples": examples_section, "variants": variants_section, "quality": quality_section,
-    "peer": peer_section,
+    "peer": peer_section, "circuits": circuits_section,
 }
 
 
@@ -737,6 +802,31 @@ def peer_lines(res: dict) -> list[str]:
     return lines
 
 
+def circuit_lines(res: dict) -> list[str]:
+    c = res.get("circuits")
+    if not c:
+        return []
+    worst = max(c["max_ms"].values())
+    lines = ["", "## Circuits", "",
+             f"{c['calls']} circuits (every layer's sampled channels, both measures, in and out, one level, top 8) "
+             f"on a warm process; the contribution table read once first ({c['table_load_s']:.2f} s from its file).",
+             "", "| measure | median ms | max ms | slowest |", "|---|---:|---:|---|"]
+    for by in ("weight", "contribution"):
+        lines.append(f"| {by} | {c['median_ms'][by]:.1f} | {c['max_ms'][by]:.1f} | {c['worst'][by]} |")
+    lines += ["", f"- Slowest circuit {worst:.1f} ms against the target of at most {TARGETS['circuit_ms']:.0f} ms: "
+                  f"{verdict(_check(worst, TARGETS['circuit_ms'], at_least=False))}.",
+              f"- The circuit page's neighbourhood of conv5_1:104 (two levels down, one up, 4 links from each "
+              f"node: {1 + 4 + 16 + 4} nodes): " + ", ".join(f"{by} {ms:.0f} ms" for by, ms in
+                                                          c["neighbourhood_ms"].items()) + ".",
+              f"- Expanded weights (depth 2) of conv5_1:104: {c['expanded_ms']:.0f} ms."]
+    if (bld := c.get("build")):
+        lines.append(f"- Reading the bundled photos for the table (once per weights; committed for oxford): "
+                     f"{bld['seconds']:.1f} s, peak resident memory {bld['peak_rss_mb']:.0f} MB against "
+                     f"{bld['model_only_rss_mb']:.0f} MB for a process that only loads the model "
+                     f"(+{bld['extra_mb']:.0f} MB).")
+    return [*lines, ""]
+
+
 def chosen_defaults(res: dict, sums: dict) -> list[str]:
     """The default recipe and why, with this run's numbers (every comparison is read off them)."""
     d, f = sums.get("fourier"), sums.get("fourier 1-scale+pad")
@@ -825,5 +915,5 @@ def write_report(res: dict, out: Path, pictures: dict | None = None) -> None:
     sums = {m: _summary(rows) for m, rows in q["per_method"].items()} if q else {}
     write_charts(res, out, sums, pictures or {})
     lines = [*header_lines(res), *speed_lines(res), *quality_lines(res, sums), *peer_lines(res),
-             *chosen_defaults(res, sums), *flagged_lines(res)]
+             *circuit_lines(res), *chosen_defaults(res, sums), *flagged_lines(res)]
     (out / "BENCHMARKS.md").write_text("\n".join(lines) + "\n")
