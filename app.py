@@ -16,7 +16,9 @@ import streamlit as st  # noqa: E402
 import viz.figures  # noqa: F401  (imports pandas before plotly first runs; see viz/figures.py)
 from app_pages._chrome import page_style, sidebar_controls
 
-st.set_page_config(page_title="VGG16 Feature Atlas", page_icon=":material/grid_view:", layout="wide")
+# the favicon is served by the app itself (a Material icon name would make every browser fetch it from Google)
+FAVICON = os.path.join(os.path.dirname(os.path.abspath(__file__)), "app_pages", "favicon.png")
+st.set_page_config(page_title="VGG16 Feature Atlas", page_icon=FAVICON, layout="wide")
 
 PAGES = [
     st.Page("app_pages/overview.py", title="Overview", icon=":material/home:", url_path="home", default=True),

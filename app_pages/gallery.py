@@ -3,6 +3,7 @@
 import math
 
 import streamlit as st
+from streamlit.components.v1 import html
 
 from app_pages._circuits import show_circuit_strips
 from app_pages._forms import PERSIST, link_state
@@ -12,7 +13,7 @@ from viz import LAYERS, VizError
 from viz.gallery import recipe_note
 from viz.figures import curve_figure
 from viz.images import decode_image, zoom_png
-from viz.metrics import strength, versus_photos
+from viz.metrics import versus_photos
 from viz.sheets import contact_sheet, layer_zip
 
 PER_PAGE = 24
@@ -28,6 +29,20 @@ if not weights_list:
     st.stop()
 
 link = link_state(default_layer=None)
+SHOWS, ORDERS = ("all", "flagged", "unflagged"), {"channel": "channel", "strongest": "strongest first"}
+for name, allowed in (("show", SHOWS), ("order", tuple(ORDERS))):
+    value = st.query_params.get(name)
+    if value is not None and value not in allowed:
+        st.warning(f"Ignored part of the link: {name} must be {' or '.join(allowed)}.", icon=":material/link_off:")
+        st.query_params.pop(name)
+    elif value is not None and value != ss.get(f"_gal_link_{name}"):  # a new link sets the filter and the order
+        ss[f"gal_{name}"] = value
+    ss[f"_gal_link_{name}"] = value
+ss.setdefault("gal_show", ss.get("_gal_kept_show", "all"))  # the visitor's choice survives other pages
+ss.setdefault("gal_order", ss.get("_gal_kept_order", "channel"))
+if ss["gal_order"] not in ORDERS:
+    ss["gal_order"] = "channel"
+show, order = ss["gal_show"], ss["gal_order"]
 
 
 def _to_page_one() -> None:
@@ -82,13 +97,22 @@ def _open(ch: int | None) -> None:
         st.query_params["channel"] = str(ch)
 
 
+def _back_to_grid(page: int) -> None:
+    st.query_params.pop("channel", None)
+    st.query_params["page"] = str(page)
+    ss["gal_page"] = ss["_gal_link_page"] = page
+
+
 if channel is not None:
     rec = view.records[channel]
     st.query_params["channel"] = str(channel)
-    chans = view.channels()
+    chans = view.channels(show, order)
+    if channel not in chans:  # opened from a link outside the filter: walk every channel
+        chans = view.channels("all", order)
     i = chans.index(channel)
     nav = st.columns([1.3, 1, 1, 3])
-    nav[0].button("← Back to the grid", key="back", on_click=_open, args=(None,))
+    nav[0].button("← Back to the grid", key="back", on_click=_back_to_grid, args=(1 + i // PER_PAGE,),
+                  help=f"page {1 + i // PER_PAGE}, where channel {channel} is")
     nav[1].button("‹ Previous", key="prev_ch", on_click=_open, args=(chans[i - 1] if i else None,), disabled=i == 0,
                   help=f"channel {chans[i - 1]}" if i else None)
     nav[2].button("Next ›", key="next_ch", on_click=_open, args=(chans[i + 1] if i + 1 < len(chans) else None,),
@@ -107,7 +131,7 @@ if channel is not None:
         left.error("This image is missing or corrupted; the next precompute will redo it.")
     else:
         big, factor, side = zoom_png(data, 384)
-        left.image(big, caption=f"{side} px" + (f", shown {factor}× (each pixel a square)" if factor > 1 else ""))
+        left.image(big, output_format="PNG", caption=f"{side} px" + (f", shown {factor}× (each pixel a square)" if factor > 1 else ""))
         left.download_button("Download PNG", data, f"{weights}_{layer}_c{channel:04d}.png", "image/png")
     if layer == "conv1_1":
         show_kernel(left, weights, channel)
@@ -125,17 +149,17 @@ if channel is not None:
 
 st.query_params.pop("channel", None)
 f1, f2, f3 = st.columns([1.2, 1.3, 1.5])
-show = f1.segmented_control("Show", ["all", "flagged", "unflagged"], default="all", key="gal_show",
-                            on_change=_to_page_one, **PERSIST) or "all"
-order = f2.segmented_control("Order", ["channel", "strongest first"], default="channel", key="gal_order",
-                             on_change=_to_page_one, **PERSIST) or "channel"
-chans = view.channels()
-if show == "flagged":
-    chans = [c for c in chans if view.records[c]["flags"]]
-elif show == "unflagged":
-    chans = [c for c in chans if not view.records[c]["flags"]]
-if order == "strongest first":
-    chans.sort(key=lambda c: -strength(view.records[c]))
+show = f1.segmented_control("Show", SHOWS, key="gal_show", on_change=_to_page_one) or "all"
+order = f2.segmented_control("Order", tuple(ORDERS), format_func=ORDERS.get, key="gal_order",
+                             on_change=_to_page_one) or "channel"
+for name, value, default in (("show", show, "all"), ("order", order, "channel")):  # the grid's state is a link
+    if value == default:
+        st.query_params.pop(name, None)
+    else:
+        st.query_params[name] = value
+    ss[f"_gal_link_{name}"] = None if value == default else value
+    ss[f"_gal_kept_{name}"] = value
+chans = view.channels(show, order)
 pages = max(1, math.ceil(len(chans) / PER_PAGE))
 # the page: a new link's, else the visitor's, kept within the pages there are
 if link.page is not None and link.page != ss.get("_gal_link_page"):
@@ -149,20 +173,21 @@ if goto is not None:
     st.rerun()
 
 
-def _turn(delta: int) -> None:
+def _turn(delta: int, to_top: bool = False) -> None:
     ss["gal_page"] = min(max(1, ss["gal_page"] + delta), pages)
+    ss["_gal_to_top"] = to_top
 
 
 def pager(where: str) -> int:
     p1, p2, p3 = st.columns([1, 2, 1])
-    p1.button("‹ Previous page", key=f"prev_{where}", on_click=_turn, args=(-1,), disabled=ss["gal_page"] <= 1,
-              width="stretch")
+    p1.button("‹ Previous page", key=f"prev_{where}", on_click=_turn, args=(-1, where == "bottom"),
+              disabled=ss["gal_page"] <= 1, width="stretch")
     if where == "top":
         p2.number_input(f"Page (of {pages})", 1, pages, key="gal_page", label_visibility="collapsed", **PERSIST)
     else:
         p2.markdown(f"<div style='text-align:center'>Page {ss['gal_page']} of {pages}</div>", unsafe_allow_html=True)
-    p3.button("Next page ›", key=f"next_{where}", on_click=_turn, args=(1,), disabled=ss["gal_page"] >= pages,
-              width="stretch")
+    p3.button("Next page ›", key=f"next_{where}", on_click=_turn, args=(1, where == "bottom"),
+              disabled=ss["gal_page"] >= pages, width="stretch")
     return ss["gal_page"]
 
 
@@ -172,6 +197,8 @@ st.caption(f"{len(chans)} of {len(view.records)} channels · {view.settings.get(
 if not chans:
     st.info(f"No {show} channels in {layer}." if show != "all" else f"No channels in {layer} yet.",
             icon=":material/filter_alt_off:")
+if ss.pop("_gal_to_top", False):  # turned at the bottom: show the new page from its top
+    html("<script>window.parent.document.querySelector('.stMain')?.scrollTo(0, 0)</script>", height=0)
 page = pager("top") if pages > 1 else 1
 if page > 1:
     st.query_params["page"] = str(page)
@@ -189,7 +216,7 @@ for row in range(0, len(shown), COLUMNS):
             col.warning(f"ch {ch}: image corrupted")
             continue
         ratio, why = versus_photos(rec, digits=1)
-        col.image(data, width="stretch")
+        col.image(data, width="stretch", output_format="PNG")  # lossless: never re-encoded as JPEG
         label = f"ch {ch} · {ratio}" + (" ⚠" if rec["flags"] else "")
         tip = (f"Flagged: {plain(', '.join(rec['flags']))}" if rec["flags"] else plain(why)) + "; click for details"
         col.button(label, key=f"open_{ch}", width="stretch", help=tip, on_click=_open, args=(ch,))

@@ -238,3 +238,69 @@ def test_circuit_page_bad_links_are_friendly(tiny_gallery, params, expect):
 def test_circuit_page_at_the_bottom_of_the_network(tiny_gallery):
     at = open_page("app_pages/circuit.py", layer="conv1_2", channel="0", depth="2")
     assert "red" in texts(at) or "green" in texts(at) or "blue" in texts(at)  # the photo's colour planes
+
+
+@pytest.fixture(scope="module")
+def paged_gallery(tmp_path_factory):
+    """30 channels of conv1_1: two pages of the grid."""
+    root = tmp_path_factory.mktemp("paged")
+    precompute(root, make_settings("conv1_1", "fourier", size=32, steps=2), {"conv1_1": list(range(30))},
+               device="cpu", retries=0)
+    old = os.environ.get("VIZ_GALLERY")
+    os.environ["VIZ_GALLERY"] = str(root)
+    yield root
+    if old is None:
+        os.environ.pop("VIZ_GALLERY", None)
+    else:
+        os.environ["VIZ_GALLERY"] = old
+
+
+def _grid(at) -> list[int]:
+    return [int(b.label.split()[1]) for b in at.button if b.label.startswith("ch ")]
+
+
+def _param(at, name):
+    value = at.query_params.get(name)
+    return value[0] if isinstance(value, list) else value
+
+
+def test_gallery_order_and_filter_live_in_the_url(paged_gallery):
+    from viz.gallery import Gallery
+
+    view = Gallery(paged_gallery).layer("oxford", config_name(make_settings("conv1_1", "fourier", size=32,
+                                                                            steps=2)), "conv1_1")
+    strongest = view.channels("all", "strongest")
+    at = open_page("app_pages/gallery.py", layer="conv1_1", order="strongest")
+    assert at.segmented_control(key="gal_order").value == "strongest"
+    assert _grid(at) == strongest[:24] and strongest != sorted(strongest)
+    at.segmented_control(key="gal_show").set_value("unflagged").run()
+    assert _param(at, "show") == "unflagged" and _param(at, "order") == "strongest"
+    at.segmented_control(key="gal_order").set_value("channel").run()
+    assert _param(at, "order") is None  # the default is not spelled out
+    at = open_page("app_pages/gallery.py", layer="conv1_1", order="sideways", show="some")
+    assert any("order must be channel or strongest" in w.value for w in at.warning)
+    assert any("show must be all or flagged or unflagged" in w.value for w in at.warning)
+
+
+def test_detail_walks_the_grids_order_and_returns_to_its_page(paged_gallery):
+    from viz.gallery import Gallery
+
+    view = Gallery(paged_gallery).layer("oxford", config_name(make_settings("conv1_1", "fourier", size=32,
+                                                                            steps=2)), "conv1_1")
+    strongest = view.channels("all", "strongest")
+    here = strongest[25]  # on page 2 of the strongest-first grid
+    at = open_page("app_pages/gallery.py", layer="conv1_1", order="strongest", channel=str(here))
+    assert at.button(key="next_ch").proto.help == f"channel {strongest[26]}"
+    assert at.button(key="prev_ch").proto.help == f"channel {strongest[24]}"
+    at.button(key="next_ch").click().run()
+    assert _param(at, "channel") == str(strongest[26])
+    at.button(key="back").click().run()
+    assert not at.exception
+    assert _param(at, "channel") is None and _param(at, "page") == "2"
+    assert strongest[26] in _grid(at) and _grid(at) == strongest[24:]
+    # in channel order, channel 3 is on page 1
+    at = open_page("app_pages/gallery.py", **{"layer": "conv1_1", "channel": "3"})
+    at.query_params["page"] = "2"  # a stale page in the link
+    at.run()
+    at.button(key="back").click().run()
+    assert _param(at, "page") is None and 3 in _grid(at)  # page 1: not spelled out

@@ -33,7 +33,7 @@ from .images import png_bytes
 from .layers import LAYER_NAMES, get_layer
 from .methods import METHODS
 from .examples import reference
-from .metrics import summarize
+from .metrics import strength, summarize
 from .optimize import Cancel
 from .settings import RenderSettings, check_channels
 
@@ -504,8 +504,17 @@ class LayerView:
     def layer(self) -> str:
         return self.dir.layer
 
-    def channels(self) -> list[int]:
-        return sorted(self.records)
+    def channels(self, show: str = "all", order: str = "channel") -> list[int]:
+        """The channels in the grid's order: ``show`` all, flagged or unflagged ones; ``order`` by channel number
+        or strongest first (activation over the best photo; unbounded first, undefined last)."""
+        chans = sorted(self.records)
+        if show == "flagged":
+            chans = [c for c in chans if self.records[c]["flags"]]
+        elif show == "unflagged":
+            chans = [c for c in chans if not self.records[c]["flags"]]
+        if order == "strongest":
+            chans.sort(key=lambda c: -strength(self.records[c]))
+        return chans
 
     def image_bytes(self, channel: int) -> bytes | None:
         """The PNG of ``channel`` if present and intact (its sha256 matches the record), else None."""
