@@ -308,3 +308,57 @@ def test_cli_bad_arguments_one_line(tmp_path, args, msg):
     assert p.returncode == 2, p.stderr
     assert "Traceback" not in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1 and msg in p.stderr, p.stderr
+
+
+# --------------------------------------------------------------------------------------------- the page
+def test_your_photo_page_groups(tmp_path):
+    """The Your photo page's Groups: the coloured photo and its legend, a map and 5 linked channels per group,
+    the groups rendered as jobs, one group accentuated in the photo, and the pixels of a group or a channel."""
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from viz.jobs import get_manager
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=180)
+    at.run()
+    at.switch_page("app_pages/photo.py")
+    at.run()
+    at.selectbox(key="photo_layer").set_value("conv4_3")
+    at.slider(key="grp_k").set_value(3)
+    at.number_input(key="grp_size").set_value(32)
+    at.number_input(key="grp_steps").set_value(4)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("Groups: the few things conv4_3 sees" in s.value for s in at.subheader)
+    legend = "\n".join(m.value for m in at.markdown)
+    assert all(f"**Group {i}**" in legend for i in (1, 2, 3)) and "Group 4" not in legend
+    captions = [c for i in at.get("image") for c in i.captions]
+    assert any("coloured by the group strongest there" in c for c in captions)
+    assert sum(c == "where it is" for c in captions) == 3
+    assert any("gradient × input" in m.value for m in at.markdown)
+    links = [el.proto for el in at.get("page_link")]
+    group_links = [lk for lk in links if lk.help.startswith("channel ")]
+    assert len(group_links) == 15 and all("layer=conv4_3" in lk.query_string for lk in group_links)
+    assert any("Estimated time on this server" in c.value for c in at.caption)
+
+    at.button(key="grp_go").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    ids = at.session_state["grp_jobs"]["ids"]
+    jobs = [get_manager().get(i) for i in ids]
+    assert len(jobs) == 3 and all(wait(j, 120).state == "done" for j in jobs), [j.error for j in jobs]
+    assert [j.settings.view.startswith("direction(") for j in jobs] == [True] * 3
+    assert len({j.settings.view for j in jobs}) == 3
+    at.run()
+    assert not at.exception
+    assert sum(c == "32 px · 4 steps" or c == "from the result cache" for i in at.get("image") for c in i.captions) == 3
+
+    at.button(key="grp_accent_1").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    job = get_manager().get(at.session_state["grp_accent"]["id"])
+    assert wait(job, 120).state == "done", job.error
+    assert job.settings.view.startswith("accent(") and f"dir={jobs[1].settings.view[10:-1]}" in job.settings.view
+
+    at.selectbox(key="grp_target").set_value(at.selectbox(key="grp_target").options[-1]).run()  # a channel
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("The pixels whose change" in c for i in at.get("image") for c in i.captions)

@@ -34,9 +34,10 @@ from .photo import network_input
 MIN_K, MAX_K = 2, 8
 DEFAULT_K = 6
 MAX_ITER = 400
-# the emoji squares of the legend and their colours: the page's legend is text, the coloured photo an image
-PALETTE = [("🟥", (221, 46, 68)), ("🟦", (85, 172, 238)), ("🟨", (253, 203, 88)), ("🟩", (120, 177, 89)),
-           ("🟪", (170, 142, 214)), ("🟧", (244, 144, 12)), ("🟫", (193, 105, 79)), ("⬜", (230, 231, 232))]
+# each group's colour: a colour name the dashboard's Markdown can write (its legend) and the RGB of the coloured
+# photo; the last one is the text's own colour
+PALETTE = [("red", (255, 75, 75)), ("blue", (28, 131, 225)), ("yellow", (250, 202, 43)), ("green", (33, 195, 84)),
+           ("violet", (128, 61, 245)), ("orange", (255, 164, 33)), ("gray", (128, 132, 149)), ("", (49, 51, 63))]
 
 
 def check_k(k: object) -> int:
