@@ -362,3 +362,37 @@ def test_your_photo_page_groups(tmp_path):
     at.selectbox(key="grp_target").set_value(at.selectbox(key="grp_target").options[-1]).run()  # a channel
     assert not at.exception, [e.value for e in at.exception]
     assert any("The pixels whose change" in c for i in at.get("image") for c in i.captions)
+
+
+def test_generator_direction_view():
+    """The Generator renders a direction typed as channel weights; a bad one is one line under the form."""
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from viz.jobs import get_manager
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=120)
+    at.query_params["layer"], at.query_params["channel"] = "conv2_1", "3"
+    at.run()
+    at.switch_page("app_pages/generator.py")
+    at.run()
+    at.number_input(key="gen_size").set_value(32)
+    at.number_input(key="gen_steps").set_value(4)
+    at.segmented_control(key="gen_view").set_value("direction")
+    at.run()
+    at.text_input(key="gen_dir").set_value("3:0.2,9:0.8")
+    at.number_input(key="gen_cos").set_value(1.0)
+    at.run()
+    [b for b in at.button if b.label == "Generate"][0].click()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    job = get_manager().get(at.session_state["gen_job"])
+    digest = direction_digest(read_direction("3:0.2,9:0.8", "conv2_1"))
+    assert job.settings.view == f"direction({digest},cos=1)" and job.channel == 9
+    assert wait(job, 120).state == "done", job.error
+    at.run()
+    assert not at.exception
+    at.text_input(key="gen_dir").set_value("3:0,9:0")
+    at.run()
+    assert [e.value for e in at.error] == ["the direction is all zero: it points nowhere"]
