@@ -42,11 +42,11 @@ def synthetic_map(k=3, channels=32, side=16, seed=0):
 
 
 @pytest.mark.unit
-@pytest.mark.parametrize("k", [2, 3, 5])
-def test_nmf_recovers_known_groups(k):
-    acts, maps, dirs = synthetic_map(k=k, seed=k)
+@pytest.mark.parametrize("k,side", [(2, 16), (3, 16), (5, 16), (4, 96)])  # 96 x 96: fitted pooled, then refined
+def test_nmf_recovers_known_groups(k, side):
+    acts, maps, dirs = synthetic_map(k=k, side=side, seed=k)
     got_maps, got_dirs, shares, error = factorize(acts, k, seed=0)
-    assert got_maps.shape == (k, 16, 16) and got_dirs.shape == (k, 32) and shares.shape == (k,)
+    assert got_maps.shape == (k, side, side) and got_dirs.shape == (k, 32) and shares.shape == (k,)
     assert error < 0.02, error  # the map is exactly rank k and non-negative
     np.testing.assert_allclose(np.linalg.norm(got_dirs, axis=1), 1, atol=1e-5)
     cos = got_dirs @ dirs.T  # every true direction is found by one group, each group by one direction
