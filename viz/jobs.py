@@ -417,8 +417,8 @@ class JobManager:
         s = job.settings
         result = self._execute(job, stop)
         natural = None
-        if not result.cancelled and "dir" not in s.view:  # the channel's strongest response in the bundled photos
-            # (scanned once per weights); a direction is not its channel: no photo reference
+        if not result.cancelled and not budget.view_direction(s):  # the channel's strongest response in the bundled
+            # photos (scanned once per weights); a direction is not its channel: no photo reference
             model = load_model(s.weights, job.device, channels_last=job.device == "cpu")
             natural = float(reference(model, s.layer)[job.channel])
         job.result = Result(strip(result.images), result.history[:, 0].tolist(), float(result.final_activation[0]),
