@@ -67,7 +67,8 @@ def load_model_for(weights: str):
 APP_WORDS = {"use --device cpu or auto": "choose Device: cpu or auto in the sidebar",
              "or use --weights oxford": "or choose Weights: oxford in the sidebar",
              "--weights": "the Weights setting", "--device": "the Device setting", "(--count)": "(Images)",
-             "--count": "Images", "--start": "the start photo", "--x and --y": "the position"}
+             "--count": "Images", "--start": "the start photo", "--x and --y": "the position",
+             "(--direction FILE.npy or 104:0.7,25:0.3)": "(channel weights like 104:0.7,25:0.3)"}
 
 
 def app_words(message: object) -> str:

@@ -15,7 +15,8 @@ from viz.metrics import summarize
 from viz.corpus import BUNDLED, bundled, decode, load_rgb
 from viz.settings import MAX_SIZE, MAX_STEPS, MIN_SIZE
 from viz.views import LABELS as VIEW_LABELS
-from viz.views import make_view, start_photo
+from viz.objectives import direction_digest, read_direction
+from viz.views import make_view, start_photo, top_channel
 
 MAX_MB = 20
 
@@ -65,16 +66,29 @@ elif kind == "accent":
     options["weight"] = c[2].number_input("Stay close", value=1.0, step=0.25, key="gen_aweight",
                                           help="how strongly the image stays near the photo", **PERSIST)
 
+elif kind == "direction":
+    c = st.columns([2, 1])
+    direction_text = c[0].text_input("Direction", value=f"{int(channel)}:0.7,25:0.3" if channel is not None else "0:1",
+                                     key="gen_dir", help="channel weights like 104:0.7,25:0.3 (the rest 0; only the "
+                                     "direction counts); the image is filed under the largest", **PERSIST)
+    options["cos"] = c[1].number_input("Cosine power", value=0.0, step=1.0, min_value=0.0, key="gen_cos",
+                                       help="0: the dot product with the direction; 1-8: Lucid's cosine-weighted "
+                                            "variant (rewards activations pointing along it)", **PERSIST)
+
 spec = None
 try:
-    photo = None
+    photo = vector = None
+    if kind == "direction":
+        vector = read_direction(direction_text, get_layer(layer).name)
+        options["direction"] = direction_digest(vector)
     if kind == "accent":
         photo = decode(upload.getvalue(), MAX_MB << 20) if upload is not None else load_rgb(bundled().path(pick))
         photo, options["start"], start_png = start_photo(photo)
     view = make_view(kind, get_layer(layer).name, **options)
     spec = JobSpec(make_settings(layer, method, size, steps, lr, seed, ss.get("g_weights"), view=view),
+                   top_channel(vector) if vector is not None else
                    view.primary if view.primary is not None else parse_channel(get_layer(layer), channel), dev,
-                   start=start_png)
+                   start=start_png, direction=() if vector is None else tuple(vector.tolist()))
     estimate_line([spec])
 except VizError as exc:
     st.error(app_words(exc), icon=":material/error:")

@@ -1,10 +1,12 @@
-"""Your photo: upload an image (or pick a bundled one) and see which channels of a layer fire most on it."""
+"""Your photo: upload an image (or pick a bundled one) and see which channels of a layer fire most on it, and the
+few groups of channels the layer sees in it (app_pages/_groups.py)."""
 
 import numpy as np
 import streamlit as st
 
 from app_pages._forms import PERSIST, layer_picker
-from app_pages._server import app_words, gallery, load_model_for
+from app_pages._groups import show_groups
+from app_pages._server import app_words, device, gallery, load_model_for
 from viz import VizError
 from viz.corpus import BUNDLED, bundled, decode, load_rgb
 from viz.photo import overlay, respond
@@ -61,3 +63,6 @@ with right:
                 col.image(data, width=64)
             col.page_link("app_pages/gallery.py", label=f"channel {ch}",
                           query_params={"layer": layer, "channel": str(ch)})
+
+st.divider()
+show_groups(response.image, source, layer, weights, device(), view)

@@ -173,3 +173,41 @@ def test_walk_a_circuit_down_and_back(server, page):
     except BaseException:
         page.screenshot(path=str(SHOTS / "circuit-failure.png"), full_page=True)
         raise
+
+
+def test_your_photo_groups_with_an_uploaded_photo(server, page, tmp_path):
+    """Issue 27 in a real browser: upload a photo, see its groups at conv4_3 (coloured photo, legend, maps, linked
+    channels, the pixels of a group), render them as jobs, and accentuate one in the photo."""
+    from playwright.sync_api import expect
+    from PIL import Image
+
+    from viz.corpus import load_photo
+    from viz.examples import thumbnail
+
+    photo = tmp_path / "my cat.jpg"
+    Image.fromarray(thumbnail(load_photo("chelsea"), 160)).save(photo, quality=90)
+    try:
+        page.goto(f"{server}/photo")
+        expect(page.get_by_role("heading", name="Your photo")).to_be_visible(timeout=60_000)
+        page.locator("input[type=file]").first.set_input_files(str(photo))
+        expect(page.get_by_text("Groups: the few things conv4_3 sees in my cat.jpg")).to_be_visible(timeout=90_000)
+        expect(page.get_by_text("coloured by the group strongest there")).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("The pixels whose change")).to_be_visible(timeout=60_000)
+        link = page.locator("a[href*='gallery?layer=conv4_3&channel=']").first
+        expect(link).to_be_visible()
+        size = page.get_by_role("spinbutton", name="Render size (px)")
+        size.fill("32")
+        size.press("Tab")
+        steps = page.get_by_role("spinbutton", name="Render steps")
+        steps.fill("4")
+        steps.press("Tab")
+        expect(page.get_by_text(re.compile("Estimated time on this server"))).to_be_visible(timeout=30_000)
+        page.get_by_role("button", name=re.compile(r"Render the \d groups")).click()
+        expect(page.get_by_text("32 px · 4 steps")).to_have_count(6, timeout=180_000)
+        page.get_by_role("button", name=re.compile("Accentuate this group")).first.click()
+        expect(page.get_by_text("32 px · 4 steps")).to_have_count(7, timeout=180_000)
+        assert "Traceback" not in page.inner_text("body")
+        page.screenshot(path=str(SHOTS / "photo-groups.png"), full_page=True)
+    except BaseException:
+        page.screenshot(path=str(SHOTS / "failure-groups.png"), full_page=True)
+        raise

@@ -47,6 +47,7 @@ TARGETS = {
     "speedup_vs_baseline": 4.0,  # default recipe vs the straightforward baseline, per channel: at least
     "loop_overhead_pct": 25.0,  # render loop over the bare cut network: at most
     "examples_ratio": 0.80,  # examples scan over bare forward throughput: at least
+    "factors_seconds": 2.0,  # a 224 px photo's groups (NMF, k=6) at any layer, renders aside: at most
     "peer_speed": 2.5,  # Lucent's seconds over ours, per channel: at least
     "peer_activation": 0.9,  # our median activation over the best photo, as a share of Lucent's: at least
     "peer_robust_share": 2 / 3,  # share of channels where ours is more robust than Lucent's (wide family): at least
@@ -396,6 +397,24 @@ def _table_build_cost(weights: str) -> dict:
             "extra_mb": built["rss_mb"] - base["rss_mb"]}
 
 
+def factors_section(b: Bench) -> dict:
+    """A photo's groups (:func:`viz.factors.photo_factors`, k=6) at every layer: the bundled astronaut at 224 px,
+    the forward pass and the NMF together, the faster of two runs (the first run of all warms up)."""
+    from .corpus import load_photo
+    from .examples import thumbnail
+    from .factors import DEFAULT_K, photo_factors
+
+    photo = thumbnail(load_photo("astronaut"), 224)
+    photo_factors(b.model, photo, LAYER_NAMES[0], DEFAULT_K)
+    per_layer = {}
+    for layer in LAYER_NAMES:
+        per_layer[layer] = _time(lambda lay=layer: photo_factors(b.model, photo, lay, DEFAULT_K), repeats=2, warmup=0)
+    worst = max(per_layer, key=per_layer.get)
+    b.log(f"factors of a 224 px photo: at most {per_layer[worst]:.2f} s ({worst})")
+    return {"size": 224, "k": DEFAULT_K, "s_per_layer": per_layer, "worst_layer": worst,
+            "worst_s": per_layer[worst]}
+
+
 def variants_section(b: Bench) -> list[dict]:
     """Batch sizes, precision and memory format (bare network, conv5_1)."""
     cfg, dev = b.cfg, b.dev
@@ -510,8 +529,8 @@ PEER_METHODS = ("ours", "maco", "lucent")  # ours: the default recipe
 
 SECTIONS: dict[str, Callable[[Bench], object]] = {
     "speed": speed_section, "baseline": baseline_section, "overhead": overhead_section,
-    "examples": examples_section, "variants": variants_section, "quality": quality_section,
-    "peer": peer_section, "circuits": circuits_section,
+    "examples": examples_section, "factors": factors_section, "variants": variants_section,
+    "quality": quality_section, "peer": peer_section, "circuits": circuits_section,
 }
 
 
@@ -660,6 +679,14 @@ def speed_lines(res: dict) -> list[str]:
             f"{e['scan_images_per_s']:.2f} images/s against {e['bare_images_per_s']:.2f} for the bare forward "
             f"passes: **{100 * e['ratio']:.0f} %** (target at least {100 * t:.0f} %: "
             f"{verdict(_check(e['ratio'], t))}).")
+    if (f := res.get("factors")):
+        t = TARGETS["factors_seconds"]
+        lines.append(
+            f"- **A photo's groups** (`viz.factors`: the bundled astronaut at {f['size']} px, k={f['k']}, forward "
+            f"pass and NMF, renders aside), per layer: "
+            + ", ".join(f"{layer} {sec:.2f} s" for layer, sec in f["s_per_layer"].items())
+            + f": at most **{f['worst_s']:.2f} s** ({f['worst_layer']}; target at most {t:g} s: "
+            f"{verdict(_check(f['worst_s'], t, False))}).")
     lines.append("")
     if res.get("variants"):
         lines += ["| batch | precision | channels_last | ms / image-step (conv5_1, bare) |", "|---|---|---|---|",

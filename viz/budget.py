@@ -64,6 +64,13 @@ def view_images(s: RenderSettings) -> int:
     return parse_view(s.view, s.layer).images_per_channel()
 
 
+def view_direction(s: RenderSettings) -> str:
+    """The digest of the direction the settings' view grows ("" when it grows a channel)."""
+    from .views import parse_view
+
+    return parse_view(s.view, s.layer).direction
+
+
 def render_seconds(s: RenderSettings) -> float:
     """Reference-CPU seconds for the optimization itself (a view of N images costs N images' steps)."""
     n = view_images(s)

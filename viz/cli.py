@@ -1,4 +1,4 @@
-"""Command line: ``python -m viz {render,layers,precompute,examples,circuit,bench} ...``.
+"""Command line: ``python -m viz {render,factors,layers,precompute,examples,circuit,bench} ...``.
 
 Bad arguments end with exit status 2 and one line on stderr, never a traceback.
 """
@@ -46,11 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("render", help="render one channel to a PNG and print a JSON line")
     r.add_argument("--layer", required=True, help="conv1_1 ... conv5_3")
-    r.add_argument("--channel", required=True, help="channel number; for --objective mix a sum like 104+0.5*25 "
-                   "or an interpolation 104~25 (with --count)")
+    r.add_argument("--channel", default=None, help="channel number (required, except with --objective direction); "
+                   "for --objective mix a sum like 104+0.5*25 or an interpolation 104~25 (with --count)")
     r.add_argument("--objective", default="channel", choices=list(VIEW_KINDS),
                    help="what to render: the channel's mean (default), one neuron, its negative, N diverse images, "
-                   "a mix of channels, or an accentuated photo (accent)")
+                   "a mix of channels, an accentuated photo (accent) or a direction over all the channels")
     r.add_argument("--count", default=None, help="images: diversity (default 4) or an interpolating mix; "
                    "writes STEM-0.png ... STEM-(N-1).png")
     r.add_argument("--x", default=None, help="neuron: horizontal position, a fraction of the map (default 0.5)")
@@ -58,8 +58,22 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--weight", default=None, help="diversity / accent: weight of the extra term (default 1)")
     r.add_argument("--start", default=None, help="accent: the photo to start from (a file or a bundled photo "
                    "name, e.g. astronaut)")
+    r.add_argument("--direction", default=None, help="direction / accent: a vector over the layer's channels, a "
+                   ".npy file or weights like 104:0.7,25:0.3 (unit length is taken; the image is filed under its "
+                   "largest channel)")
+    r.add_argument("--cos", default=None, help="direction: cosine power of the cosine-weighted variant (default 0: "
+                   "the plain dot product)")
     _common_render_args(r)
     r.add_argument("--out", required=True, help="output .png path")
+
+    f = sub.add_parser("factors", help="the groups a layer sees in a photo (NMF): maps.npy, directions.npy, "
+                                        "groups.png, optionally each group rendered; one JSON line")
+    f.add_argument("--image", required=True, help="a photo file or a bundled photo's name (e.g. chelsea)")
+    f.add_argument("--layer", required=True, help="conv1_1 ... conv5_3")
+    f.add_argument("--k", default="6", help="groups, 2-8 (default 6)")
+    f.add_argument("--render", action="store_true", help="also render each group's direction: group-I.png")
+    _common_render_args(f)  # the renders' settings (--seed also seeds the factorization)
+    f.add_argument("--out", required=True, help="output folder")
 
     sub.add_parser("layers", help="print the layer table as JSON lines")
 
@@ -130,17 +144,30 @@ def _view_from_args(args: argparse.Namespace, layer: str):
     from .corpus import load_photo
     from .views import make_view, start_photo
 
-    photo = digest = None
+    photo = digest = vector = None
+    if args.direction is not None:
+        if args.objective not in ("direction", "accent"):
+            raise VizError("--direction is for --objective direction or accent")
+        from .objectives import direction_digest, read_direction
+
+        vector = read_direction(args.direction, layer)
+    elif args.objective == "direction":
+        raise VizError("--objective direction needs --direction FILE.npy or channel weights like 104:0.7,25:0.3")
     if args.start is not None:
         if args.objective != "accent":
             raise VizError("--start is for --objective accent")
         photo, digest, _ = start_photo(load_photo(args.start))
     elif args.objective == "accent":
         raise VizError("--objective accent needs --start PHOTO")
+    if args.channel is None and vector is None:
+        raise VizError("--channel is required (except with --direction)")
+    if args.channel is not None and vector is not None:
+        raise VizError("with --direction leave out --channel: the image is filed under the direction's largest weight")
     mix = args.channel if args.objective == "mix" else None
     view = make_view(args.objective, layer, count=args.count, x=args.x, y=args.y, mix=mix, start=digest or "",
-                     weight=args.weight)
-    return view, photo
+                     weight=args.weight, direction="" if vector is None else direction_digest(vector),
+                     cos=args.cos)
+    return view, photo, vector
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -155,17 +182,22 @@ def cmd_render(args: argparse.Namespace) -> int:
 
     out = check_output_file(args.out, ".png")  # before any work: a bad --out never wastes a render
     layer = get_layer(args.layer).name
-    view, photo = _view_from_args(args, layer)
+    view, photo, vector = _view_from_args(args, layer)
     n = view.images_per_channel()
     outs = [out] if n == 1 else [check_output_file(str(out.with_name(f"{out.stem}-{i}{out.suffix}")), ".png")
                                  for i in range(n)]
     device = resolve_device(args.device)
     settings = make_settings(layer, args.method, args.size, args.steps, args.lr, args.seed, args.weights,
                              args.activation, args.precision, device, view=view)
-    channel = view.primary if view.primary is not None else parse_channel(get_layer(layer), args.channel)
+    if vector is not None:
+        from .views import top_channel
+
+        channel = top_channel(vector)  # filed under its largest weight
+    else:
+        channel = view.primary if view.primary is not None else parse_channel(get_layer(layer), args.channel)
     bar = ProgressBar(settings.steps, f"{layer}:{channel} {settings.method} {settings.view}", unit="step")
     every = max(1, settings.steps // 200)
-    result = render(settings, [channel], device, every=every, notice=_notice, start=photo,
+    result = render(settings, [channel], device, every=every, notice=_notice, start=photo, direction=vector,
                     callback=lambda s: bar.update(s.step, f"act {s.activation[0]:.3g}"))
     bar.close()
     for path, image in zip(outs, result.images):
@@ -189,6 +221,66 @@ def cmd_render(args: argparse.Namespace) -> int:
         rec["outs"] = [str(p) for p in outs]
         rec["final_activation"] = [float(v) for v in result.final_activation]
         rec["channels"] = [int(c) for c in result.channels]  # what each image is filed and measured under
+    print(json.dumps(rec, allow_nan=False))
+    return 0
+
+
+def cmd_factors(args: argparse.Namespace) -> int:
+    from .corpus import load_photo
+    from .device import resolve_device
+    from .factors import check_k, group_picture, photo_factors
+    from .files import check_output_dir
+    from .images import save_png
+    from .layers import get_layer
+    from .model import load_model
+    from .objectives import direction_digest
+    from .progress import ProgressBar
+    from .render import render
+    from .settings import make_settings
+    from .views import top_channel
+
+    out = check_output_dir(args.out)  # before any work
+    layer = get_layer(args.layer).name
+    k = check_k(args.k)
+    device = resolve_device(args.device)
+    # every render flag is checked now, not after the factorization (and without --render too)
+    base = make_settings(layer, args.method, args.size, args.steps, args.lr, args.seed, args.weights,
+                         args.activation, args.precision, device)
+    try:
+        photo = load_photo(args.image)
+    except VizError as exc:
+        raise VizError(exc if str(exc).startswith("no photo") else f"{str(args.image)[:60]}: {exc}") from None
+    model = load_model(base.weights, device, channels_last=device.type == "cpu", notice=_notice)
+    f = photo_factors(model, photo, layer, k, base.seed)
+    files = {"maps": out / "maps.npy", "directions": out / "directions.npy", "groups": out / "groups.png"}
+    try:
+        np.save(files["maps"], f.maps)
+        np.save(files["directions"], f.directions)
+        save_png(files["groups"], group_picture(f))
+    except OSError as exc:
+        raise VizError(f"cannot write in {str(out)[:60]!r}: {exc.strerror}") from None
+    rec = {**f.record(), "image": str(args.image), "weights": base.weights,
+           "directions_digest": [direction_digest(d) for d in f.directions],
+           **{name: str(path) for name, path in files.items()}}
+    if args.render:
+        renders = []
+        for i, vec in enumerate(f.directions):
+            view = f"direction({direction_digest(vec)})"
+            settings = make_settings(layer, args.method, args.size, args.steps, args.lr, args.seed, args.weights,
+                                     args.activation, args.precision, device, view=view)
+            bar = ProgressBar(settings.steps, f"{layer} group {i} ({view})", unit="step")
+            result = render(settings, [top_channel(vec)], device, every=max(1, settings.steps // 200),
+                            notice=_notice, direction=vec, callback=lambda s, b=bar: b.update(s.step))
+            bar.close()
+            path = out / f"group-{i}.png"
+            try:
+                save_png(path, result.images[0])
+            except OSError as exc:
+                raise VizError(f"cannot write {str(path)[:60]!r}: {exc.strerror}") from None
+            renders.append({"out": str(path), "view": settings.view,
+                            "final_activation": float(result.final_activation[0]),
+                            "seconds": round(result.seconds, 3)})
+        rec["renders"] = renders
     print(json.dumps(rec, allow_nan=False))
     return 0
 
@@ -321,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         handler = {"render": cmd_render, "layers": cmd_layers, "precompute": cmd_precompute, "bench": cmd_bench,
-                   "examples": cmd_examples, "circuit": cmd_circuit}[args.command]
+                   "examples": cmd_examples, "circuit": cmd_circuit, "factors": cmd_factors}[args.command]
         return handler(args)
     except VizError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -136,7 +136,7 @@ class RenderWorker:
         return os.getpid()
 
     def render(self, key: str, settings, channels: list[int], device: str, every: int = 1,
-               preview_every: int = 0, snapshot_steps: tuple[int, ...] = (), start=None):
+               preview_every: int = 0, snapshot_steps: tuple[int, ...] = (), start=None, direction=None):
         """:func:`viz.render.render` here; with ``preview_every``, keep the latest preview for :meth:`progress`."""
         from .render import render
 
@@ -156,6 +156,8 @@ class RenderWorker:
 
         try:
             extra = {} if start is None else {"start": start}  # a view that starts from a photo
+            if direction is not None:  # a view that grows a direction
+                extra["direction"] = direction
             return render(settings, channels, device, callback=cb, every=every, cancel=stop.is_set, **extra)
         finally:
             self._cancel.pop(key, None)
@@ -537,7 +539,8 @@ def _job_manager_class():
                     key = f"{job.id}-{attempt}"
                     start = getattr(job.spec, "start_image", lambda: None)()
                     ref = actor.render.remote(key, job.settings, [job.channel], self.worker_device, 1,
-                                              self.preview_every, tuple(job.spec.snapshot_steps), start)
+                                              self.preview_every, tuple(job.spec.snapshot_steps), start,
+                                              getattr(job.spec, "direction_vector", lambda: None)())
                     seen, cancelled = 0, False
                     job.history = []
                     while True:

@@ -350,7 +350,7 @@ def precompute(
     from .views import parse_view
 
     view = parse_view(settings.view, settings.layer)
-    if view.images_per_channel() > 1 or view.kind in ("mix", "accent"):
+    if view.images_per_channel() > 1 or view.kind in ("mix", "accent", "direction"):
         raise VizError(f"a gallery holds one image per channel: the {view.kind} view is rendered with "
                        "python -m viz render")
     root = Path(root)

@@ -56,12 +56,16 @@ class JobSpec:
     device: str = "cpu"
     snapshot_steps: tuple[int, ...] = ()
     start: bytes = b""  # the accent view's photo as PNG bytes (its digest is in the settings' view)
+    direction: tuple[float, ...] = ()  # a direction view's vector (its digest is in the settings' view)
 
     @property
     def key(self) -> str:
         blob = json.dumps([self.settings.to_dict(), self.channel, self.device, sorted(self.snapshot_steps)],
                           sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+    def direction_vector(self) -> np.ndarray | None:
+        return np.asarray(self.direction, dtype=np.float32) if self.direction else None
 
     def start_image(self) -> np.ndarray | None:
         if not self.start:
@@ -413,7 +417,8 @@ class JobManager:
         s = job.settings
         result = self._execute(job, stop)
         natural = None
-        if not result.cancelled:  # the channel's strongest response in the bundled photos (scanned once per weights)
+        if not result.cancelled and not budget.view_direction(s):  # the channel's strongest response in the bundled
+            # photos (scanned once per weights); a direction is not its channel: no photo reference
             model = load_model(s.weights, job.device, channels_last=job.device == "cpu")
             natural = float(reference(model, s.layer)[job.channel])
         job.result = Result(strip(result.images), result.history[:, 0].tolist(), float(result.final_activation[0]),
@@ -443,7 +448,7 @@ class JobManager:
                     job.snapshots[info.step] = img
 
         return render(job.settings, [job.channel], job.device, callback=cb, every=1, cancel=stop,
-                      start=job.spec.start_image())
+                      start=job.spec.start_image(), direction=job.spec.direction_vector())
 
     def _learn_speed(self, job: Job, seconds: float) -> None:
         """Correct the speed factor with a finished render's measured time (the estimates learn this device)."""

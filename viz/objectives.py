@@ -243,3 +243,124 @@ def seed_mse(layer: str, n: Channels) -> Objective:
 
     return Objective(inner, f"seed_mse({layer}, {_fmt(n)})", reads_of(layer, n),
                      report=lambda acts: acts.channel(layer, n).float().mean(dim=(1, 2)))
+
+
+# ------------------------------------------------------------------------------------------------ directions
+DIGEST_CHARS = 12
+
+
+def as_direction(vec, channels: int, what: str = "the direction") -> "np.ndarray":
+    """A vector over a layer's ``channels`` as float32 of unit length, or :class:`VizError` in one line (wrong
+    shape or length, NaN or infinite values, all zero). Only the direction counts: ``2 * v`` is ``v``."""
+    import numpy as np
+
+    from .errors import VizError
+
+    try:
+        v = np.asarray(vec.detach().cpu() if isinstance(vec, torch.Tensor) else vec, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise VizError(f"{what} must be a list of numbers, one per channel") from None
+    if v.ndim != 1:
+        raise VizError(f"{what} must be one vector (1-D), got shape {tuple(v.shape)}")
+    if len(v) != channels:
+        raise VizError(f"{what} has {len(v)} values; the layer has {channels} channels")
+    if not np.isfinite(v).all():
+        raise VizError(f"{what} has NaN or infinite values")
+    norm = float(np.sqrt((v * v).sum()))
+    if norm == 0:
+        raise VizError(f"{what} is all zero: it points nowhere")
+    return (v / norm).astype(np.float32)
+
+
+def direction_digest(vec) -> str:
+    """A short digest of a unit direction (float32 bytes): how descriptions, cache keys and views name it."""
+    import hashlib
+
+    import numpy as np
+
+    arr = np.ascontiguousarray(vec, dtype=np.float32)
+    return hashlib.sha256(str(arr.shape).encode() + arr.tobytes()).hexdigest()[:DIGEST_CHARS]
+
+
+def _direction_parts(layer: str, vec) -> tuple[str, torch.Tensor]:
+    from .layers import get_layer
+
+    lay = get_layer(layer)
+    v = as_direction(vec, lay.channels)
+    return lay.name, torch.from_numpy(v)
+
+
+def direction(layer: str, vec) -> Objective:
+    """Lucid's ``direction``: the dot product of the layer's activation at every position with ``vec`` (a vector
+    over all its channels, made unit length), averaged over the map. Named by the vector's digest."""
+    name, v = _direction_parts(layer, vec)
+
+    def inner(acts: Activations) -> torch.Tensor:
+        a = acts.layer(name)
+        return torch.einsum("bchw,c->bhw", a.float(), v.to(a.device)).mean(dim=(1, 2))
+
+    return Objective(inner, f"direction({name}, {direction_digest(v.numpy())})", {name: None})
+
+
+def direction_cossim(layer: str, vec, power: float = 1.0) -> Objective:
+    """The cosine-weighted direction (Lucid's activation atlas: ``dot * max(cossim, 0.1) ** power``) at every
+    position, averaged over the map: it rewards activations that point along ``vec``, not only large ones that
+    happen to have a component along it."""
+    from .errors import VizError
+
+    if not isinstance(power, numbers.Real) or not 0 < float(power) <= 8:
+        raise VizError(f"the cosine power must be above 0 and at most 8, got {power}")
+    name, v = _direction_parts(layer, vec)
+    p = float(power)
+
+    def inner(acts: Activations) -> torch.Tensor:
+        a = acts.layer(name).float()
+        dot = torch.einsum("bchw,c->bhw", a, v.to(a.device))
+        cos = dot / a.norm(dim=1).clamp_min(1e-6)
+        return (dot * cos.clamp_min(0.1) ** p).mean(dim=(1, 2))
+
+    return Objective(inner, f"direction_cossim({name}, {direction_digest(v.numpy())}, pow={p:g})", {name: None})
+
+
+def read_direction(spec, layer: str) -> "np.ndarray":
+    """A direction from the command line or a form: a ``.npy`` file (one vector over the layer's channels) or
+    sparse text ``"104:0.7,25:0.3"`` (channel:weight, the rest 0). Unit length; one line on anything bad."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from .errors import VizError
+    from .layers import get_layer, parse_channel
+
+    lay = get_layer(layer)
+    text = str(spec).strip()
+    if text.lower().endswith(".npy"):
+        path = Path(text)
+        if not path.is_file():
+            raise VizError(f"no direction file {text[:60]!r}")
+        if path.stat().st_size > 1 << 20:
+            raise VizError(f"the direction file {text[:60]!r} is too large for one vector")
+        try:
+            vec = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise VizError(f"cannot read the direction file {text[:60]!r}: {str(exc)[:60]}") from None
+        if vec.dtype.kind not in "fiu":
+            raise VizError(f"the direction file {text[:60]!r} holds no numbers")
+        return as_direction(vec.astype(np.float64), lay.channels)
+    if not text or len(text) > 4000:
+        raise VizError("give a direction: a .npy file or channel weights like 104:0.7,25:0.3")
+    vec, seen = np.zeros(lay.channels), set()
+    for part in text.split(","):
+        ch, colon, w = part.partition(":")
+        if not colon:
+            raise VizError(f"cannot read the direction {text[:40]!r}: write it like 104:0.7,25:0.3 or give a .npy file")
+        c = parse_channel(lay, ch.strip())
+        try:
+            weight = float(w.strip())
+        except ValueError:
+            raise VizError(f"the weight of channel {c} must be a number, got {w.strip()[:20]!r}") from None
+        if c in seen:
+            raise VizError(f"the direction names channel {c} twice")
+        seen.add(c)
+        vec[c] = weight
+    return as_direction(vec, lay.channels)

@@ -35,18 +35,25 @@ class PhotoResponse:
         return [int(c) for c in np.argsort(-score)[:n]]
 
 
+def network_input(image: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+    """A photo (RGB uint8) as the network sees it: (1, 3, H, W) in [0, 1] with the short side 224 and the long
+    side cut to 672 (bounded work and memory per photo, whatever was uploaded), and the same pixels as uint8."""
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 8:
+        raise VizError("the photo must be an RGB image of at least 8 x 8 pixels")
+    x, _ = resized(image, SHORT_SIDE)
+    x = x[..., :MAX_LONG_SIDE, :MAX_LONG_SIDE]
+    shown = (x[0].permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    return x, shown
+
+
 @torch.no_grad()
 def respond(model, image: np.ndarray, layer: str) -> PhotoResponse:
     """One forward pass of ``image`` (RGB uint8) at the native scale up to ``layer``."""
     from .examples import bundled_examples
 
     lay = get_layer(layer)
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise VizError("the photo must be an RGB image")
-    x, _ = resized(image, SHORT_SIDE)
-    x = x[..., :MAX_LONG_SIDE, :MAX_LONG_SIDE]
+    x, shown = network_input(image)
     maps = model.cut(lay)(x.to(next(model.parameters()).device))[0].float().cpu()
-    shown = (x[0].permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
     ref = np.array([ch["p999"] for ch in bundled_examples(model, lay.name).channels], dtype=np.float64)
     return PhotoResponse(shown, maps.numpy(), maps.flatten(1).amax(dim=1).numpy(), ref)
 

@@ -66,6 +66,18 @@ def channel_activation(model: VGGFeatures, layer: str, images: torch.Tensor, cha
     return channel_maps(acts, torch.tensor(channels)).mean(dim=(1, 2)).float().cpu().numpy()
 
 
+@torch.no_grad()
+def direction_activation(model: VGGFeatures, layer: str, images: torch.Tensor, vector) -> np.ndarray:
+    """Mean over the map of the pre-ReLU activation's dot product with the unit ``vector``, per image."""
+    from .objectives import as_direction
+
+    lay = get_layer(layer)
+    v = torch.from_numpy(as_direction(vector, lay.channels))
+    device = next(model.parameters()).device
+    acts = model.cut(lay)(images.to(device)).float()
+    return torch.einsum("bchw,c->b", acts, v.to(device)).div(acts.shape[2] * acts.shape[3]).cpu().numpy()
+
+
 def channel_maps(acts: torch.Tensor, channels: torch.Tensor) -> torch.Tensor:
     """(B, C, h, w) -> (B, h, w): image i's map of channel ``channels[i]``."""
     return acts[torch.arange(acts.shape[0], device=acts.device), channels.to(acts.device)]
@@ -92,13 +104,16 @@ def render(
     recipe: Method | None = None,
     start: np.ndarray | None = None,
     optimizer: Optimizer | None = None,
+    direction: np.ndarray | None = None,
 ) -> RenderResult:
     """Render ``settings.view`` of each channel of ``settings.layer`` with ``settings.method``, in one batch.
 
     Each image's start and random transforms come from its own generator seeded by (seed, channel, image of the
     view), so the same seed and settings give the same image on the same device, whatever else is in the batch.
     ``recipe`` overrides the method's recipe (the benchmark times variants of the default); ``start`` is the
-    accent view's photo (H, W, 3) uint8; ``optimizer`` replaces Adam at the settings' learning rate.
+    accent view's photo (H, W, 3) uint8; ``optimizer`` replaces Adam at the settings' learning rate;
+    ``direction`` the vector over the layer's channels that a direction view (or an accent with ``dir``) names.
+    A direction's final activation is its own value (the dot product's mean), not its channel's.
     """
     view = parse_view(settings.view, settings.layer)
     chans = [view.primary] if view.primary is not None else check_channels(settings.layer, channels)
@@ -110,7 +125,8 @@ def render(
     per = view.images_per_channel()
     each = [c for c in chans for _ in range(per)]
     photo = start_tensor(view, start)  # None unless the view is accent
-    objective, filed = view_objective(view, settings.layer, chans, recipe.make_objective(settings.layer, each), photo)
+    objective, filed = view_objective(view, settings.layer, chans, recipe.make_objective(settings.layer, each), photo,
+                                      direction)
     probe = Probe(model, objective.reads, relu=settings.activation == "post")
     gens = make_generators(settings.seed, [c + k * IMAGE_KEY for c in chans for k in range(per)])
     param = recipe.make_param(gens, settings.size)
@@ -122,7 +138,10 @@ def render(
         optimizer or adam(settings.lr), precision=settings.precision, channels_last=channels_last,
         callback=callback, every=every, cancel=cancel, octaves=recipe.octaves, attribution=recipe.attribution,
     )
-    final = channel_activation(model, settings.layer, out.images, filed)
+    if view.direction:
+        final = direction_activation(model, settings.layer, out.images, direction)
+    else:
+        final = channel_activation(model, settings.layer, out.images, filed)
     if not (np.isfinite(final).all() and np.isfinite(out.history).all()):
         raise VizError(f"the render of {settings.layer} diverged: its activations became NaN or infinite "
                        f"(weights {settings.weights!r} may not be trained VGG16 weights)")

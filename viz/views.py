@@ -12,7 +12,12 @@ the gallery keep views apart) and parsed back with :func:`parse_view`:
   interpolating from one channel to another, each filed (and measured) under the channel it leans to (the
   midpoint under the first);
 - ``accent(<photo digest>,w=1)``: start from a photo and stay close to it while the channel grows (feature
-  accentuation, Hamblin et al. 2024; Microscope's caricatures).
+  accentuation, Hamblin et al. 2024; Microscope's caricatures); ``accent(<photo>,w=1,dir=<digest>)`` grows a
+  direction instead of the channel (a group of :mod:`viz.factors`);
+- ``direction(<digest>)``: Lucid's ``direction``, the dot product of the activation at every position with a
+  vector over all the layer's channels; ``direction(<digest>,cos=1)`` its cosine-weighted variant. The vector
+  travels beside the settings (like the accent view's photo); its digest names it, and the render is filed under
+  its strongest channel.
 """
 
 from __future__ import annotations
@@ -24,9 +29,10 @@ import torch
 
 from .errors import VizError
 from .layers import LAYER_NAMES, get_layer, parse_channel
-from .objectives import Objective, channel, diversity, merge_reads, neuron, stay_close
+from .objectives import (DIGEST_CHARS, Objective, as_direction, channel, direction, direction_cossim,
+                         direction_digest, diversity, merge_reads, neuron, stay_close)
 
-KINDS = ("channel", "neuron", "negative", "diversity", "mix", "accent")
+KINDS = ("channel", "neuron", "negative", "diversity", "mix", "accent", "direction")
 MAX_COUNT = 16
 _TERM = re.compile(r"\s*([+-]?)\s*(?:([0-9]{1,6}(?:\.[0-9]{1,6})?)\s*\*\s*)?([0-9]{1,4})\s*")
 _NUMBER = re.compile(r"[+-]?(?:[0-9]{1,6}(?:\.[0-9]{0,6})?|\.[0-9]{1,6})")  # ASCII digits only ('٣' is not 3)
@@ -43,6 +49,8 @@ class View:
     to: int | None = None  # mix interpolation: from terms[0] to this channel
     start: str = ""  # accent: the start photo's digest
     weight: float = 1.0  # diversity / accent: the extra term's weight, relative to the channel's own scale
+    direction: str = ""  # direction / accent: the direction's digest (viz.objectives.direction_digest)
+    cos: float = 0.0  # direction: the cosine power (0: the plain dot product)
 
     def describe(self) -> str:
         k = self.kind
@@ -57,7 +65,9 @@ class View:
                 return f"mix({self.terms[0][0]}~{self.to},n={self.count})"
             body = "+".join(f"{w:g}*{c}" if w != 1 else str(c) for c, w in self.terms).replace("+-", "-")
             return f"mix({body})"
-        return f"accent({self.start},w={self.weight:g})"
+        if k == "direction":
+            return f"direction({self.direction}" + (f",cos={self.cos:g})" if self.cos else ")")
+        return f"accent({self.start},w={self.weight:g}" + (f",dir={self.direction})" if self.direction else ")")
 
     @property
     def primary(self) -> int | None:
@@ -115,8 +125,9 @@ def parse_view(text: str, layer: str) -> View:
             raise VizError(f"the view {text[:40]!r} names {k.strip()!r} twice")
         else:
             args[k.strip()] = v.strip()
-    allowed = {"neuron": {"x", "y"}, "diversity": {"n", "w"}, "mix": {"n"}, "accent": {"w"}}.get(kind, set())
-    positional = 1 if kind in ("mix", "accent") else 0
+    allowed = {"neuron": {"x", "y"}, "diversity": {"n", "w"}, "mix": {"n"}, "accent": {"w", "dir"},
+               "direction": {"cos"}}.get(kind, set())
+    positional = 1 if kind in ("mix", "accent", "direction") else 0
     if set(args) - allowed or len(heads) > positional or (m.group(2) is not None and kind in ("channel", "negative")):
         raise VizError(f"cannot read the view {text[:40]!r}")
     head = heads[0] if heads else ""
@@ -128,7 +139,9 @@ def parse_view(text: str, layer: str) -> View:
         if kind == "mix":
             return make_view(kind, layer, mix=head, count=args.get("n", 1))
         if kind == "accent":
-            return make_view(kind, layer, start=head, weight=args.get("w", 1.0))
+            return make_view(kind, layer, start=head, weight=args.get("w", 1.0), direction=args.get("dir", ""))
+        if kind == "direction":
+            return make_view(kind, layer, direction=head, cos=args.get("cos"))
     except VizError:
         raise
     except ValueError:
@@ -154,8 +167,9 @@ def _frac(name: str, v) -> float:
 
 
 def make_view(kind: str, layer: str, count=None, x=None, y=None, mix=None, start: str = "",
-              weight=None) -> View:
-    """Validate a view's options; one line on a bad combination."""
+              weight=None, direction: str = "", cos=None) -> View:
+    """Validate a view's options; one line on a bad combination. ``direction`` is a direction's digest
+    (:func:`direction_digest`); ``cos`` the direction view's cosine power (0-8, 0: the plain dot product)."""
     if kind not in KINDS:
         raise VizError(f"unknown view {str(kind)[:20]!r}: choose {', '.join(KINDS)}")
     if count is not None and not re.fullmatch(r"\+?[0-9]{1,3}", _text(count)):
@@ -174,6 +188,12 @@ def make_view(kind: str, layer: str, count=None, x=None, y=None, mix=None, start
         raise VizError("a channel mix like 104+0.5*25 needs the mix view")
     if start and kind != "accent":
         raise VizError("a start photo is for the accent view")
+    if direction and kind not in ("direction", "accent"):
+        raise VizError(f"a direction is for the direction and accent views, not {kind}")
+    if cos is not None and kind != "direction" and _text(cos) not in ("0", "0.0"):
+        raise VizError("a cosine power is for the direction view")
+    if direction and not re.fullmatch(f"[0-9a-f]{{{DIGEST_CHARS}}}", str(direction)):
+        raise VizError("a direction is named by its digest: give the vector (--direction FILE.npy or 104:0.7,25:0.3)")
     if not 1e-3 <= w <= 1e3:
         raise VizError(f"weight must be between 0.001 and 1000, got {w:g}")
     if kind == "neuron":
@@ -193,7 +213,16 @@ def make_view(kind: str, layer: str, count=None, x=None, y=None, mix=None, start
     if kind == "accent":
         if not re.fullmatch(r"[0-9a-f]{8,64}", start or ""):
             raise VizError("the accent view starts from a photo: give one (--start PHOTO)")
-        return View(kind, start=start, weight=w)
+        return View(kind, start=start, weight=w, direction=direction)
+    if kind == "direction":
+        if not direction:
+            raise VizError("the direction view needs a direction (--direction FILE.npy or 104:0.7,25:0.3)")
+        if cos is not None and not _NUMBER.fullmatch(_text(cos)):
+            raise VizError(f"the cosine power must be a number like 0 or 1, got {_text(cos)[:20]!r}")
+        p = 0.0 if cos is None else float(f"{float(_text(cos)):.6g}") + 0.0
+        if not 0 <= p <= 8:
+            raise VizError(f"the cosine power must be between 0 and 8, got {p:g}")
+        return View(kind, direction=direction, cos=p)
     return View(kind)
 
 
@@ -230,6 +259,7 @@ LABELS = {  # for people: what each view shows
     "diversity": "diversity (several different images)",
     "mix": "mix of channels",
     "accent": "accentuate a photo",
+    "direction": "a direction (channels combined)",
 }
 
 
@@ -251,14 +281,19 @@ def _relative(base: Objective, extra: Objective, w: float, description: str) -> 
 
 
 def view_objective(view: View, layer: str, channels: list[int], base: Objective,
-                   start: torch.Tensor | None = None) -> tuple[Objective, list[int]]:
+                   start: torch.Tensor | None = None, vector=None) -> tuple[Objective, list[int]]:
     """The objective of ``view`` for ``channels`` (one image per channel and per view image) and the channel
     each image is filed under. ``base`` is the method's own objective for the per-image channels (the
-    ``channel`` view)."""
+    ``channel`` view); ``vector`` the direction the view's digest names (direction, accent with ``dir``)."""
     per = view.images_per_channel()
     chans = [c for c in channels for _ in range(per)]
     if view.kind == "channel":
         return base, chans
+    toward = None
+    if view.direction:
+        toward = direction_objective(view, layer, vector)
+        if view.kind == "direction":
+            return toward, chans
     if view.kind == "negative":
         return -channel(layer, chans), chans
     if view.kind == "neuron":
@@ -279,8 +314,27 @@ def view_objective(view: View, layer: str, channels: list[int], base: Objective,
     if start is None:
         raise VizError("the accent view needs its start photo")
     close = stay_close(start, view.start)
-    return _relative(channel(layer, chans), close, view.weight * ACCENT_SCALE,
-                     f"channel + {view.weight:g} * {close.description}"), chans
+    grow = channel(layer, chans) if toward is None else toward
+    return _relative(grow, close, view.weight * ACCENT_SCALE,
+                     f"{'channel' if toward is None else toward.description} + {view.weight:g} * "
+                     f"{close.description}"), chans
+
+
+def direction_objective(view: View, layer: str, vector) -> Objective:
+    """The direction the view names, checked against the vector given beside it."""
+    if vector is None:
+        raise VizError("the view needs its direction vector (--direction FILE.npy or 104:0.7,25:0.3)")
+    v = as_direction(vector, get_layer(layer).channels)
+    if direction_digest(v) != view.direction:
+        raise VizError("the direction given is not the one the view's settings name")
+    return direction_cossim(layer, v, view.cos) if view.cos else direction(layer, v)
+
+
+def top_channel(vector) -> int:
+    """The channel a direction is filed under: its largest weight."""
+    import numpy as np
+
+    return int(np.argmax(np.asarray(vector, dtype=np.float64)))
 
 
 def _within(div: Objective, acts, groups: torch.Tensor) -> torch.Tensor:
