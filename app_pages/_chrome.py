@@ -9,7 +9,7 @@ from app_pages._server import manager, session_id
 from viz import DEFAULT_METHOD, METHODS
 
 METHOD_WORDS = {"fourier": "modern", "maco": "magnitude-constrained", "seed": "naive baseline"}
-from viz.weights import default_weights_name
+from viz.weights import default_weights_name, torchvision_checkpoint
 
 WEIGHT_CHOICES = ["oxford", "torchvision"]
 
@@ -17,6 +17,8 @@ WEIGHT_CHOICES = ["oxford", "torchvision"]
 # On a phone Streamlit stacks every column, so a 6-wide grid page becomes 24 full-width images (11,000 px) and the
 # first image sits below three screens of controls. Keep up to three columns side by side there instead.
 SMALL_SCREENS = """<style>
+/* visitors get no developer tool (Deploy and Rerun are gone with toolbarMode = "viewer"; this is the last one) */
+[data-testid="stMainMenuItem-recordScreencast"] { display: none !important; }
 @media (max-width: 640px) {
   .stMainBlockContainer { padding-top: 3rem; }
   .stMainBlockContainer h1 { font-size: 2rem; }
@@ -66,15 +68,23 @@ def page_style() -> None:
 def sidebar_controls() -> None:
     """Global controls (weights, device, default method), kept in session state across pages."""
     ss = st.session_state
+    # torchvision's weights are offered once their checkpoint is on this server: choosing them never starts a
+    # 528 MB download behind the visitor's back (the line under the selector says how to get them)
+    choices = WEIGHT_CHOICES if torchvision_checkpoint().is_file() else ["oxford"]
+    if ss.get("g_weights") not in choices:
+        ss.pop("g_weights", None)
     ss.setdefault("g_weights", default_weights_name())
     ss.setdefault("g_device", "auto")
     ss.setdefault("g_method", DEFAULT_METHOD)
     with st.sidebar:
         st.markdown("### Settings")
-        st.selectbox("Weights", WEIGHT_CHOICES, key="g_weights",
+        st.selectbox("Weights", choices, key="g_weights",
                      help="oxford: the original VGG16 ImageNet weights (CC BY 4.0), always available offline. "
-                          "torchvision: IMAGENET1K_V1, needs its checkpoint cached or a connection once. "
-                          "Channel numbers differ between the two.")
+                          "torchvision: IMAGENET1K_V1, offered once its checkpoint is on the server. Channel "
+                          "numbers differ between the two. Every page uses this choice.")
+        if len(choices) == 1:
+            st.caption("torchvision's weights are not on this server (a 528 MB download, once, by its operator: "
+                       "`python -m viz render --weights torchvision ...`).")
         st.selectbox("Device", ["auto", "cpu", "cuda", "mps"], key="g_device")
         st.selectbox("Default method", list(METHODS), key="g_method",
                      format_func=lambda m: f"{m} ({METHOD_WORDS.get(m, 'custom')})")

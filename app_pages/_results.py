@@ -111,7 +111,7 @@ LEGEND = """
 
 
 @st.cache_resource(show_spinner=False, max_entries=32)
-def _examples(weights: str, layer: str):
+def layer_examples(weights: str, layer: str):
     from viz.examples import read_layer, reference_dirs
 
     for d in reference_dirs(weights):
@@ -127,7 +127,7 @@ def show_examples(weights: str, layer: str, channel: int) -> None:
     one in its photo, and the regions it responds to most negatively."""
     from viz.examples import example_tiles, in_context
 
-    ex = _examples(weights, layer)
+    ex = layer_examples(weights, layer)
     if ex is None:
         st.caption(f"No dataset examples for {weights} yet: `python -m viz examples --weights {weights} "
                    "--images bundled` makes them.")

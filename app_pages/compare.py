@@ -14,6 +14,7 @@ from viz.jobs import JobSpec
 from viz.metrics import summarize
 from viz.settings import MAX_SIZE, MAX_STEPS, MIN_SIZE
 from viz.views import LABELS as VIEW_LABELS
+from viz.views import curve_words
 
 SIMPLE_VIEWS = ["channel", "neuron", "negative", "diversity"]  # the views that need no more than a channel
 
@@ -75,12 +76,13 @@ def render_compare(tick: int = 0) -> bool:
     if not jobs:
         return True
     cols = st.columns(2)
-    curves, nat = {}, None
+    curves, nat, words = {}, None, set()
     for col, side in zip(cols, ("left", "right")):
         job = jobs.get(side)
         if job is None:
             continue
         s = job.settings
+        words.add(curve_words(s.view))
         method = f"{s.method}" + ("" if s.view == "channel" else f" · {s.view}")
         with col:
             st.markdown(f"#### {method}")
@@ -102,7 +104,10 @@ def render_compare(tick: int = 0) -> bool:
             if job.history:
                 curves[f"{side}: {method}"] = (range(1, len(job.history) + 1), job.history)
     if curves:
-        st.plotly_chart(curve_figure(curves, nat, title="Objective per step"), key=f"cmp_curve_{tick}")
+        # one label when both sides measure the same thing; else each side's view says what its curve is
+        (label, same_units), = words if len(words) == 1 else {("objective (each side's view)", False)}
+        st.plotly_chart(curve_figure(curves, nat if same_units else None, title="Objective per step",
+                                     y_title=label), key=f"cmp_curve_{tick}")
     right = jobs.get("right")
     if right is not None and right.snapshots:
         st.markdown("#### The right image along the way")

@@ -1,9 +1,11 @@
 """Layer gallery: a paged grid of precomputed channel images; a channel's detail with its curve."""
 
 import math
+from base64 import b64encode
+from html import escape
+from urllib.parse import urlencode
 
 import streamlit as st
-from streamlit.components.v1 import html
 
 from app_pages._circuits import show_circuit_strips
 from app_pages._forms import PERSIST, link_state
@@ -11,7 +13,7 @@ from app_pages._results import legend, plain, show_examples, show_kernel, show_m
 from app_pages._server import gallery
 from viz import LAYERS, VizError
 from viz.gallery import recipe_note
-from viz.figures import curve_figure
+from viz.figures import OCTAVE_NOTE, curve_figure, octave_marks
 from viz.images import decode_image, zoom_png
 from viz.metrics import versus_photos
 from viz.sheets import contact_sheet, layer_zip
@@ -51,10 +53,12 @@ def _to_page_one() -> None:
     st.query_params.pop("channel", None)
 
 
-c1, c2, c3 = st.columns([1, 2, 2])
-w_default = ss.get("g_weights") if ss.get("g_weights") in weights_list else weights_list[0]
-weights = c1.selectbox("Weights", weights_list, index=weights_list.index(w_default), key="gal_weights",
-                       on_change=_to_page_one)
+c2, c3 = st.columns([2, 2])
+weights = ss.get("g_weights", "oxford")  # one weights choice: the sidebar's
+if weights not in weights_list:
+    st.info(f"No precomputed gallery for the {weights} weights (channel numbers differ between weights): showing "
+            f"{weights_list[0]}'s.", icon=":material/info:")
+    weights = weights_list[0]
 configs = g.configs(weights)
 config = c2.selectbox("Config (method, size, steps)", configs, key="gal_config", on_change=_to_page_one)
 layers = g.layers(weights, config)
@@ -135,8 +139,11 @@ if channel is not None:
         left.download_button("Download PNG", data, f"{weights}_{layer}_c{channel:04d}.png", "image/png")
     if layer == "conv1_1":
         show_kernel(left, weights, channel)
-    right.plotly_chart(curve_figure({"objective": (rec["history_steps"], rec["history"])}, rec["natural_max"]),
-                       key="detail_curve")
+    marks = octave_marks(settings.get("method", ""), int(settings.get("steps", 0)))
+    right.plotly_chart(curve_figure({"objective": (rec["history_steps"], rec["history"])}, rec["natural_max"],
+                                    octaves=marks), key="detail_curve")
+    if marks:
+        right.caption(OCTAVE_NOTE)
     with right:
         show_metrics({**rec, **rec["metrics"]}, rec["seconds"], curve_last=rec["history"][-1] if rec["history"]
                      else None, image=None if data is None else decode_image(data))
@@ -161,9 +168,11 @@ for name, value, default in (("show", show, "all"), ("order", order, "channel"))
     ss[f"_gal_kept_{name}"] = value
 chans = view.channels(show, order)
 pages = max(1, math.ceil(len(chans) / PER_PAGE))
-# the page: a new link's, else the visitor's, kept within the pages there are
-if link.page is not None and link.page != ss.get("_gal_link_page"):
-    ss["gal_page"] = link.page
+# the page: a new URL's (no page in it is page 1, so Back from page 2 reaches page 1), else the visitor's, kept
+# within the pages there are
+if link.page is not None and "_gal_link_page" not in ss or (link.page or 1) != ss.get("_gal_link_page",
+                                                                                     link.page or 1):
+    ss["gal_page"] = link.page or 1
 ss["gal_page"] = min(max(1, int(ss.get("gal_page") or 1)), pages)
 goto = f3.number_input(f"Go to channel (0-{LAYERS[layer].channels - 1})", value=None, step=1, key="gal_goto",
                        placeholder="#", help="opens its detail")
@@ -198,7 +207,8 @@ if not chans:
     st.info(f"No {show} channels in {layer}." if show != "all" else f"No channels in {layer} yet.",
             icon=":material/filter_alt_off:")
 if ss.pop("_gal_to_top", False):  # turned at the bottom: show the new page from its top
-    html("<script>window.parent.document.querySelector('.stMain')?.scrollTo(0, 0)</script>", height=0)
+    st.html(f"<script>/* page {ss['gal_page']} */ document.querySelector('.stMain')?.scrollTo(0, 0)</script>",
+            unsafe_allow_javascript=True)  # the page in it: each turn is a new element, so the script runs again
 page = pager("top") if pages > 1 else 1
 if page > 1:
     st.query_params["page"] = str(page)
@@ -207,6 +217,8 @@ else:
 ss["_gal_link_page"] = page
 
 shown = chans[(page - 1) * PER_PAGE: page * PER_PAGE]
+grid_state = {k: str(v) for k, v in (("show", show), ("order", order), ("page", page))  # the detail keeps them
+              if v not in ("all", "channel", 1)}
 for row in range(0, len(shown), COLUMNS):
     cols = st.columns(COLUMNS)
     for col, ch in zip(cols, shown[row: row + COLUMNS]):
@@ -216,10 +228,16 @@ for row in range(0, len(shown), COLUMNS):
             col.warning(f"ch {ch}: image corrupted")
             continue
         ratio, why = versus_photos(rec, digits=1)
-        col.image(data, width="stretch", output_format="PNG")  # lossless: never re-encoded as JPEG
         label = f"ch {ch} · {ratio}" + (" ⚠" if rec["flags"] else "")
-        tip = (f"Flagged: {plain(', '.join(rec['flags']))}" if rec["flags"] else plain(why)) + "; click for details"
-        col.button(label, key=f"open_{ch}", width="stretch", help=tip, on_click=_open, args=(ch,))
+        tip = (f"Flagged: {', '.join(rec['flags'])}" if rec["flags"] else why) + "; opens its detail"
+        # picture and caption are real links to the channel's detail (click, middle-click, copy link all work);
+        # the picture is the stored PNG itself, never re-encoded
+        target = {"layer": layer, "channel": str(ch), **grid_state}
+        col.markdown(f'<a href="gallery?{urlencode(target)}" target="_self" title="{escape(tip)}">'
+                     f'<img src="data:image/png;base64,{b64encode(data).decode()}" alt="{layer} channel {ch}" '
+                     'width="100%" style="display:block;width:100%;max-width:none;border-radius:0.25rem"></a>',
+                     unsafe_allow_html=True)
+        col.page_link("app_pages/gallery.py", label=label, help=plain(tip), query_params=target, width="stretch")
 if pages > 1:
     pager("bottom")
 

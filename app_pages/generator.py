@@ -8,7 +8,7 @@ from app_pages._forms import (PERSIST, estimate_line, follow, generation_page, j
 from app_pages._results import show_attribution, show_metrics
 from app_pages._server import app_words, manager, session_id
 from viz import DEFAULT_METHOD, METHODS, VizError, get_layer, make_settings, parse_channel
-from viz.figures import curve_figure
+from viz.figures import OCTAVE_NOTE, curve_figure, octave_marks
 from viz.images import png_bytes
 from viz.jobs import JobSpec
 from viz.metrics import summarize
@@ -16,7 +16,7 @@ from viz.corpus import BUNDLED, bundled, decode, load_rgb
 from viz.settings import MAX_SIZE, MAX_STEPS, MIN_SIZE
 from viz.views import LABELS as VIEW_LABELS
 from viz.objectives import direction_digest, read_direction
-from viz.views import make_view, start_photo, top_channel
+from viz.views import curve_words, make_view, start_photo, top_channel
 
 MAX_MB = 20
 
@@ -28,7 +28,11 @@ dev, _, _ = generation_page(
 # No min/max on the numbers: an out-of-range value gets a sentence below instead of a silently red field.
 c = st.columns([1.4, 1, 1.2])
 layer = layer_picker("Layer", key="gen_layer", container=c[0])
-channel = c[1].number_input("Channel", step=1, key="gen_channel", **PERSIST)
+# the mix and the direction name their own channels: the Channel box is not theirs (it says so, disabled)
+own_channels = ss.get("gen_view") in ("mix", "direction")
+channel = c[1].number_input("Channel", step=1, key="gen_channel", disabled=own_channels,
+                            help="not used by this view: its channels are in the box below" if own_channels else None,
+                            **PERSIST)
 method = c[2].selectbox("Method", list(METHODS), key="gen_method", **PERSIST)
 c = st.columns(4)
 size = c[0].number_input("Size (px)", step=16, key="gen_size", help=f"{MIN_SIZE}-{MAX_SIZE} px", **PERSIST)
@@ -125,8 +129,8 @@ def render_job(tick: int = 0) -> bool:
         if job.preview is not None:
             left.image(job.preview, caption=f"step {job.step}", width="stretch")
         if job.history:
-            right.plotly_chart(curve_figure({"objective": (range(1, len(job.history) + 1), job.history)}),
-                               key=f"gen_live_curve_{tick}")
+            right.plotly_chart(curve_figure({"objective": (range(1, len(job.history) + 1), job.history)},
+                                            y_title=curve_words(s.view)[0]), key=f"gen_live_curve_{tick}")
         return False
     if job.state == "error":
         st.error(app_words(job.error))
@@ -140,8 +144,12 @@ def render_job(tick: int = 0) -> bool:
     left.download_button("Download PNG", png_bytes(r.image),
                          f"{s.weights}_{s.layer}_c{job.channel:04d}_{s.method}.png", "image/png", key="gen_dl")
     with right:
-        st.plotly_chart(curve_figure({"objective": (range(1, len(r.history) + 1), r.history)}, r.natural),
-                        key="gen_curve")
+        words, same_units = curve_words(s.view)
+        st.plotly_chart(curve_figure({"objective": (range(1, len(r.history) + 1), r.history)},
+                                     r.natural if same_units else None, y_title=words,
+                                     octaves=octave_marks(s.method, s.steps)), key="gen_curve")
+        if octave_marks(s.method, s.steps):
+            st.caption(OCTAVE_NOTE)
         show_metrics(summary, r.seconds, curve_last=r.history[-1] if r.history else None)
         show_attribution(r)
     return True

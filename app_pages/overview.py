@@ -4,6 +4,7 @@ layer table and the galleries that exist."""
 import pandas as pd
 import streamlit as st
 
+from app_pages._results import layer_examples
 from app_pages._server import gallery, gallery_root
 from viz import LAYER_NAMES, LAYERS, METHODS, VizError
 from viz.weights import CAFFE_NORM, IMAGENET_NORM, torchvision_checkpoint
@@ -19,7 +20,8 @@ st.markdown(
     "caption to open its channel."
 )
 c1, c2, c3 = st.columns(3)
-c1.page_link("app_pages/gallery.py", label="Browse precomputed layers", icon=":material/grid_view:")
+c1.page_link("app_pages/gallery.py", label="Browse precomputed layers", icon=":material/grid_view:",
+             query_params={"layer": "conv5_1"})  # the layer featured below
 c2.page_link("app_pages/generator.py", label="Generate one channel live", icon=":material/auto_awesome:")
 c3.page_link("app_pages/compare.py", label="Compare naive vs modern", icon=":material/compare:")
 
@@ -49,11 +51,17 @@ if shown is not None:
         st.subheader("Three famous channels of conv5_1")
         view = g.layer(weights, config, "conv5_1")
         cols = st.columns(6)
+        examples = layer_examples(weights, "conv5_1")
         for col, (ch, what) in zip(cols, FAMOUS.items()):
             if ch in view.records:
-                picture(col, view, ch, f"conv5_1:{ch} · {what}")
-        cols[3].caption("The naive method of the original write-up leaves these blank or as noise (see Compare "
-                        "methods); the modern one shows eyes and faces.")
+                picture(col, view, ch, f"conv5_1:{ch} · “{what}”")
+                if examples is not None:  # the evidence beside the write-up's word
+                    names = list(dict.fromkeys(e["image"].split("/")[-1].rsplit(".", 1)[0]
+                                               for e in examples.channels[ch]["top"]))[:3]
+                    col.caption(f"Its strongest photos: {', '.join(names)}")
+        cols[3].caption("The quoted words are the original write-up's labels; under each, the bundled photos that "
+                        "excite the channel most, to judge them by. The write-up's naive method left these blank "
+                        "or as noise (see Compare).")
     st.subheader("Every layer at a glance")
     st.caption(f"{STRIP} channels of each layer, evenly spread over its channel numbers ({weights}, {config}): "
                "early layers see colours and edges, late ones textures, parts and objects. A layer's name opens "

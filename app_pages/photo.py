@@ -17,8 +17,11 @@ ss = st.session_state
 
 st.title("Your photo")
 st.caption("Which channels fire on a photo, and where: one pass of the network over it (short side 224 px). "
-           "Each channel's score is its strongest response in your photo over its 99.9th percentile in the "
-           "bundled photos; the map shows where it fires (bright), the rest of the photo is dimmed.")
+           "Under each map: the channel's **peak** (its strongest response in your photo) and **× its p99.9**, "
+           "that peak over the channel's 99.9th percentile in the bundled photos (above 1×: stronger than it "
+           "almost ever fires on them). The map shows where it fires (bright); the rest of the photo is dimmed. "
+           "(The gallery's \"× best photo\" is another quantity: a whole image's mean over the best photo "
+           "position.)")
 c1, c2 = st.columns([1.4, 1])
 upload = c1.file_uploader(f"Upload a photo (at most {MAX_MB} MB: jpg, png, webp, bmp, tiff)",
                           type=["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"], key="photo_upload")
@@ -58,7 +61,8 @@ with right:
         for col, ch in zip(cols, response.ranked(SHOWN)[row: row + 4]):
             score = response.score[ch]
             col.image(overlay(response.image, response.maps[ch]), width="stretch",
-                      caption=f"peak {response.peak[ch]:.4g}" + ("" if np.isnan(score) else f" · {score:.1f}×"))
+                      caption=f"peak {response.peak[ch]:.4g}" + ("" if np.isnan(score) else
+                                                                  f" · {max(score, 0):.1f}× its p99.9"))
             if view is not None and ch in view.records and (data := view.image_bytes(ch)) is not None:
                 col.image(data, width=64)
             col.page_link("app_pages/gallery.py", label=f"channel {ch}",

@@ -56,9 +56,14 @@ def test_overview(tiny_gallery):
 
 def test_gallery_grid_and_channel_detail(tiny_gallery):
     at = open_page("app_pages/gallery.py", layer="conv1_1")
-    labels = [b.label for b in at.button]
-    assert any(lbl.startswith("ch 0") for lbl in labels) and any(lbl.startswith("ch 3") for lbl in labels)
-    [b for b in at.button if b.label.startswith("ch 2")][0].click()
+    links = {label: q for label, q in _links(at) if label.startswith("ch ")}
+    assert any(lbl.startswith("ch 0") for lbl in links) and any(lbl.startswith("ch 3") for lbl in links)
+    target = [q for label, q in links.items() if label.startswith("ch 2")][0]
+    assert target == {"layer": "conv1_1", "channel": "2"}  # each caption is a link to its channel's detail
+    # and so is each picture, a plain <a href> (middle-click and "copy link" work)
+    assert any('href="gallery?layer=conv1_1&amp;channel=2"' in m.value or 'href="gallery?layer=conv1_1&channel=2"'
+               in m.value for m in at.markdown)
+    at.query_params["channel"] = "2"
     at.run()
     assert not at.exception
     assert any("conv1_1 · channel 2" in s.value for s in at.subheader)
@@ -256,7 +261,7 @@ def paged_gallery(tmp_path_factory):
 
 
 def _grid(at) -> list[int]:
-    return [int(b.label.split()[1]) for b in at.button if b.label.startswith("ch ")]
+    return [int(label.split()[1]) for label, _ in _links(at) if label.startswith("ch ")]
 
 
 def _param(at, name):

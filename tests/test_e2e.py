@@ -65,7 +65,7 @@ def _journey(server, page):
 
     page.goto(f"{server}/gallery?layer=conv1_1")
     expect(page.get_by_role("heading", name="Layer gallery")).to_be_visible(timeout=60_000)
-    button = page.get_by_role("button", name=re.compile(r"^ch 2\b"))
+    button = page.get_by_role("link", name=re.compile(r"^ch 2\b"))
     expect(button).to_be_visible(timeout=60_000)
     page.screenshot(path=str(SHOTS / "gallery.png"), full_page=True)
 

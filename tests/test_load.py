@@ -132,7 +132,7 @@ def test_eight_concurrent_sessions(loaded_server):
             pg.goto(f"{url}/gallery?layer=conv1_1" if i % 2 else f"{url}/generator?layer=conv2_1&channel={i}")
         for i, pg in enumerate(pages):
             if i % 2:
-                pg.get_by_role("button", name=re.compile(r"^ch 1\b")).wait_for(timeout=90_000)
+                pg.get_by_role("link", name=re.compile(r"^ch 1\b")).wait_for(timeout=90_000)
         with health_probe(f"{url}/_stcore/health") as rounds:
             largest = ask_for_the_largest_allowed_job(pages[big], url)
             for i in (*shared, *small):

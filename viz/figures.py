@@ -9,11 +9,35 @@ from collections.abc import Sequence
 import pandas  # noqa: F401
 import plotly.graph_objects as go
 
+from .methods import METHODS
+from .optimize import octave_starts
+
+
+OCTAVE_NOTE = ("Dotted lines: where the image grows to a finer scale (coarse to fine); the objective dips there "
+               "while the new detail is fitted.")
+
+
+def octave_marks(method: str, steps: int) -> dict[int, float]:
+    """``{step: scale}`` where ``method``'s recipe starts each finer scale in a run of ``steps`` (none for an
+    unknown method)."""
+    recipe = METHODS.get(method)
+    return {} if recipe is None or steps < 2 else {k: v for k, v in octave_starts(recipe.octaves, steps).items() if k}
+
 
 def curve_figure(curves: dict[str, tuple[Sequence[int], Sequence[float]]], natural: float | None = None,
-                 title: str = "", height: int = 280) -> go.Figure:
-    """``curves``: label -> (steps, objective values)."""
+                 title: str = "", height: int = 280, y_title: str = "channel activation (mean)",
+                 octaves: dict[int, float] | None = None) -> go.Figure:
+    """``curves``: label -> (steps, objective values); ``y_title`` says what they measure (see
+    :func:`viz.views.curve_words`); ``natural``, in the same units, the best photo position's response;
+    ``octaves`` (:func:`viz.optimize.octave_starts`) marks where the image moved to a finer scale (the curve
+    dips there while the new detail is fitted)."""
     fig = go.Figure()
+    for step, scale in sorted((octaves or {}).items()):
+        if step > 0:
+            fig.add_vline(x=step + 1, line_dash="dot", line_color="#b0b0b0", line_width=1,
+                          annotation_text=f"{scale:.0%} size" if scale < 1 else "full size",
+                          annotation_position="top left", annotation_font_color="#8c8c8c",
+                          annotation_font_size=10)
     for label, (steps, values) in curves.items():
         fig.add_trace(go.Scatter(x=list(steps), y=list(values), mode="lines", name=label))
     if natural is not None:
@@ -22,7 +46,7 @@ def curve_figure(curves: dict[str, tuple[Sequence[int], Sequence[float]]], natur
                       annotation_text="best photo position", annotation_position="bottom right",
                       annotation_font_color="#8c8c8c")
     fig.update_layout(title=title or None, height=height, margin=dict(l=10, r=10, t=40 if title else 10, b=10),
-                      xaxis_title="step", yaxis_title="channel activation", legend=dict(orientation="h", y=1.1))
+                      xaxis_title="step", yaxis_title=y_title, legend=dict(orientation="h", y=1.1))
     return fig
 
 

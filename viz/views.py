@@ -263,6 +263,23 @@ LABELS = {  # for people: what each view shows
 }
 
 
+CURVE_WORDS = {  # what a view's optimization curve measures, in the units of its numbers
+    "channel": ("channel activation (mean)", True),
+    "neuron": ("the neuron's activation (one position)", False),
+    "negative": ("minus the channel's mean activation", False),
+    "diversity": ("channel mean + diversity term", False),
+    "mix": ("the mix: weighted channel means", False),
+    "accent": ("channel mean + closeness to the photo", False),
+    "direction": ("the direction's value", False),
+}
+
+
+def curve_words(view: str) -> tuple[str, bool]:
+    """For a view's description (``negative``, ``neuron(x=0.5,y=0.5)``, …): the label of its objective curve,
+    and whether the curve is in the channel's own units (so that the best photo's response belongs beside it)."""
+    return CURVE_WORDS.get(str(view).split("(", 1)[0], ("objective", False))
+
+
 def diversity_layer(layer: str) -> str:
     """Where the diversity term compares images: a few convs below the target (Lucid: a lower layer)."""
     i = LAYER_NAMES.index(get_layer(layer).name)
