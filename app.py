@@ -14,7 +14,7 @@ sys.setswitchinterval(0.001)
 import streamlit as st  # noqa: E402
 
 import viz.figures  # noqa: F401  (imports pandas before plotly first runs; see viz/figures.py)
-from app_pages._chrome import page_style, sidebar_controls
+from app_pages._chrome import page_style, server_line, sidebar_controls
 
 # the favicon is served by the app itself (a Material icon name would make every browser fetch it from Google)
 FAVICON = os.path.join(os.path.dirname(os.path.abspath(__file__)), "app_pages", "favicon.png")
@@ -35,3 +35,4 @@ page = st.navigation(PAGES)
 page_style()
 sidebar_controls()
 page.run()
+server_line()  # after what the page submitted or cancelled

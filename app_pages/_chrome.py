@@ -3,6 +3,8 @@ global settings (Streamlit only)."""
 
 from __future__ import annotations
 
+import threading
+
 import streamlit as st
 
 from app_pages._server import manager, session_id
@@ -88,7 +90,20 @@ def sidebar_controls() -> None:
         st.selectbox("Device", ["auto", "cpu", "cuda", "mps"], key="g_device")
         st.selectbox("Default method", list(METHODS), key="g_method",
                      format_func=lambda m: f"{m} ({METHOD_WORDS.get(m, 'custom')})")
-        stats = manager().stats()
-        mine = len(manager().session_jobs(session_id()))
-        st.caption(f"Server: {stats['running']}/{stats['max_running']} generating, {stats['queued']} queued"
-                   + (f" ({mine} of these yours)" if mine else "") + f" · {stats['cached']} results cached")
+        _run.server_line = st.empty()
+    server_line()
+
+
+_run = threading.local()  # this script run's sidebar slot (each run has its own thread)
+
+
+def server_line() -> None:
+    """The sidebar's line on the server's state, redrawn in place: after the page has submitted or cancelled (the
+    sidebar is drawn before the page) and on every live frame, so it agrees with what the page shows."""
+    slot = getattr(_run, "server_line", None)
+    if slot is None:
+        return
+    stats = manager().stats()
+    mine = len(manager().session_jobs(session_id()))
+    slot.caption(f"Server: {stats['running']}/{stats['max_running']} generating, {stats['queued']} queued"
+                 + (f" ({mine} of these yours)" if mine else "") + f" · {stats['cached']} results cached")

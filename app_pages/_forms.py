@@ -7,9 +7,11 @@ import time
 
 import streamlit as st
 
+from app_pages._chrome import server_line
 from app_pages._server import app_words, device, manager, session_alive, session_id
 from viz import LAYER_NAMES, LAYERS, VizError
 from viz.links import parse_link
+from viz.settings import MAX_SIZE, MIN_SIZE
 
 
 def link_state(default_layer: str | None = "conv5_1"):
@@ -43,6 +45,52 @@ def remember_link(prefix: str, **values) -> None:
     """Put a submitted request in the URL (a shareable link) without it counting as a new link."""
     st.query_params.update({k: str(v) for k, v in values.items()})
     st.session_state[f"_{prefix}_link"] = values
+
+
+def url_form(prefix: str, fields: dict[str, tuple[str, object]]) -> None:
+    """Form values that live in the URL beside the link's (view options, Compare's sides): ``fields`` maps a
+    query parameter to (session key, parser: text -> value, raising ``VizError``/``ValueError`` when bad). A link
+    whose values changed since they were last applied sets the form (a new link, or Back and Forward); a bad value
+    is one warning and dropped."""
+    ss = st.session_state
+    given = {}
+    for name, (key, parse) in fields.items():
+        raw = st.query_params.get(name)
+        if raw is None:
+            continue
+        try:
+            given[key] = parse(raw)
+        except (VizError, ValueError, TypeError) as exc:
+            st.warning(f"Ignored part of the link: {name}={raw[:24]!r} ({app_words(exc) or 'not a value here'}).",
+                       icon=":material/link_off:")
+            st.query_params.pop(name)
+    marker = f"_{prefix}_url_form"
+    if given and given != ss.get(marker):
+        for key, value in given.items():
+            ss[key] = value
+        ss[marker] = given
+
+
+def write_url_form(prefix: str, fields: dict[str, tuple[str, object]], shown: dict[str, object]) -> None:
+    """Put the form's current values in the URL (``shown``: parameter -> value, None to leave it out), so the view
+    a visitor sees is a link that reproduces it; remembered as applied so it is not read back as a new link."""
+    applied = {}
+    for name in fields:
+        value = shown.get(name)
+        if value is None:
+            st.query_params.pop(name, None)
+        else:
+            text = f"{value:g}" if isinstance(value, float) else str(value)
+            st.query_params[name] = text
+            applied[fields[name][0]] = value
+    st.session_state[f"_{prefix}_url_form"] = applied
+
+
+def fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError("not a fraction")
+    return value
 
 
 def layer_picker(label: str, key: str, container=st) -> str:
@@ -85,11 +133,20 @@ def follow(draw, every: float = 1.0) -> bool:
         if session_alive(sid) is False:  # the tab is gone (the server may keep its script running): stop, and
             return tick > 0  # stop vouching for it, so its jobs are dropped after VIZ_SESSION_TIMEOUT
         manager().heartbeat(sid)  # this visitor still watches: its jobs keep running
+        server_line()  # the sidebar's counts move with the frames
         with slot.container():
             if draw(tick):
                 return tick > 0
         tick += 1
         time.sleep(every)
+
+
+def settle(jobs, deadline: float = 3.0) -> None:
+    """After a Cancel: give the cancelled jobs nobody else waits for up to ``deadline`` seconds to stop (a render
+    stops between two steps), so the page and the sidebar redraw with the server's real state."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end and any(not j.finished and not j.subscribers for j in jobs):
+        time.sleep(0.05)
 
 
 def job_progress(job, position: int) -> None:
@@ -104,6 +161,12 @@ def job_progress(job, position: int) -> None:
     frac = job.step / max(job.steps, 1)
     eta = "…" if job.eta is None else fmt_time(job.eta)
     st.progress(frac, text=f"step {job.step}/{job.steps} · {fmt_time(job.elapsed)} elapsed · ETA {eta}")
+
+
+def size_help() -> str:
+    """The size field's help: the sizes any request may ask for, and the largest this server renders."""
+    cap = min(MAX_SIZE, manager().limits.size_cap)
+    return f"{MIN_SIZE}-{MAX_SIZE} px" + (f"; this server renders at most {cap} px" if cap < MAX_SIZE else "")
 
 
 def estimate_line(specs) -> bool:

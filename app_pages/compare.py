@@ -5,14 +5,14 @@ import numpy as np
 import streamlit as st
 
 from app_pages._forms import (PERSIST, estimate_line, follow, generation_page, job_progress, layer_picker,
-                              remember_link)
+                              remember_link, settle, size_help, url_form, write_url_form)
 from app_pages._results import show_metrics
 from app_pages._server import app_words, manager, session_id
 from viz import DEFAULT_METHOD, METHODS, VizError, get_layer, make_settings, parse_channel
 from viz.figures import curve_figure
 from viz.jobs import JobSpec
 from viz.metrics import summarize
-from viz.settings import MAX_SIZE, MAX_STEPS, MIN_SIZE
+from viz.settings import MAX_STEPS
 from viz.views import LABELS as VIEW_LABELS
 from viz.views import curve_words
 
@@ -27,9 +27,23 @@ dev, _, _ = generation_page(
 c = st.columns([1.4, 1, 1, 1])
 layer = layer_picker("Layer", key="cmp_layer", container=c[0])
 channel = c[1].number_input("Channel", step=1, key="cmp_channel", **PERSIST)
-size = c[2].number_input("Size (px)", step=16, key="cmp_size", help=f"{MIN_SIZE}-{MAX_SIZE} px", **PERSIST)
+size = c[2].number_input("Size (px)", step=16, key="cmp_size", help=size_help(), **PERSIST)
 steps = c[3].number_input("Steps", step=32, key="cmp_steps", help=f"1-{MAX_STEPS}", **PERSIST)
 SIDES = {"left": ("seed", "channel"), "right": (DEFAULT_METHOD, "channel")}
+
+
+def _one_of(choices):
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise ValueError(f"choose {' or '.join(choices)}")
+        return text
+    return parse
+
+
+# both sides live in the URL: a link reproduces the comparison
+SIDE_FIELDS = {f"{side}_{what}": (f"cmp_{side}_{what}", _one_of(list(METHODS) if what == "method" else SIMPLE_VIEWS))
+               for side in SIDES for what in ("method", "view")}
+url_form("cmp", SIDE_FIELDS)
 choice = {}
 for col, (side, (method0, view0)) in zip(st.columns(2), SIDES.items()):
     a, b = col.columns(2)
@@ -38,21 +52,24 @@ for col, (side, (method0, view0)) in zip(st.columns(2), SIDES.items()):
     view = b.selectbox(f"{side.title()}: view", SIMPLE_VIEWS, index=SIMPLE_VIEWS.index(view0),
                        format_func=VIEW_LABELS.get, key=f"cmp_{side}_view", **PERSIST)
     choice[side] = (method, view)
+write_url_form("cmp", SIDE_FIELDS, {f"{side}_{what}": value for side, (method, view) in choice.items()
+                                    for what, value in (("method", method), ("view", view))})
 snaps = st.multiselect("Also show the right image at steps", [8, 16, 32, 64, 128, 256, 512],
                        default=[16, 32, 64], key="cmp_snaps", **PERSIST)
 
-specs = []
+specs, fits = [], False
 try:
     ch = parse_channel(get_layer(layer), channel)
     for side, (method, view) in choice.items():
         settings = make_settings(layer, method, size, steps, None, 0, ss.get("g_weights"), view=view)
         snap_steps = tuple(s for s in snaps if s < steps) if side == "right" else ()
         specs.append(JobSpec(settings, ch, dev, snap_steps))
-    estimate_line(specs)
+    fits = estimate_line(specs)
 except VizError as exc:
     specs = []
     st.error(app_words(exc), icon=":material/error:")
-go = st.button("Render both", type="primary", icon=":material/play_arrow:", key="cmp_go", disabled=not specs)
+go = st.button("Render both", type="primary", icon=":material/play_arrow:", key="cmp_go",
+                disabled=not specs or not fits)
 
 if go and specs:
     try:
@@ -119,11 +136,16 @@ def render_compare(tick: int = 0) -> bool:
 
 if any(not j.finished for j in current_jobs().values()):
     if st.button("Cancel", icon=":material/stop:", key="cmp_cancel"):
-        for job in current_jobs().values():
+        cancelled = list(current_jobs().values())
+        for job in cancelled:
             manager().cancel(job, session_id())
         ss.pop("cmp_jobs", None)
-        st.info("Cancelled.")
+        settle(cancelled)
+        ss["cmp_cancelled"] = True
+        st.rerun()  # the page without Cancel
     elif follow(render_compare):
         st.rerun()
 else:
+    if ss.pop("cmp_cancelled", False):
+        st.info("Cancelled.")
     render_compare()

@@ -1,22 +1,25 @@
 """Generator: one channel on demand, watching it form live."""
 
+import io
+import zipfile
+
 import numpy as np
 import streamlit as st
 
-from app_pages._forms import (PERSIST, estimate_line, follow, generation_page, job_progress, layer_picker,
-                              remember_link)
+from app_pages._forms import (PERSIST, estimate_line, follow, fraction, generation_page, job_progress,
+                              layer_picker, remember_link, settle, size_help, url_form, write_url_form)
 from app_pages._results import show_attribution, show_metrics
 from app_pages._server import app_words, manager, session_id
 from viz import DEFAULT_METHOD, METHODS, VizError, get_layer, make_settings, parse_channel
 from viz.figures import OCTAVE_NOTE, curve_figure, octave_marks
 from viz.images import png_bytes
-from viz.jobs import JobSpec
+from viz.jobs import JobSpec, unstrip
 from viz.metrics import summarize
 from viz.corpus import BUNDLED, bundled, decode, load_rgb
-from viz.settings import MAX_SIZE, MAX_STEPS, MIN_SIZE
+from viz.settings import MAX_STEPS
 from viz.views import LABELS as VIEW_LABELS
 from viz.objectives import direction_digest, read_direction
-from viz.views import curve_words, make_view, start_photo, top_channel
+from viz.views import curve_words, make_view, parse_view, start_photo, top_channel
 
 MAX_MB = 20
 
@@ -25,6 +28,20 @@ dev, _, _ = generation_page(
     "Generator", "Pick a channel and watch its image form. The same settings twice give the same image, instantly "
     "the second time.", "gen", method=ss.get("g_method", DEFAULT_METHOD))
 
+# the view and its options live in the URL too: a link reproduces what the visitor sees
+VIEW_FIELDS = {
+    "view": ("gen_view", lambda t: t if t in VIEW_LABELS else _bad()), "x": ("gen_x", fraction),
+    "y": ("gen_y", fraction), "n": ("gen_count", int), "w": ("gen_dweight", float), "mix": ("gen_mix", str),
+    "mixn": ("gen_icount", int), "photo": ("gen_pick", lambda t: t if t in BUNDLED else _bad()),
+    "stay": ("gen_aweight", float), "dir": ("gen_dir", str), "cos": ("gen_cos", float),
+}
+
+
+def _bad():
+    raise ValueError("not one of the choices")
+
+
+url_form("gen", VIEW_FIELDS)
 # No min/max on the numbers: an out-of-range value gets a sentence below instead of a silently red field.
 c = st.columns([1.4, 1, 1.2])
 layer = layer_picker("Layer", key="gen_layer", container=c[0])
@@ -35,7 +52,7 @@ channel = c[1].number_input("Channel", step=1, key="gen_channel", disabled=own_c
                             **PERSIST)
 method = c[2].selectbox("Method", list(METHODS), key="gen_method", **PERSIST)
 c = st.columns(4)
-size = c[0].number_input("Size (px)", step=16, key="gen_size", help=f"{MIN_SIZE}-{MAX_SIZE} px", **PERSIST)
+size = c[0].number_input("Size (px)", step=16, key="gen_size", help=size_help(), **PERSIST)
 steps = c[1].number_input("Steps", step=32, key="gen_steps", help=f"1-{MAX_STEPS}", **PERSIST)
 lr = c[2].number_input("Learning rate", value=METHODS[method].lr, step=0.01, format="%.3f", key="gen_lr",
                        help="above 0, at most 10", **PERSIST)
@@ -66,7 +83,9 @@ elif kind == "accent":
     upload = c[0].file_uploader(f"Start from your photo (at most {MAX_MB} MB)", key="gen_upload",
                                 type=["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"])
     pick = c[1].selectbox("…or a bundled photo", list(BUNDLED), key="gen_pick", **PERSIST,
-                          format_func=lambda n: n.split("/")[-1])
+                          format_func=lambda n: n.split("/")[-1], disabled=upload is not None,
+                          help="your upload is used; remove it to start from a bundled photo"
+                          if upload is not None else None)
     options["weight"] = c[2].number_input("Stay close", value=1.0, step=0.25, key="gen_aweight",
                                           help="how strongly the image stays near the photo", **PERSIST)
 
@@ -79,7 +98,20 @@ elif kind == "direction":
                                        help="0: the dot product with the direction; 1-8: Lucid's cosine-weighted "
                                             "variant (rewards activations pointing along it)", **PERSIST)
 
-spec = None
+shown = {"view": None if kind == "channel" else kind}
+if kind == "neuron":
+    shown.update(x=options["x"], y=options["y"])
+elif kind == "diversity":
+    shown.update(n=options["count"], w=options["weight"])
+elif kind == "mix":
+    shown.update(mix=options["mix"], mixn=options.get("count"))
+elif kind == "accent" and upload is None:  # an upload cannot travel in a link; a bundled photo can
+    shown.update(photo=pick, stay=options["weight"])
+elif kind == "direction":
+    shown.update(dir=direction_text, cos=options["cos"] or None)
+write_url_form("gen", VIEW_FIELDS, shown)
+
+spec, fits = None, False
 try:
     photo = vector = None
     if kind == "direction":
@@ -93,22 +125,51 @@ try:
                    top_channel(vector) if vector is not None else
                    view.primary if view.primary is not None else parse_channel(get_layer(layer), channel), dev,
                    start=start_png, direction=() if vector is None else tuple(vector.tolist()))
-    estimate_line([spec])
+    fits = estimate_line([spec])
 except VizError as exc:
     st.error(app_words(exc), icon=":material/error:")
-go = st.button("Generate", type="primary", icon=":material/play_arrow:", key="gen_go", disabled=spec is None)
+go = st.button("Generate", type="primary", icon=":material/play_arrow:", key="gen_go",
+                 disabled=spec is None or not fits)  # over this server's limits: refused before the click
 
 if go and spec is not None:
     try:
         job = manager().submit_many([spec], session=session_id(), tag="generator")[0]
         ss["gen_job"] = job.id
         ss.pop("gen_partial", None)
+        if kind == "accent":  # the result names its photo (the view itself only knows the photo's digest)
+            ss["gen_start_name"] = (job.id, upload.name if upload is not None else pick.split("/")[-1])
         s = spec.settings
         remember_link("gen", layer=s.layer, channel=spec.channel, size=s.size, steps=s.steps, method=s.method)
     except VizError as exc:
         st.error(app_words(exc))
 
 job = manager().get(ss.get("gen_job", ""))
+
+
+def image_words(view, count: int) -> list[str]:
+    """A caption per image of a several-image view: which channels, with which weights."""
+    if view.kind == "mix" and view.to is not None:
+        a, b = view.terms[0][0], view.to
+        return [f"{1 - k / (count - 1):.2g}·ch {a} + {k / (count - 1):.2g}·ch {b}" for k in range(count)]
+    return [f"image {i + 1} of {count}" + (" (pushed apart from the others)" if view.kind == "diversity" else "")
+            for i in range(count)]
+
+
+def images_zip(images, stem: str, kind: str) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for i, image in enumerate(images):
+            z.writestr(f"{stem}_{kind}-{i}.png", png_bytes(image))
+    return buf.getvalue()
+
+
+def view_words(job) -> str:
+    """The view as a visitor named it: an accent names its photo (not the photo's digest)."""
+    s = job.settings
+    if s.view.startswith("accent("):
+        job_id, name = ss.get("gen_start_name", ("", "your photo"))
+        return f"accentuates {name if job_id == job.id else 'a photo'}"
+    return "" if s.view == "channel" else s.view
 
 
 def render_job(tick: int = 0) -> bool:
@@ -121,7 +182,7 @@ def render_job(tick: int = 0) -> bool:
             st.image(partial["image"], caption=f"cancelled at step {partial['step']}: the image so far", width=380)
         return True
     s = job.settings
-    st.subheader(f"{s.layer} · channel {job.channel} · {s.method}" + ("" if s.view == "channel" else f" · {s.view}"))
+    st.subheader(" · ".join(p for p in (f"{s.layer} · channel {job.channel}", s.method, view_words(job)) if p))
     left, right = st.columns([1, 1.4])
     if not job.finished:
         with right:
@@ -139,11 +200,28 @@ def render_job(tick: int = 0) -> bool:
     summary = summarize(r.image, np.array(r.history), r.final_activation, r.natural)
     caption = f"{job.stopped or 'cancelled'}: the image so far" if job.state == "cancelled" else (
         "from the result cache" if job.cached else f"{s.steps} steps")
-    wide = r.image.shape[1] > 1.5 * r.image.shape[0]  # a view's several images side by side
-    (st if wide else left).image(r.image, caption=caption + (f" · {s.view}" if wide else ""), width="stretch")
-    left.download_button("Download PNG", png_bytes(r.image),
-                         f"{s.weights}_{s.layer}_c{job.channel:04d}_{s.method}.png", "image/png", key="gen_dl")
-    with right:
+    stem = f"{s.weights}_{s.layer}_c{job.channel:04d}_{s.method}"
+    try:
+        view = parse_view(s.view, s.layer)
+    except VizError:
+        view = None
+    images = unstrip(r.image, view.images_per_channel()) if view is not None else [r.image]
+    if len(images) > 1:  # a view's several images: each captioned, each its own download, and all in one zip
+        st.caption(caption)
+        for i, (col, image, words) in enumerate(zip(st.columns(len(images)), images, image_words(view, len(images)))):
+            col.image(image, caption=words, width="stretch")
+            col.download_button("PNG", png_bytes(image), f"{stem}_{s.view.split('(')[0]}-{i}.png", "image/png",
+                                key=f"gen_dl_{i}", width="stretch")
+        st.download_button(f"Download all {len(images)} (zip)", images_zip(images, stem, s.view.split("(")[0]),
+                           f"{stem}_{s.view.split('(')[0]}.zip", "application/zip", key="gen_dl_all")
+    else:
+        left.image(r.image, caption=caption, width="stretch")
+    if job.spec.start:  # an accent: the photo it started from, beside what it became
+        left.image(job.spec.start, caption=f"the start photo ({view_words(job).removeprefix('accentuates ')})",
+                   width=160)
+    if len(images) == 1:
+        left.download_button("Download PNG", png_bytes(r.image), f"{stem}.png", "image/png", key="gen_dl")
+    with right if len(images) == 1 else st.container():  # several images: the curve under them, full width
         words, same_units = curve_words(s.view)
         st.plotly_chart(curve_figure({"objective": (range(1, len(r.history) + 1), r.history)},
                                      r.natural if same_units else None, y_title=words,
@@ -162,7 +240,8 @@ if job is not None and not job.finished:
                              "step": job.step, "image": job.preview if job.preview is not None else
                              np.zeros((job.settings.size, job.settings.size, 3), np.uint8)}
         ss.pop("gen_job", None)
-        render_job()
+        settle([job])
+        st.rerun()  # the page without Cancel, showing the image so far
     elif follow(render_job):
         st.rerun()  # the finished page, without the Cancel button
 else:

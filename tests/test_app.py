@@ -309,3 +309,32 @@ def test_detail_walks_the_grids_order_and_returns_to_its_page(paged_gallery):
     at.run()
     at.button(key="back").click().run()
     assert _param(at, "page") is None and 3 in _grid(at)  # page 1: not spelled out
+
+
+def test_the_generators_view_and_options_are_a_link(tiny_gallery):
+    at = open_page("app_pages/generator.py", layer="conv3_1", channel="7", view="neuron", x="0.25", y="0.75")
+    assert at.segmented_control(key="gen_view").value == "neuron"
+    assert (at.slider(key="gen_x").value, at.slider(key="gen_y").value) == (0.25, 0.75)
+    at.segmented_control(key="gen_view").set_value("diversity").run()
+    assert _param(at, "view") == "diversity" and _param(at, "n") == "4" and _param(at, "x") is None
+    at.number_input(key="gen_count").set_value(6).run()
+    assert _param(at, "n") == "6"
+    # the same link in a new session shows the same view
+    again = open_page("app_pages/generator.py", layer="conv3_1", channel="7", view="diversity", n="6")
+    assert again.segmented_control(key="gen_view").value == "diversity" and again.number_input(key="gen_count").value == 6
+    mix = open_page("app_pages/generator.py", layer="conv5_1", view="mix", mix="104+0.5*25")
+    assert mix.text_input(key="gen_mix").value == "104+0.5*25"
+    assert mix.number_input(key="gen_channel").proto.disabled  # the mix names its own channels
+    bad = open_page("app_pages/generator.py", view="sideways", x="7")
+    assert sum("Ignored part of the link" in w.value for w in bad.warning) == 2
+
+
+def test_compares_two_sides_are_a_link(tiny_gallery):
+    at = open_page("app_pages/compare.py", layer="conv3_1", channel="7", left_method="maco", right_view="negative")
+    assert at.selectbox(key="cmp_left_method").value == "maco"
+    assert at.selectbox(key="cmp_right_view").value == "negative"
+    assert _param(at, "right_method") == "fourier" and _param(at, "left_view") == "channel"
+    at.selectbox(key="cmp_left_view").set_value("negative").run()
+    assert _param(at, "left_view") == "negative"
+    bad = open_page("app_pages/compare.py", left_method="magic")
+    assert any("left_method" in w.value for w in bad.warning)

@@ -136,6 +136,23 @@ def test_a_closed_tab_stops_its_render(server, page):
         page.reload()
 
 
+def test_cancel_leaves_no_cancel_and_the_counts_agree(server, page):
+    """Cancel a long render: the page shows the image so far without a Cancel button, and the sidebar's counts
+    say nothing is generating, without a reload; while it runs, they count it."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{server}/generator?layer=conv2_1&channel=2&size=32&steps=20000")
+    expect(page.get_by_role("heading", name="Generator")).to_be_visible(timeout=60_000)
+    expect(page.get_by_role("spinbutton", name="Steps")).to_have_value("20000", timeout=30_000)
+    page.get_by_role("button", name=re.compile("Generate")).click()
+    expect(page.get_by_text(re.compile(r"step \d+/20000"))).to_be_visible(timeout=60_000)
+    expect(page.get_by_text(re.compile(r"Server: 1/1 generating"))).to_be_visible(timeout=30_000)
+    page.get_by_role("button", name=re.compile("Cancel")).click()
+    expect(page.get_by_text(re.compile(r"cancelled at step \d+"))).to_be_visible(timeout=30_000)
+    expect(page.get_by_role("button", name=re.compile("Cancel"))).to_have_count(0, timeout=30_000)
+    expect(page.get_by_text(re.compile(r"Server: 0/1 generating, 0 queued"))).to_be_visible(timeout=30_000)
+
+
 def test_walk_a_circuit_down_and_back(server, page):
     """From conv5_1:104, three levels down by the links under the diagram (each a real link: the browser's history
     records it), then Back three times to where the walk began; a click on a node of the diagram re-centres it."""

@@ -250,6 +250,17 @@ def test_generator_renders_each_view(tiny_gallery):
         at.run()
         assert job.state == "done" and not at.exception
         seen[kind] = job.result.image.shape[1]
+        captions = [c for i in at.get("image") for c in i.captions]
+        downloads = [d.proto.label for d in at.get("download_button")]
+        if kind == "diversity":  # each image captioned, its own download, and all of them in one zip
+            assert captions[-2:] == [f"image {i} of 2 (pushed apart from the others)" for i in (1, 2)], captions
+            assert downloads.count("PNG") == 2 and "Download all 2 (zip)" in downloads
+        if kind == "mix":  # an interpolation says each image's weights
+            mixes = [c for c in captions if "·ch" in c]
+            assert len(mixes) == 5 and mixes[0] == "1·ch 3 + 0·ch 9" and mixes[-1] == "0·ch 3 + 1·ch 9"
+        if kind == "accent":  # named by its photo, shown beside the result
+            assert any("accentuates coffee.png" in h.value for h in at.subheader)
+            assert "the start photo (coffee.png)" in captions
     assert seen["diversity"] == 2 * 32 + 4 and seen["mix"] == 5 * 32 + 4 * 4 and seen["accent"] == 32
     assert any("neuron(x=0.2" in s.value for s in at.subheader)
 

@@ -35,6 +35,7 @@ from .examples import SCALES, resized
 from .files import atomic_write, safe_name
 from .layers import LAYER_NAMES, LAYERS, get_layer, parse_channel
 from .model import VGGFeatures
+from .weights import cache_dir
 
 COLOURS = ("red", "green", "blue")
 INPUT = "input"  # the "layer" of the colour planes
@@ -250,8 +251,6 @@ def committed_table(weights: str) -> Path:
 
 
 def cached_table(weights: str) -> Path:
-    from .weights import cache_dir
-
     return cache_dir() / "circuits" / safe_name(weights) / "contributions.npz"
 
 

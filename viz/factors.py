@@ -27,9 +27,10 @@ import torch
 import torch.nn.functional as F
 
 from .errors import VizError
-from .layers import get_layer
+from .layers import get_layer, parse_channel
 from .objectives import as_direction
 from .photo import network_input
+from .settings import _int
 
 MIN_K, MAX_K = 2, 8
 DEFAULT_K = 6
@@ -43,8 +44,6 @@ PALETTE = [("red", (255, 75, 75)), ("blue", (28, 131, 225)), ("yellow", (250, 20
 
 
 def check_k(k: object) -> int:
-    from .settings import _int
-
     return _int("k (the number of groups)", k, MIN_K, MAX_K)
 
 
@@ -92,7 +91,7 @@ def factorize(acts: np.ndarray, k: int, seed: int = 0,
     pools into the same mixture: the directions are the same), and the full-resolution maps are then fitted with
     the directions fixed (multiplicative updates from the pooled maps, enlarged): conv1_1 of a 224 px photo in a
     third of the time."""
-    from sklearn.decomposition import NMF
+    from sklearn.decomposition import NMF  # heavy (about 1.5 s to import): only when a photo is factorized
 
     k = check_k(k)
     if not isinstance(acts, np.ndarray) or acts.ndim != 3:
@@ -152,8 +151,6 @@ def layer_map(model, image: np.ndarray, layer: str) -> tuple[np.ndarray, np.ndar
 
 def photo_factors(model, image: np.ndarray, layer: str, k: int = DEFAULT_K, seed: int = 0) -> Factors:
     """The ``k`` groups ``layer`` sees in ``image`` (RGB uint8, any size: resized like the photo page)."""
-    from .settings import _int
-
     k = check_k(k)
     seed = _int("seed", seed, 0, 2**31 - 1)
     begin = time.perf_counter()
@@ -193,8 +190,6 @@ def attribution(model, image: np.ndarray, layer: str, vector=None, channel: int 
     if (vector is None) == (channel is None):
         raise VizError("attribution is for one group's direction or one channel")
     if channel is not None:
-        from .layers import parse_channel
-
         channel = parse_channel(lay, channel)
     else:
         vector = torch.from_numpy(as_direction(vector, lay.channels))
@@ -212,7 +207,7 @@ def attribution(model, image: np.ndarray, layer: str, vector=None, channel: int 
 def attribution_heat(attr: np.ndarray, blur: float = 2.5) -> np.ndarray:
     """An attribution map for the eye: its positive part, lightly blurred (pixel-level gradients are speckled),
     scaled so its 99.5th percentile is 1 (one hot pixel does not hide the rest)."""
-    from scipy.ndimage import gaussian_filter
+    from scipy.ndimage import gaussian_filter  # scipy comes with scikit-learn; imported on the display path only
 
     pos = gaussian_filter(np.clip(attr, 0, None).astype(np.float64), blur)
     top = float(np.percentile(pos, 99.5))

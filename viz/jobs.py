@@ -95,6 +95,14 @@ def strip(images: np.ndarray, gap: int = 4) -> np.ndarray:
     return out
 
 
+def unstrip(image: np.ndarray, count: int, gap: int = 4) -> list[np.ndarray]:
+    """The ``count`` images :func:`strip` put side by side, apart again."""
+    if count <= 1:
+        return [image]
+    w = (image.shape[1] + gap) // count - gap
+    return [image[:, i * (w + gap): i * (w + gap) + w] for i in range(count)]
+
+
 @dataclass
 class Job:
     """A render in the queue, running, or finished; the worker thread updates its progress fields."""

@@ -17,12 +17,18 @@ A new objective is a function decorated with :func:`wrap_objective` returning ``
 from __future__ import annotations
 
 import functools
+import hashlib
 import numbers
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .errors import VizError
+from .layers import get_layer, parse_channel
 
 if TYPE_CHECKING:  # pragma: no cover
     from .probe import Activations
@@ -47,9 +53,7 @@ def reads_of(layer: str, n) -> Reads:
         n = n.tolist()
     chans = [n] if isinstance(n, numbers.Integral) else list(n) if isinstance(n, (list, tuple)) else [n]
     if not chans or not all(isinstance(c, numbers.Integral) and not isinstance(c, bool) for c in chans):
-        from .errors import VizError
-
-        raise VizError(f"channels are whole numbers, got {_fmt(n)[:40]}")
+            raise VizError(f"channels are whole numbers, got {_fmt(n)[:40]}")
     return {layer: frozenset(int(c) for c in chans)}
 
 
@@ -118,17 +122,13 @@ class Objective:
         """Scale by a number, or by one weight per image (a 1-D tensor: interpolations)."""
         if isinstance(w, torch.Tensor):
             if w.dim() != 1:
-                from .errors import VizError
-
-                raise VizError(f"per-image weights are one number per image (1-D), got shape {tuple(w.shape)}")
+                            raise VizError(f"per-image weights are one number per image (1-D), got shape {tuple(w.shape)}")
             w = w.detach().float()
 
             def weighted(a):
                 v = self(a)
                 if v.shape != w.shape:
-                    from .errors import VizError
-
-                    raise VizError(f"{len(w)} weights for a batch of {v.shape[0]} images")
+                                    raise VizError(f"{len(w)} weights for a batch of {v.shape[0]} images")
                 return w.to(v.device) * v
 
             return Objective(weighted, f"{_fmt(w)} * {self.description}", self.reads)
@@ -146,9 +146,7 @@ class Objective:
         """One objective adding them all (in one call, however many: no chain of nested sums)."""
         objs = list(objectives)
         if not objs:
-            from .errors import VizError
-
-            raise VizError("a sum needs at least one objective")
+                    raise VizError("a sum needs at least one objective")
         if len(objs) == 1:
             return objs[0]
         reads = functools.reduce(merge_reads, (o.reads for o in objs))
@@ -252,10 +250,6 @@ DIGEST_CHARS = 12
 def as_direction(vec, channels: int, what: str = "the direction") -> "np.ndarray":
     """A vector over a layer's ``channels`` as float32 of unit length, or :class:`VizError` in one line (wrong
     shape or length, NaN or infinite values, all zero). Only the direction counts: ``2 * v`` is ``v``."""
-    import numpy as np
-
-    from .errors import VizError
-
     try:
         v = np.asarray(vec.detach().cpu() if isinstance(vec, torch.Tensor) else vec, dtype=np.float64)
     except (TypeError, ValueError):
@@ -274,17 +268,11 @@ def as_direction(vec, channels: int, what: str = "the direction") -> "np.ndarray
 
 def direction_digest(vec) -> str:
     """A short digest of a unit direction (float32 bytes): how descriptions, cache keys and views name it."""
-    import hashlib
-
-    import numpy as np
-
     arr = np.ascontiguousarray(vec, dtype=np.float32)
     return hashlib.sha256(str(arr.shape).encode() + arr.tobytes()).hexdigest()[:DIGEST_CHARS]
 
 
 def _direction_parts(layer: str, vec) -> tuple[str, torch.Tensor]:
-    from .layers import get_layer
-
     lay = get_layer(layer)
     v = as_direction(vec, lay.channels)
     return lay.name, torch.from_numpy(v)
@@ -306,8 +294,6 @@ def direction_cossim(layer: str, vec, power: float = 1.0) -> Objective:
     """The cosine-weighted direction (Lucid's activation atlas: ``dot * max(cossim, 0.1) ** power``) at every
     position, averaged over the map: it rewards activations that point along ``vec``, not only large ones that
     happen to have a component along it."""
-    from .errors import VizError
-
     if not isinstance(power, numbers.Real) or not 0 < float(power) <= 8:
         raise VizError(f"the cosine power must be above 0 and at most 8, got {power}")
     name, v = _direction_parts(layer, vec)
@@ -325,13 +311,6 @@ def direction_cossim(layer: str, vec, power: float = 1.0) -> Objective:
 def read_direction(spec, layer: str) -> "np.ndarray":
     """A direction from the command line or a form: a ``.npy`` file (one vector over the layer's channels) or
     sparse text ``"104:0.7,25:0.3"`` (channel:weight, the rest 0). Unit length; one line on anything bad."""
-    from pathlib import Path
-
-    import numpy as np
-
-    from .errors import VizError
-    from .layers import get_layer, parse_channel
-
     lay = get_layer(layer)
     text = str(spec).strip()
     if text.lower().endswith(".npy"):
