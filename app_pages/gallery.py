@@ -156,9 +156,12 @@ if channel is not None:
 
 st.query_params.pop("channel", None)
 f1, f2, f3 = st.columns([1.2, 1.3, 1.5])
-show = f1.segmented_control("Show", SHOWS, key="gal_show", on_change=_to_page_one) or "all"
-order = f2.segmented_control("Order", tuple(ORDERS), format_func=ORDERS.get, key="gal_order",
-                             on_change=_to_page_one) or "channel"
+show = f1.segmented_control("Show", SHOWS, key="gal_show") or "all"
+order = f2.segmented_control("Order", tuple(ORDERS), format_func=ORDERS.get, key="gal_order") or "channel"
+# another filter or order starts at page 1 (compared with what was shown, not by on_change: a segmented control
+# re-created on the way back from a channel's detail may report a change that is none)
+if (show, order) != (ss.get("_gal_kept_show", show), ss.get("_gal_kept_order", order)):
+    _to_page_one()
 for name, value, default in (("show", show, "all"), ("order", order, "channel")):  # the grid's state is a link
     if value == default:
         st.query_params.pop(name, None)
@@ -235,7 +238,8 @@ for row in range(0, len(shown), COLUMNS):
         target = {"layer": layer, "channel": str(ch), **grid_state}
         col.markdown(f'<a href="gallery?{urlencode(target)}" target="_self" title="{escape(tip)}">'
                      f'<img src="data:image/png;base64,{b64encode(data).decode()}" alt="{layer} channel {ch}" '
-                     'width="100%" style="display:block;width:100%;max-width:none;border-radius:0.25rem"></a>',
+                     'width="100%" style="display:block;width:100%;height:auto;max-width:none;object-fit:contain;'
+                     'border-radius:0.25rem"></a>',
                      unsafe_allow_html=True)
         col.page_link("app_pages/gallery.py", label=label, help=plain(tip), query_params=target, width="stretch")
 if pages > 1:

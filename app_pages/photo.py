@@ -9,6 +9,8 @@ from app_pages._groups import show_groups
 from app_pages._server import app_words, device, gallery, load_model_for
 from viz import VizError
 from viz.corpus import BUNDLED, bundled, decode, load_rgb
+from viz.examples import thumbnail
+from viz.images import png_bytes
 from viz.photo import overlay, respond
 
 MAX_MB = 20
@@ -22,11 +24,31 @@ st.caption("Which channels fire on a photo, and where: one pass of the network o
            "almost ever fires on them). The map shows where it fires (bright); the rest of the photo is dimmed. "
            "(The gallery's \"× best photo\" is another quantity: a whole image's mean over the best photo "
            "position.)")
+KEPT_SIDE = 1024  # an upload is kept for this visitor at most this large (a few MB at most per visitor)
+
+
+def _upload_changed() -> None:
+    if ss.get("photo_upload") is None:  # the visitor removed it: forget it
+        ss.pop("photo_kept", None)
+
+
+def _forget() -> None:
+    ss.pop("photo_kept", None)
+
+
 c1, c2 = st.columns([1.4, 1])
 upload = c1.file_uploader(f"Upload a photo (at most {MAX_MB} MB: jpg, png, webp, bmp, tiff)",
-                          type=["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"], key="photo_upload")
+                          type=["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"], key="photo_upload",
+                          on_change=_upload_changed)
+kept = ss.get("photo_kept") if upload is None else None  # an upload survives a visit to another page and Back
+if kept is not None:
+    c1.caption(f"Your earlier upload, {kept[0]}, is still used.")
+    c1.button("Forget it", key="photo_forget", on_click=_forget, icon=":material/close:")
 pick = c2.selectbox("…or pick a bundled photo", list(BUNDLED), key="photo_pick", **PERSIST,
-                    format_func=lambda n: f"{n.split('/')[-1]} ({BUNDLED[n][2]})")
+                    format_func=lambda n: f"{n.split('/')[-1]} ({BUNDLED[n][2]})",
+                    disabled=upload is not None or kept is not None,
+                    help="your upload is used; remove it to pick a bundled photo"
+                    if upload is not None or kept is not None else None)
 ss.setdefault("photo_layer", "conv4_3")
 layer = layer_picker("Layer", key="photo_layer", container=c2)
 
@@ -35,6 +57,10 @@ try:
     if upload is not None:
         source = upload.name
         image = decode(upload.getvalue(), MAX_MB << 20)
+        if ss.get("photo_kept", ("", b"", None))[2] != upload.file_id:  # once per upload
+            ss["photo_kept"] = (source, png_bytes(thumbnail(image, KEPT_SIDE), optimize=False), upload.file_id)
+    elif kept is not None:
+        source, image = kept[0], decode(kept[1])
     else:
         image = load_rgb(bundled().path(pick))
 except VizError as exc:

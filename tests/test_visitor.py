@@ -207,7 +207,9 @@ def test_the_gallery_walks_like_a_website(server, page):
     # strongest first: Next is the next strongest, and the grid comes back on the channel's page
     page.goto(f"{server}/gallery?layer=conv5_1&order=strongest")
     expect(on_page(page, 1)).to_be_visible(timeout=60_000)
-    first, second = [int(t.split()[1]) for t in page.get_by_role("link", name=re.compile(r"^ch \d+ ")).all_inner_texts()[:2]]
+    captions = page.get_by_role("link", name=re.compile(r"^ch \d+ "))
+    expect(captions.nth(1)).to_be_visible(timeout=30_000)
+    first, second = [int(t.split()[1]) for t in captions.all_inner_texts()[:2]]
     page.get_by_role("link", name=re.compile(rf"^ch {first} ")).click()
     expect(page.get_by_text(f"conv5_1 · channel {first}")).to_be_visible(timeout=30_000)
     page.get_by_role("button", name="Next ›").click()
