@@ -17,6 +17,8 @@ from tests.streamlit_server import BROWSER_ARGS, CHROMIUM, streamlit_server  # n
 def settle(pg, text: str, timeout: float = 120_000) -> None:
     """Wait for ``text``, then for every image to load and the page to stop changing."""
     pg.get_by_text(text).first.wait_for(timeout=timeout)
+    pg.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')",
+                         timeout=timeout)  # the page's script run has ended (nothing more will be drawn)
     pg.wait_for_function("() => [...document.images].every(i => i.complete)", timeout=60_000)
     pg.wait_for_timeout(2500)
 
