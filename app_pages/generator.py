@@ -140,6 +140,7 @@ if go and spec is not None:
             ss["gen_start_name"] = (job.id, upload.name if upload is not None else pick.split("/")[-1])
         s = spec.settings
         remember_link("gen", layer=s.layer, channel=spec.channel, size=s.size, steps=s.steps, method=s.method)
+        ss["_gen_scroll"] = True  # bring the live view into sight (below the form on a laptop screen)
     except VizError as exc:
         st.error(app_words(exc))
 
@@ -233,6 +234,10 @@ def render_job(tick: int = 0) -> bool:
     return True
 
 
+if ss.pop("_gen_scroll", False):
+    st.html(f"<div id='live-view'></div><script>/* {job.id if job else ''} */ for (const ms of [400, 1500, 3000]) "
+            "setTimeout(() => document.getElementById('live-view')?.scrollIntoView({behavior: 'smooth', "
+            "block: 'start'}), ms)</script>", unsafe_allow_javascript=True)  # again as the live view grows
 if job is not None and not job.finished:
     if st.button("Cancel", icon=":material/stop:", key="gen_cancel"):
         manager().cancel(job, session_id())

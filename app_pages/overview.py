@@ -98,7 +98,7 @@ st.markdown(
 st.subheader("Layers")
 table = pd.DataFrame([{"layer": lay.name, "channels": lay.channels, "receptive field (px)": lay.receptive_field,
                        "stride (px)": lay.stride, "torchvision index": lay.index} for lay in LAYERS.values()])
-st.dataframe(table, hide_index=True, width="stretch", height=36 * (len(table) + 1) + 3)  # every row, no scrolling
+st.table(table.set_index("layer"))  # every row, no scrolling, no empty row
 
 st.subheader("Precomputed galleries")
 rows = [(w, c, g.layers(w, c)) for w in g.weights() for c in g.configs(w)]

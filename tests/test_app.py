@@ -48,7 +48,7 @@ def texts(at) -> str:
 def test_overview(tiny_gallery):
     at = open_page("app_pages/overview.py")
     assert at.title[0].value == "VGG16 Feature Atlas"
-    assert len(at.dataframe) == 1 and len(at.dataframe[0].value) == 13  # the whole layer table
+    assert len(at.table) == 1 and len(at.table[0].value) == 13  # the whole layer table, no empty row
     assert any("oxford / fourier-32px-4st" in m.value for m in at.markdown)  # the galleries
     assert "fourier" in texts(at) and "seed" in texts(at)
     assert at.selectbox(key="g_weights").value in ("oxford", "torchvision")

@@ -45,6 +45,8 @@ def curve_figure(curves: dict[str, tuple[Sequence[int], Sequence[float]]], natur
         fig.add_hline(y=natural, line_dash="dot", line_color="#8c8c8c", line_width=2,
                       annotation_text="best photo position", annotation_position="bottom right",
                       annotation_font_color="#8c8c8c")
+    # two curves (Compare) in colours that cannot be confused: blue and the app's orange
+    fig.update_layout(colorway=["#1f77b4", "#d9480f", "#2ca02c", "#9467bd"])
     fig.update_layout(title=title or None, height=height, margin=dict(l=10, r=10, t=40 if title else 10, b=10),
                       xaxis_title="step", yaxis_title=y_title, legend=dict(orientation="h", y=1.1))
     return fig
