@@ -28,6 +28,20 @@ SMALL_SCREENS = """<style>
   .stMainBlockContainer [data-testid="stHorizontalBlock"] > [data-testid="stColumn"] {
     min-width: calc(33.3% - 0.5rem) !important; flex: 1 1 calc(33.3% - 0.5rem) !important; width: auto !important;
   }
+  /* two side by side (a picture and its curve, a form's halves): one above the other */
+  .stMainBlockContainer [data-testid="stHorizontalBlock"]:has(> [data-testid="stColumn"]:nth-child(2):last-child)
+      > [data-testid="stColumn"] { min-width: 100% !important; flex-basis: 100% !important; }
+  /* four (a detail's buttons, Your photo's tiles, a row of metrics): two by two, nothing cut */
+  .stMainBlockContainer [data-testid="stHorizontalBlock"]:has(> [data-testid="stColumn"]:nth-child(4):last-child)
+      > [data-testid="stColumn"] { min-width: calc(50% - 0.5rem) !important; flex-basis: calc(50% - 0.5rem) !important; }
+  /* a metrics row inside a column (three numbers): two per line */
+  .stMainBlockContainer [data-testid="stColumn"] [data-testid="stHorizontalBlock"]:has(> [data-testid="stColumn"]:nth-child(3):last-child)
+      > [data-testid="stColumn"] { min-width: calc(50% - 0.5rem) !important; flex-basis: calc(50% - 0.5rem) !important; }
+  /* the Overview's strips (a layer's name and 8 pictures): the name and 5 pictures */
+  .stMainBlockContainer [data-testid="stHorizontalBlock"]:has(> [data-testid="stColumn"]:nth-child(9):last-child)
+      > [data-testid="stColumn"]:nth-child(n+7) { display: none !important; }
+  /* the numbers of a metric never cut to "4…" */
+  .stMainBlockContainer [data-testid="stMetricValue"] { font-size: 1.6rem; }
 }
 </style>"""
 

@@ -9,7 +9,7 @@ from app_pages._forms import (PERSIST, estimate_line, follow, generation_page, j
 from app_pages._results import show_metrics
 from app_pages._server import app_words, manager, session_id
 from viz import DEFAULT_METHOD, METHODS, VizError, get_layer, make_settings, parse_channel
-from viz.figures import curve_figure
+from viz.figures import NO_TOOLBAR, curve_figure
 from viz.jobs import JobSpec
 from viz.metrics import summarize
 from viz.settings import MAX_STEPS
@@ -124,7 +124,7 @@ def render_compare(tick: int = 0) -> bool:
         # one label when both sides measure the same thing; else each side's view says what its curve is
         (label, same_units), = words if len(words) == 1 else {("objective (each side's view)", False)}
         st.plotly_chart(curve_figure(curves, nat if same_units else None, title="Objective per step",
-                                     y_title=label), key=f"cmp_curve_{tick}")
+                                     y_title=label), key=f"cmp_curve_{tick}", config=NO_TOOLBAR)
     right = jobs.get("right")
     if right is not None and right.snapshots:
         st.markdown("#### The right image along the way")

@@ -13,7 +13,7 @@ from app_pages._results import legend, plain, show_examples, show_kernel, show_m
 from app_pages._server import gallery
 from viz import LAYERS, VizError
 from viz.gallery import recipe_note
-from viz.figures import OCTAVE_NOTE, curve_figure, octave_marks
+from viz.figures import NO_TOOLBAR, OCTAVE_NOTE, curve_figure, octave_marks
 from viz.images import decode_image, zoom_png
 from viz.metrics import versus_photos
 from viz.sheets import contact_sheet, layer_zip
@@ -141,7 +141,7 @@ if channel is not None:
         show_kernel(left, weights, channel)
     marks = octave_marks(settings.get("method", ""), int(settings.get("steps", 0)))
     right.plotly_chart(curve_figure({"objective": (rec["history_steps"], rec["history"])}, rec["natural_max"],
-                                    octaves=marks), key="detail_curve")
+                                    octaves=marks), key="detail_curve", config=NO_TOOLBAR)
     if marks:
         right.caption(OCTAVE_NOTE)
     with right:

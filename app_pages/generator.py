@@ -11,7 +11,7 @@ from app_pages._forms import (PERSIST, estimate_line, follow, fraction, generati
 from app_pages._results import show_attribution, show_metrics
 from app_pages._server import app_words, manager, session_id
 from viz import DEFAULT_METHOD, METHODS, VizError, get_layer, make_settings, parse_channel
-from viz.figures import OCTAVE_NOTE, curve_figure, octave_marks
+from viz.figures import NO_TOOLBAR, OCTAVE_NOTE, curve_figure, octave_marks
 from viz.images import png_bytes
 from viz.jobs import JobSpec, unstrip
 from viz.metrics import summarize
@@ -192,7 +192,8 @@ def render_job(tick: int = 0) -> bool:
             left.image(job.preview, caption=f"step {job.step}", width="stretch")
         if job.history:
             right.plotly_chart(curve_figure({"objective": (range(1, len(job.history) + 1), job.history)},
-                                            y_title=curve_words(s.view)[0]), key=f"gen_live_curve_{tick}")
+                                            y_title=curve_words(s.view)[0]), key=f"gen_live_curve_{tick}",
+                               config=NO_TOOLBAR)
         return False
     if job.state == "error":
         st.error(app_words(job.error))
@@ -226,7 +227,7 @@ def render_job(tick: int = 0) -> bool:
         words, same_units = curve_words(s.view)
         st.plotly_chart(curve_figure({"objective": (range(1, len(r.history) + 1), r.history)},
                                      r.natural if same_units else None, y_title=words,
-                                     octaves=octave_marks(s.method, s.steps)), key="gen_curve")
+                                     octaves=octave_marks(s.method, s.steps)), key="gen_curve", config=NO_TOOLBAR)
         if octave_marks(s.method, s.steps):
             st.caption(OCTAVE_NOTE)
         show_metrics(summary, r.seconds, curve_last=r.history[-1] if r.history else None)
