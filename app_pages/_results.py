@@ -4,6 +4,9 @@ and text from files shown literally."""
 from __future__ import annotations
 
 import re
+from base64 import b64encode
+from html import escape
+from urllib.parse import urlencode
 
 import streamlit as st
 
@@ -158,3 +161,13 @@ def plain(text: object) -> str:
     """``text`` for a Markdown widget, shown literally: a record's text can never become a link, an image or
     formatting (a hostile gallery file could otherwise make the browser fetch a remote image)."""
     return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$:&])", r"\\\1", str(text))
+
+
+def linked_picture(container, data: bytes, page: str, params: dict, alt: str, title: str = "") -> None:
+    """A stored PNG as a real link (``<a href="page?params">``): click, middle-click, ctrl-click and "copy link"
+    all work; the picture is the file itself, never re-encoded, filling its column."""
+    container.markdown(
+        f'<a href="{page}?{urlencode(params)}" target="_self" title="{escape(title)}">'
+        f'<img src="data:image/png;base64,{b64encode(data).decode()}" alt="{escape(alt)}" width="100%" '
+        'style="display:block;width:100%;height:auto;max-width:none;object-fit:contain;border-radius:0.25rem"></a>',
+        unsafe_allow_html=True)

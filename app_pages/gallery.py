@@ -1,15 +1,12 @@
 """Layer gallery: a paged grid of precomputed channel images; a channel's detail with its curve."""
 
 import math
-from base64 import b64encode
-from html import escape
-from urllib.parse import urlencode
 
 import streamlit as st
 
 from app_pages._circuits import show_circuit_strips
 from app_pages._forms import PERSIST, link_state
-from app_pages._results import legend, plain, show_examples, show_kernel, show_metrics
+from app_pages._results import legend, linked_picture, plain, show_examples, show_kernel, show_metrics
 from app_pages._server import gallery
 from viz import LAYERS, VizError
 from viz.gallery import recipe_note
@@ -236,11 +233,7 @@ for row in range(0, len(shown), COLUMNS):
         # picture and caption are real links to the channel's detail (click, middle-click, copy link all work);
         # the picture is the stored PNG itself, never re-encoded
         target = {"layer": layer, "channel": str(ch), **grid_state}
-        col.markdown(f'<a href="gallery?{urlencode(target)}" target="_self" title="{escape(tip)}">'
-                     f'<img src="data:image/png;base64,{b64encode(data).decode()}" alt="{layer} channel {ch}" '
-                     'width="100%" style="display:block;width:100%;height:auto;max-width:none;object-fit:contain;'
-                     'border-radius:0.25rem"></a>',
-                     unsafe_allow_html=True)
+        linked_picture(col, data, "gallery", target, alt=f"{layer} channel {ch}", title=tip)
         col.page_link("app_pages/gallery.py", label=label, help=plain(tip), query_params=target, width="stretch")
 if pages > 1:
     pager("bottom")

@@ -4,7 +4,7 @@ layer table and the galleries that exist."""
 import pandas as pd
 import streamlit as st
 
-from app_pages._results import layer_examples
+from app_pages._results import layer_examples, linked_picture
 from app_pages._server import gallery, gallery_root
 from viz import LAYER_NAMES, LAYERS, METHODS, VizError
 from viz.weights import CAFFE_NORM, IMAGENET_NORM, torchvision_checkpoint
@@ -36,12 +36,12 @@ for w in ("oxford", *g.weights()):
 
 
 def picture(col, view, channel: int, caption: str) -> None:
-    """An image with its caption as a link to its channel (in this tab: the visitor's session and theme stay)."""
+    """An image and its caption, both links to its channel."""
     data = view.image_bytes(channel)
     if data is not None:
-        col.image(data, width="stretch")
-        col.page_link("app_pages/gallery.py", label=caption, query_params={"layer": view.layer,
-                                                                           "channel": str(channel)})
+        target = {"layer": view.layer, "channel": str(channel)}
+        linked_picture(col, data, "gallery", target, alt=f"{view.layer} channel {channel}", title="opens its detail")
+        col.page_link("app_pages/gallery.py", label=caption, query_params=target)
 
 
 if shown is not None:
