@@ -168,6 +168,11 @@ def test_comparison_with_photos_for_people_and_for_sorting():
     assert versus_photos(only_image) == ("∞×", "No photo position activates this channel (best -21.9); the "
                                               "image reaches 2848")
     assert versus_photos(neither)[0] == versus_photos(unknown)[0] == "n/a"
+    # a render that hardly moves the channel is never "-0.0×" (read as a failure)
+    tiny = {"final_activation": 0.1, "natural_max": 10.0}
+    assert versus_photos({**tiny, "activation_ratio": 0.01}, digits=1)[0] == "< 0.05×"
+    assert versus_photos({**tiny, "activation_ratio": -0.01}, digits=1)[0] == "≤ 0×"
+    assert versus_photos({**tiny, "activation_ratio": -0.5}, digits=1)[0] == "-0.5×"
     ranked = sorted([beats, neither, only_image, unknown], key=strength, reverse=True)
     assert ranked[:2] == [only_image, beats] and strength(neither) == strength(unknown) == float("-inf")
 

@@ -290,7 +290,10 @@ def versus_photos(summary: dict, digits: int = 2) -> tuple[str, str]:
     or a gallery record). An unbounded ratio (see :func:`_unbounded`) is shown as "∞×" rather than left blank."""
     ratio, final, natural = summary["activation_ratio"], summary["final_activation"], summary["natural_max"]
     if ratio is not None:
-        return f"{ratio:.{digits}f}×", f"Final activation {final:.4g} over the best photo position's {natural:.4g}"
+        text = f"{ratio:.{digits}f}×"
+        if float(text[:-1]) == 0:  # "-0.0×" reads as a failure: it is a render that hardly moves the channel
+            text = f"< 0.{'0' * digits}5×" if ratio > 0 else "≤ 0×"
+        return text, f"Final activation {final:.4g} over the best photo position's {natural:.4g}"
     if _unbounded(summary):
         return "∞×", f"No photo position activates this channel (best {natural:.4g}); the image reaches {final:.4g}"
     if natural is None:
