@@ -132,7 +132,8 @@ if channel is not None:
         left.error("This image is missing or corrupted; the next precompute will redo it.")
     else:
         big, factor, side = zoom_png(data, 384)
-        left.image(big, output_format="PNG", caption=f"{side} px" + (f", shown {factor}× (each pixel a square)" if factor > 1 else ""))
+        left.image(big, output_format="PNG",
+                   caption=f"{side} px" + (f", shown {factor}× (each pixel a square)" if factor > 1 else ""))
         left.download_button("Download PNG", data, f"{weights}_{layer}_c{channel:04d}.png", "image/png")
     if layer == "conv1_1":
         show_kernel(left, weights, channel)

@@ -321,7 +321,8 @@ def test_the_generators_view_and_options_are_a_link(tiny_gallery):
     assert _param(at, "n") == "6"
     # the same link in a new session shows the same view
     again = open_page("app_pages/generator.py", layer="conv3_1", channel="7", view="diversity", n="6")
-    assert again.segmented_control(key="gen_view").value == "diversity" and again.number_input(key="gen_count").value == 6
+    assert again.segmented_control(key="gen_view").value == "diversity"
+    assert again.number_input(key="gen_count").value == 6
     mix = open_page("app_pages/generator.py", layer="conv5_1", view="mix", mix="104+0.5*25")
     assert mix.text_input(key="gen_mix").value == "104+0.5*25"
     assert mix.number_input(key="gen_channel").proto.disabled  # the mix names its own channels

@@ -340,7 +340,8 @@ def example_tiles(ex: LayerExamples, channel: int, which: str = "top", n: int = 
         left, top, right, bottom = entry["box"]
         crop = image[max(0, top):max(top + 1, bottom), max(0, left):max(left + 1, right)]
         # the photo's name breaks between words, not inside one ("motorcycle right", not "motorcycle_righ t.png")
-        tiles.append((thumbnail(crop, side), f"{entry['activation']:.4g} · {Path(entry['image']).stem.replace('_', ' ')}"))
+        name = Path(entry["image"]).stem.replace("_", " ")
+        tiles.append((thumbnail(crop, side), f"{entry['activation']:.4g} · {name}"))
     return tiles
 
 

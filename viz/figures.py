@@ -13,7 +13,7 @@ from .methods import METHODS
 from .optimize import octave_starts
 
 
-NO_TOOLBAR = {"displayModeBar": False}  # plotly's toolbar covers a small chart (phones); the charts are read, not edited
+NO_TOOLBAR = {"displayModeBar": False}  # plotly's toolbar covers a small chart (phones): the charts are for reading
 OCTAVE_NOTE = ("Dotted lines: where the image grows to a finer scale (coarse to fine); the objective dips there "
                "while the new detail is fitted.")
 
