@@ -244,3 +244,27 @@ def test_a_phone_reads_a_channel_detail_whole(server):
         browser.close()
     assert not cut, f"cut short on a phone: {cut}"
     assert toolbars == 0
+
+
+def test_links_open_in_new_tabs_and_reproduce_what_was_seen(server, page):
+    """Ctrl-click on a grid picture opens its channel in a new tab; a Generator link with a view and its options,
+    and a Compare link with its two sides, reproduce them in a fresh tab."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{server}/gallery?layer=conv5_1")
+    expect(on_page(page, 1)).to_be_visible(timeout=60_000)
+    picture = page.locator("a:has(img[alt='conv5_1 channel 7'])")
+    expect(picture).to_be_visible(timeout=30_000)
+    with page.context.expect_page(timeout=30_000) as opened:
+        picture.click(modifiers=["Control"])
+    tab = opened.value
+    expect(tab.get_by_text("conv5_1 · channel 7")).to_be_visible(timeout=90_000)
+    assert "channel=7" in tab.url and "channel=" not in page.url  # the first tab stays on its grid
+    tab.goto(f"{server}/generator?layer=conv3_1&channel=7&view=neuron&x=0.25&y=0.75")
+    expect(tab.get_by_role("heading", name="Generator")).to_be_visible(timeout=60_000)
+    expect(tab.get_by_role("slider", name=re.compile("Position across"))).to_have_value("0.25", timeout=30_000)
+    tab.goto(f"{server}/compare?layer=conv3_1&channel=7&left_method=maco&right_view=negative")
+    expect(tab.get_by_role("heading", name="Compare")).to_be_visible(timeout=60_000)
+    expect(tab.get_by_role("combobox", name="Left: method")).to_have_value("maco", timeout=30_000)
+    expect(tab.get_by_role("combobox", name="Right: view")).to_have_value(re.compile("negative"), timeout=30_000)
+    tab.close()
