@@ -54,17 +54,22 @@ def strength_text(lk: Link, by: str) -> str:
     return f"{lk.strength:+.1%}" if by == "contribution" else f"{lk.strength:+.3g}"
 
 
+def model_for(weights: str, by: str):
+    """The model, with the contribution table ready when ``by`` needs it: the photos are read once per weights,
+    under a progress bar."""
+    model = load_model_for(weights)
+    if by == "contribution" and not table_ready(model):
+        bar = st.progress(0.0, text="Reading the bundled photos once for the contribution measure…")
+        contribution_table(model, progress=lambda done, total: bar.progress(
+            done / total, text=f"Reading the bundled photos once for the contribution measure: {done}/{total}"))
+        bar.empty()
+    return model
+
+
 def get_circuit(weights: str, layer: str, channel: int, direction: str, by: str, top: int = 8) -> Circuit | None:
-    """The circuit, or None with one line shown (the contribution measure reads the photos once per weights,
-    with a progress bar)."""
+    """The circuit, or None with one line shown."""
     try:
-        model = load_model_for(weights)
-        if by == "contribution" and not table_ready(model):
-            bar = st.progress(0.0, text="Reading the bundled photos once for the contribution measure…")
-            contribution_table(model, progress=lambda done, total: bar.progress(
-                done / total, text=f"Reading the bundled photos once for the contribution measure: {done}/{total}"))
-            bar.empty()
-        return circuit(model, layer, channel, direction, by, 1, top)
+        return circuit(model_for(weights, by), layer, channel, direction, by, 1, top)
     except VizError as exc:
         st.info(app_words(exc), icon=":material/info:")
         return None

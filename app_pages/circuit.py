@@ -3,11 +3,11 @@ of gallery pictures; click a node (or its link) to centre the circuit on it. Eve
 
 import streamlit as st
 
-from app_pages._circuits import MEASURE_HELP, MEASURE_WORDS, data_uri, picture
+from app_pages._circuits import MEASURE_HELP, MEASURE_WORDS, data_uri, model_for, picture
 from app_pages._forms import link_state
-from app_pages._server import app_words, load_model_for
+from app_pages._server import app_words
 from viz import LAYER_NAMES, LAYERS, VizError
-from viz.circuits import COLOURS, INPUT, contribution_table, neighbourhood, table_ready
+from viz.circuits import COLOURS, INPUT, neighbourhood
 from viz.figures import circuit_figure
 
 FAN = 4  # links followed from each node
@@ -54,13 +54,7 @@ ss["_cir_link"] = state
 
 weights = ss.get("g_weights", "oxford")
 try:
-    model = load_model_for(weights)
-    if by == "contribution" and not table_ready(model):
-        bar = st.progress(0.0, text="Reading the bundled photos once for the contribution measure…")
-        contribution_table(model, progress=lambda done, total: bar.progress(
-            done / total, text=f"Reading the bundled photos once for the contribution measure: {done}/{total}"))
-        bar.empty()
-    nodes, edges = neighbourhood(model, layer, channel, by, below=depth, above=1, fan=FAN)
+    nodes, edges = neighbourhood(model_for(weights, by), layer, channel, by, below=depth, above=1, fan=FAN)
 except VizError as exc:
     st.error(app_words(exc))
     st.stop()

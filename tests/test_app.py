@@ -15,10 +15,8 @@ APP = str(Path(__file__).resolve().parent.parent / "app.py")
 TINY = make_settings("conv1_1", "fourier", size=32, steps=4)
 
 
-@pytest.fixture(scope="module")
-def tiny_gallery(tmp_path_factory):
-    root = tmp_path_factory.mktemp("gallery")
-    precompute(root, TINY, {"conv1_1": [0, 1, 2, 3]}, device="cpu", retries=0)
+def serve_gallery(root):
+    """The app reads the gallery at ``root`` while the fixture lasts (``VIZ_GALLERY``), then what it read before."""
     old = os.environ.get("VIZ_GALLERY")
     os.environ["VIZ_GALLERY"] = str(root)
     yield root
@@ -26,6 +24,13 @@ def tiny_gallery(tmp_path_factory):
         os.environ.pop("VIZ_GALLERY", None)
     else:
         os.environ["VIZ_GALLERY"] = old
+
+
+@pytest.fixture(scope="module")
+def tiny_gallery(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gallery")
+    precompute(root, TINY, {"conv1_1": [0, 1, 2, 3]}, device="cpu", retries=0)
+    yield from serve_gallery(root)
 
 
 def open_page(page: str, **params) -> AppTest:
@@ -251,13 +256,7 @@ def paged_gallery(tmp_path_factory):
     root = tmp_path_factory.mktemp("paged")
     precompute(root, make_settings("conv1_1", "fourier", size=32, steps=2), {"conv1_1": list(range(30))},
                device="cpu", retries=0)
-    old = os.environ.get("VIZ_GALLERY")
-    os.environ["VIZ_GALLERY"] = str(root)
-    yield root
-    if old is None:
-        os.environ.pop("VIZ_GALLERY", None)
-    else:
-        os.environ["VIZ_GALLERY"] = old
+    yield from serve_gallery(root)
 
 
 def _grid(at) -> list[int]:
