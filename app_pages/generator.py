@@ -225,10 +225,11 @@ def render_job(tick: int = 0) -> bool:
         left.download_button("Download PNG", png_bytes(r.image), f"{stem}.png", "image/png", key="gen_dl")
     with right if len(images) == 1 else st.container():  # several images: the curve under them, full width
         words, same_units = curve_words(s.view)
+        marks = octave_marks(s.method, s.steps)
         st.plotly_chart(curve_figure({"objective": (range(1, len(r.history) + 1), r.history)},
-                                     r.natural if same_units else None, y_title=words,
-                                     octaves=octave_marks(s.method, s.steps)), key="gen_curve", config=NO_TOOLBAR)
-        if octave_marks(s.method, s.steps):
+                                     r.natural if same_units else None, y_title=words, octaves=marks),
+                        key="gen_curve", config=NO_TOOLBAR)
+        if marks:
             st.caption(OCTAVE_NOTE)
         show_metrics(summary, r.seconds, curve_last=r.history[-1] if r.history else None)
         show_attribution(r)
