@@ -86,6 +86,15 @@ def write_url_form(prefix: str, fields: dict[str, tuple[str, object]], shown: di
     st.session_state[f"_{prefix}_url_form"] = applied
 
 
+def one_of(choices):
+    """A :func:`url_form` parser that takes one of ``choices``."""
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise ValueError(f"choose {' or '.join(map(str, choices))}")
+        return text
+    return parse
+
+
 def fraction(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:

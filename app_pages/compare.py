@@ -5,7 +5,7 @@ import numpy as np
 import streamlit as st
 
 from app_pages._forms import (PERSIST, estimate_line, follow, generation_page, job_progress, layer_picker,
-                              remember_link, settle, size_help, url_form, write_url_form)
+                              one_of, remember_link, settle, size_help, url_form, write_url_form)
 from app_pages._results import show_metrics
 from app_pages._server import app_words, manager, session_id
 from viz import DEFAULT_METHOD, METHODS, VizError, get_layer, make_settings, parse_channel
@@ -32,16 +32,8 @@ steps = c[3].number_input("Steps", step=32, key="cmp_steps", help=f"1-{MAX_STEPS
 SIDES = {"left": ("seed", "channel"), "right": (DEFAULT_METHOD, "channel")}
 
 
-def _one_of(choices):
-    def parse(text: str) -> str:
-        if text not in choices:
-            raise ValueError(f"choose {' or '.join(choices)}")
-        return text
-    return parse
-
-
 # both sides live in the URL: a link reproduces the comparison
-SIDE_FIELDS = {f"{side}_{what}": (f"cmp_{side}_{what}", _one_of(list(METHODS) if what == "method" else SIMPLE_VIEWS))
+SIDE_FIELDS = {f"{side}_{what}": (f"cmp_{side}_{what}", one_of(list(METHODS) if what == "method" else SIMPLE_VIEWS))
                for side in SIDES for what in ("method", "view")}
 url_form("cmp", SIDE_FIELDS)
 choice = {}

@@ -7,7 +7,7 @@ import numpy as np
 import streamlit as st
 
 from app_pages._forms import (PERSIST, estimate_line, follow, fraction, generation_page, job_progress,
-                              layer_picker, remember_link, settle, size_help, url_form, write_url_form)
+                              layer_picker, one_of, remember_link, settle, size_help, url_form, write_url_form)
 from app_pages._results import show_attribution, show_metrics
 from app_pages._server import app_words, manager, session_id
 from viz import DEFAULT_METHOD, METHODS, VizError, get_layer, make_settings, parse_channel
@@ -30,15 +30,11 @@ dev, _, _ = generation_page(
 
 # the view and its options live in the URL too: a link reproduces what the visitor sees
 VIEW_FIELDS = {
-    "view": ("gen_view", lambda t: t if t in VIEW_LABELS else _bad()), "x": ("gen_x", fraction),
+    "view": ("gen_view", one_of(list(VIEW_LABELS))), "x": ("gen_x", fraction),
     "y": ("gen_y", fraction), "n": ("gen_count", int), "w": ("gen_dweight", float), "mix": ("gen_mix", str),
-    "mixn": ("gen_icount", int), "photo": ("gen_pick", lambda t: t if t in BUNDLED else _bad()),
+    "mixn": ("gen_icount", int), "photo": ("gen_pick", one_of(list(BUNDLED))),
     "stay": ("gen_aweight", float), "dir": ("gen_dir", str), "cos": ("gen_cos", float),
 }
-
-
-def _bad():
-    raise ValueError("not one of the choices")
 
 
 url_form("gen", VIEW_FIELDS)
