@@ -13,7 +13,7 @@ sys.setswitchinterval(0.001)
 
 import streamlit as st  # noqa: E402
 
-import viz.figures  # noqa: F401  (imports pandas before plotly first runs; see viz/figures.py)
+import viz.dashboard.figures  # noqa: F401  (imports pandas before plotly first runs; see viz/dashboard/figures.py)
 from app_pages._chrome import page_style, server_line, sidebar_controls
 
 # the favicon is served by the app itself (a Material icon name would make every browser fetch it from Google)

@@ -11,7 +11,7 @@ from app_pages._server import manager, session_id
 from viz import DEFAULT_METHOD, METHODS
 
 METHOD_WORDS = {"fourier": "modern", "maco": "magnitude-constrained", "seed": "naive baseline"}
-from viz.weights import default_weights_name, torchvision_checkpoint
+from viz.engine.weights import default_weights_name, torchvision_checkpoint
 
 WEIGHT_CHOICES = ["oxford", "torchvision"]
 

@@ -1,6 +1,6 @@
 """How a circuit is shown: the "Built from" and "Feeds into" strips of a channel, and the pictures of its nodes
 (gallery thumbnails; a colour swatch for the photo's colour planes). Streamlit only; the rankings are
-:mod:`viz.circuits`."""
+:mod:`viz.atlas.circuits`."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from PIL import Image
 
 from app_pages._server import app_words, gallery, load_model_for
 from viz import VizError
-from viz.circuits import COLOURS, INPUT, Circuit, Link, circuit, contribution_table, layer_above, table_ready
-from viz.kernels import diverging_picture
+from viz.atlas.circuits import COLOURS, INPUT, Circuit, Link, circuit, contribution_table, layer_above, table_ready
+from viz.atlas.kernels import diverging_picture
 
 MEASURE_WORDS = {"weight": "by weight", "contribution": "by contribution on photos"}
 MEASURE_HELP = ("**by weight**: the sum of the 3×3 kernel that connects two channels (what the weights allow); "

@@ -10,8 +10,8 @@ import streamlit as st
 from app_pages._chrome import server_line
 from app_pages._server import app_words, device, manager, session_alive, session_id
 from viz import LAYER_NAMES, LAYERS, VizError
-from viz.links import parse_link
-from viz.settings import MAX_SIZE, MIN_SIZE
+from viz.dashboard.links import parse_link
+from viz.engine.settings import MAX_SIZE, MIN_SIZE
 
 
 def link_state(default_layer: str | None = "conv5_1"):
@@ -160,8 +160,8 @@ def settle(jobs, deadline: float = 3.0) -> None:
 
 def job_progress(job, position: int) -> None:
     """Queue position, or a progress bar with ETA, for a job that is not finished."""
-    from viz.budget import fmt_seconds
-    from viz.progress import fmt_time
+    from viz.base.progress import fmt_time
+    from viz.serving.budget import fmt_seconds
 
     if job.state == "queued":
         st.info(f"Queued: position {position} — starts when the server has a free slot (this render: about "
@@ -181,7 +181,7 @@ def size_help() -> str:
 def estimate_line(specs) -> bool:
     """Under a generation form: the request's estimated time on this server, or why it would be refused.
     Returns whether the request fits."""
-    from viz.budget import fmt_seconds
+    from viz.serving.budget import fmt_seconds
 
     m = manager()
     try:

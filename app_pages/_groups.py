@@ -12,11 +12,20 @@ import streamlit as st
 from app_pages._forms import PERSIST, defaults_for, estimate_line, job_progress
 from app_pages._server import app_words, load_model_for, manager, session_alive, session_id
 from viz import DEFAULT_METHOD, VizError, make_settings
-from viz.factors import DEFAULT_K, MAX_K, MIN_K, PALETTE, attribution, attribution_heat, group_picture, photo_factors
-from viz.jobs import JobSpec
-from viz.objectives import direction_digest
-from viz.photo import overlay
-from viz.views import make_view, photo_digest, start_photo, top_channel
+from viz.atlas.factors import (
+    DEFAULT_K,
+    MAX_K,
+    MIN_K,
+    PALETTE,
+    attribution,
+    attribution_heat,
+    group_picture,
+    photo_factors,
+)
+from viz.atlas.photo import overlay
+from viz.engine.objectives import direction_digest
+from viz.engine.views import make_view, photo_digest, start_photo, top_channel
+from viz.serving.jobs import JobSpec
 
 ss = st.session_state
 TOP = 5

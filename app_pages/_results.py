@@ -11,8 +11,7 @@ from urllib.parse import urlencode
 import streamlit as st
 
 from viz import VizError
-from viz.metrics import naturalness, photo_range, saturation_threshold, versus_photos
-
+from viz.atlas.metrics import naturalness, photo_range, saturation_threshold, versus_photos
 
 FINAL_HELP = ("The channel's mean activation on the final image exactly as shown. The curve is measured during the "
               "optimization on randomly jittered, scaled and rotated copies (and, in the first steps, on a "
@@ -69,7 +68,7 @@ def show_metrics(summary: dict, seconds: float | None, curve_last: float | None 
 def show_kernel(container, weights: str, channel: int) -> None:
     """conv1_1 is linear in the pixels: its 3x3 RGB kernel, enlarged, says what it computes."""
     from app_pages._server import load_model_for
-    from viz.kernels import kernel_picture, preferred_colour_and_orientation, rgb_kernel
+    from viz.atlas.kernels import kernel_picture, preferred_colour_and_orientation, rgb_kernel
 
     try:
         kernel = rgb_kernel(load_model_for(weights), channel)
@@ -115,7 +114,7 @@ LEGEND = """
 
 @st.cache_resource(show_spinner=False, max_entries=32)
 def layer_examples(weights: str, layer: str):
-    from viz.examples import read_layer, reference_dirs
+    from viz.atlas.examples import read_layer, reference_dirs
 
     for d in reference_dirs(weights):
         try:
@@ -128,7 +127,7 @@ def layer_examples(weights: str, layer: str):
 def show_examples(weights: str, layer: str, channel: int) -> None:
     """Dataset examples beside a visualization: the photo regions that excite the channel most, the strongest
     one in its photo, and the regions it responds to most negatively."""
-    from viz.examples import example_tiles, in_context
+    from viz.atlas.examples import example_tiles, in_context
 
     ex = layer_examples(weights, layer)
     if ex is None:

@@ -10,9 +10,9 @@ from pathlib import Path
 import streamlit as st
 
 from viz import VizError
-from viz.device import resolve_device
-from viz.gallery import Gallery
-from viz.jobs import get_manager
+from viz.atlas.gallery import Gallery
+from viz.engine.device import resolve_device
+from viz.serving.jobs import get_manager
 
 DEFAULT_GALLERY = Path(__file__).resolve().parent.parent / "gallery"
 
@@ -53,7 +53,7 @@ def session_id() -> str:
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _model(weights: str):
-    from viz.model import load_model
+    from viz.engine.model import load_model
 
     return load_model(weights, "cpu", channels_last=True)
 

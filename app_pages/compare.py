@@ -4,17 +4,29 @@ modern default)."""
 import numpy as np
 import streamlit as st
 
-from app_pages._forms import (PERSIST, estimate_line, follow, generation_page, job_progress, layer_picker,
-                              one_of, remember_link, settle, size_help, url_form, write_url_form)
+from app_pages._forms import (
+    PERSIST,
+    estimate_line,
+    follow,
+    generation_page,
+    job_progress,
+    layer_picker,
+    one_of,
+    remember_link,
+    settle,
+    size_help,
+    url_form,
+    write_url_form,
+)
 from app_pages._results import show_metrics
 from app_pages._server import app_words, manager, session_id
 from viz import DEFAULT_METHOD, METHODS, VizError, get_layer, make_settings, parse_channel
-from viz.figures import NO_TOOLBAR, curve_figure
-from viz.jobs import JobSpec
-from viz.metrics import summarize
-from viz.settings import MAX_STEPS
-from viz.views import LABELS as VIEW_LABELS
-from viz.views import curve_words
+from viz.atlas.metrics import summarize
+from viz.dashboard.figures import NO_TOOLBAR, curve_figure
+from viz.engine.settings import MAX_STEPS
+from viz.engine.views import LABELS as VIEW_LABELS
+from viz.engine.views import curve_words
+from viz.serving.jobs import JobSpec
 
 SIMPLE_VIEWS = ["channel", "neuron", "negative", "diversity"]  # the views that need no more than a channel
 

@@ -6,20 +6,33 @@ import zipfile
 import numpy as np
 import streamlit as st
 
-from app_pages._forms import (PERSIST, estimate_line, follow, fraction, generation_page, job_progress,
-                              layer_picker, one_of, remember_link, settle, size_help, url_form, write_url_form)
-from app_pages._results import show_attribution, show_metrics
+from app_pages._forms import (
+    PERSIST,
+    estimate_line,
+    follow,
+    fraction,
+    generation_page,
+    job_progress,
+    layer_picker,
+    one_of,
+    remember_link,
+    settle,
+    size_help,
+    url_form,
+    write_url_form,
+)
+from app_pages._results import plain, show_attribution, show_metrics
 from app_pages._server import app_words, manager, session_id
 from viz import DEFAULT_METHOD, METHODS, VizError, get_layer, make_settings, parse_channel
-from viz.figures import NO_TOOLBAR, OCTAVE_NOTE, curve_figure, octave_marks
-from viz.images import png_bytes
-from viz.jobs import JobSpec, unstrip
-from viz.metrics import summarize
-from viz.corpus import BUNDLED, bundled, decode, load_rgb
-from viz.settings import MAX_STEPS
-from viz.views import LABELS as VIEW_LABELS
-from viz.objectives import direction_digest, read_direction
-from viz.views import curve_words, make_view, parse_view, start_photo, top_channel
+from viz.atlas.metrics import summarize
+from viz.base.corpus import BUNDLED, UPLOAD_SIDE, bundled, decode, load_rgb
+from viz.base.images import png_bytes, unstrip
+from viz.dashboard.figures import NO_TOOLBAR, OCTAVE_NOTE, curve_figure, octave_marks
+from viz.engine.objectives import direction_digest, read_direction
+from viz.engine.settings import MAX_STEPS
+from viz.engine.views import LABELS as VIEW_LABELS
+from viz.engine.views import curve_words, make_view, parse_view, start_photo, top_channel
+from viz.serving.jobs import JobSpec
 
 MAX_MB = 20
 
@@ -114,7 +127,8 @@ try:
         vector = read_direction(direction_text, get_layer(layer).name)
         options["direction"] = direction_digest(vector)
     if kind == "accent":
-        photo = decode(upload.getvalue(), MAX_MB << 20) if upload is not None else load_rgb(bundled().path(pick))
+        photo = (decode(upload.getvalue(), MAX_MB << 20, UPLOAD_SIDE) if upload is not None
+                 else load_rgb(bundled().path(pick)))
         photo, options["start"], start_png = start_photo(photo)
     view = make_view(kind, get_layer(layer).name, **options)
     spec = JobSpec(make_settings(layer, method, size, steps, lr, seed, ss.get("g_weights"), view=view),
@@ -133,7 +147,7 @@ if go and spec is not None:
         ss["gen_job"] = job.id
         ss.pop("gen_partial", None)
         if kind == "accent":  # the result names its photo (the view itself only knows the photo's digest)
-            ss["gen_start_name"] = (job.id, upload.name if upload is not None else pick.split("/")[-1])
+            ss["gen_start_name"] = (job.id, plain(upload.name) if upload is not None else pick.split("/")[-1])
         s = spec.settings
         remember_link("gen", layer=s.layer, channel=spec.channel, size=s.size, steps=s.steps, method=s.method)
         ss["_gen_scroll"] = True  # bring the live view into sight (below the form on a laptop screen)

@@ -7,7 +7,7 @@ import streamlit as st
 from app_pages._results import layer_examples, linked_picture
 from app_pages._server import gallery, gallery_root
 from viz import LAYER_NAMES, LAYERS, METHODS, VizError
-from viz.weights import CAFFE_NORM, IMAGENET_NORM, torchvision_checkpoint
+from viz.engine.weights import CAFFE_NORM, IMAGENET_NORM, torchvision_checkpoint
 
 FAMOUS = {25: "eyes", 104: "faces", 116: "eyes and fur"}  # conv5_1 channels of the seed write-up (oxford)
 STRIP = 8

@@ -6,12 +6,12 @@ import streamlit as st
 
 from app_pages._forms import PERSIST, layer_picker
 from app_pages._groups import show_groups
+from app_pages._results import plain
 from app_pages._server import app_words, device, gallery, load_model_for
 from viz import VizError
-from viz.corpus import BUNDLED, bundled, decode, load_rgb
-from viz.examples import thumbnail
-from viz.images import png_bytes
-from viz.photo import overlay, respond
+from viz.atlas.photo import overlay, respond
+from viz.base.corpus import BUNDLED, UPLOAD_SIDE, bundled, decode, load_rgb
+from viz.base.images import png_bytes, thumbnail
 
 MAX_MB = 20
 SHOWN = 12
@@ -55,8 +55,8 @@ layer = layer_picker("Layer", key="photo_layer", container=c2)
 image, source = None, pick
 try:
     if upload is not None:
-        source = upload.name
-        image = decode(upload.getvalue(), MAX_MB << 20)
+        source = plain(upload.name)  # a file name is text, never Markdown (an image tag in it fetches a URL)
+        image = decode(upload.getvalue(), MAX_MB << 20, UPLOAD_SIDE)
         if ss.get("photo_kept", ("", b"", None))[2] != upload.file_id:  # once per upload
             ss["photo_kept"] = (source, png_bytes(thumbnail(image, KEPT_SIDE), optimize=False), upload.file_id)
     elif kept is not None:

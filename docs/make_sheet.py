@@ -18,11 +18,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from viz import LAYERS, make_settings, render  # noqa: E402
-from viz.examples import reference  # noqa: E402
-from viz.metrics import naturalness, activation_ratio  # noqa: E402
-from viz.model import load_model  # noqa: E402
-from viz.peers import lucent_available, lucent_render  # noqa: E402
-from viz.render import channel_activation  # noqa: E402
+from viz.atlas.examples import reference  # noqa: E402
+from viz.atlas.metrics import activation_ratio, naturalness  # noqa: E402
+from viz.bench.peers import lucent_available, lucent_render  # noqa: E402
+from viz.engine.model import load_model  # noqa: E402
+from viz.engine.render import channel_activation  # noqa: E402
 
 SIZE, STEPS, SEED = 128, 128, 2026
 ROWS = ("seed", "fourier", "maco", "lucent")
@@ -37,7 +37,7 @@ def channels() -> dict[str, int]:
 def main(out: Path = ROOT / "docs" / "methods-sheet.png") -> None:
     import torch
 
-    from viz.methods import METHODS
+    from viz.engine.methods import METHODS
 
     model = load_model("oxford", "cpu", channels_last=True)
     rows = [r for r in ROWS if r != "lucent" or lucent_available()]

@@ -16,9 +16,11 @@ SESSION_CACHE = Path(tempfile.mkdtemp(prefix="viz-test-cache-"))
 os.environ["VIZ_CACHE_DIR"] = str(SESSION_CACHE)
 WEIGHT_FILES = ("oxford_vgg16_features.pt", "oxford_vgg16_features.json")
 
-from viz.jobs import reset_manager  # noqa: E402
-from viz.model import load_model  # noqa: E402
-from viz.weights import load_weights  # noqa: E402
+from tests.helpers import TINY, serve_gallery  # noqa: E402
+from viz.atlas.gallery import precompute  # noqa: E402
+from viz.engine.model import load_model  # noqa: E402
+from viz.engine.weights import load_weights  # noqa: E402
+from viz.serving.jobs import reset_manager  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -61,3 +63,11 @@ def _deterministic_threads():
     yield
     torch.set_grad_enabled(True)
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_gallery(tmp_path_factory):
+    """Four conv1_1 channels at 32 px, served to the app (``VIZ_GALLERY``) for the module's tests."""
+    root = tmp_path_factory.mktemp("gallery")
+    precompute(root, TINY, {"conv1_1": [0, 1, 2, 3]}, device="cpu", retries=0)
+    yield from serve_gallery(root)

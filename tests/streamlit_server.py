@@ -28,7 +28,7 @@ def require_chromium() -> None:
 def tiny_gallery(root: Path) -> Path:
     """Four conv1_1 channels at 32 px, 4 steps: enough for the pages to have something to show."""
     from viz import make_settings
-    from viz.gallery import precompute
+    from viz.atlas.gallery import precompute
 
     precompute(root, make_settings("conv1_1", "fourier", size=32, steps=4), {"conv1_1": [0, 1, 2, 3]},
                device="cpu", retries=0)
@@ -84,3 +84,22 @@ def streamlit_server(log_path: Path, **env_extra: str):
         # Streamlit marks exceptions raised by the app itself with this line (its own websocket-teardown noise
         # when browsers close is not the app's).
         assert "Uncaught app execution" not in text, "the app raised:\n" + text[-3000:]
+
+
+@contextmanager
+def browser_page(width: int = 1400, height: int = 1000, shot: Path | None = None):
+    """A page of headless Debian Chromium; on a failure inside the block, a full-page screenshot to ``shot``."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
+        pg = browser.new_page(viewport={"width": width, "height": height})
+        try:
+            yield pg
+        except BaseException:
+            if shot is not None:
+                shot.parent.mkdir(parents=True, exist_ok=True)
+                pg.screenshot(path=str(shot), full_page=True)
+            raise
+        finally:
+            browser.close()

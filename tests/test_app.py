@@ -1,36 +1,17 @@
 """AppTest for every page, including deep links and hostile query parameters."""
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from tests.helpers import TINY, serve_gallery
 from viz import make_settings
-from viz.gallery import config_name, precompute
-from viz.jobs import get_manager, wait
+from viz.atlas.gallery import config_name, precompute
+from viz.serving.jobs import get_manager, wait
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
-TINY = make_settings("conv1_1", "fourier", size=32, steps=4)
-
-
-def serve_gallery(root):
-    """The app reads the gallery at ``root`` while the fixture lasts (``VIZ_GALLERY``), then what it read before."""
-    old = os.environ.get("VIZ_GALLERY")
-    os.environ["VIZ_GALLERY"] = str(root)
-    yield root
-    if old is None:
-        os.environ.pop("VIZ_GALLERY", None)
-    else:
-        os.environ["VIZ_GALLERY"] = old
-
-
-@pytest.fixture(scope="module")
-def tiny_gallery(tmp_path_factory):
-    root = tmp_path_factory.mktemp("gallery")
-    precompute(root, TINY, {"conv1_1": [0, 1, 2, 3]}, device="cpu", retries=0)
-    yield from serve_gallery(root)
 
 
 def open_page(page: str, **params) -> AppTest:
@@ -148,7 +129,7 @@ def test_a_gallery_of_an_older_recipe_says_so(tmp_path, monkeypatch):
     """A layer made by an older recipe version than today's is labelled, not passed off as what renders make."""
     import shutil
 
-    from viz.gallery import LayerDir, write_manifest
+    from viz.atlas.gallery import LayerDir, write_manifest
 
     root = tmp_path / "g"
     precompute(root, TINY, {"conv1_1": [0, 1]}, device="cpu", retries=0)
@@ -269,7 +250,7 @@ def _param(at, name):
 
 
 def test_gallery_order_and_filter_live_in_the_url(paged_gallery):
-    from viz.gallery import Gallery
+    from viz.atlas.gallery import Gallery
 
     view = Gallery(paged_gallery).layer("oxford", config_name(make_settings("conv1_1", "fourier", size=32,
                                                                             steps=2)), "conv1_1")
@@ -287,7 +268,7 @@ def test_gallery_order_and_filter_live_in_the_url(paged_gallery):
 
 
 def test_detail_walks_the_grids_order_and_returns_to_its_page(paged_gallery):
-    from viz.gallery import Gallery
+    from viz.atlas.gallery import Gallery
 
     view = Gallery(paged_gallery).layer("oxford", config_name(make_settings("conv1_1", "fourier", size=32,
                                                                             steps=2)), "conv1_1")

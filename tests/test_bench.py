@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from viz.bench import BenchConfig, forward_flops, peer_summary, run_bench
+from viz.bench.benchmark import BenchConfig, forward_flops, peer_summary, run_bench
 
 
 def test_forward_flops_by_hand():
@@ -43,8 +43,8 @@ def test_lucent_sees_our_network(model):
     pytest.importorskip("lucent")
     from lucent.modelzoo.util import get_model_layers
 
-    from viz.layers import get_layer
-    from viz.peers import LucentVGG
+    from viz.bench.peers import LucentVGG
+    from viz.engine.layers import get_layer
 
     net = LucentVGG(model, "conv2_2")
     assert net.layer_name in get_model_layers(net)
@@ -66,9 +66,9 @@ def test_lucent_renders_our_channel(model):
     pytest.importorskip("lucent")
     from lucent.optvis import param
 
-    from viz.peers import _seeded, lucent_render
-    from viz.render import channel_activation, render
-    from viz.settings import make_settings
+    from viz.bench.peers import _seeded, lucent_render
+    from viz.engine.render import channel_activation, render
+    from viz.engine.settings import make_settings
 
     layer, channel, size = "conv3_1", 0, 40
     peer = lucent_render(model, layer, channel, size, 8)
@@ -125,12 +125,12 @@ def test_peer_verdicts_follow_the_numbers():
 
 
 def test_bench_without_lucent_says_so_in_one_line(tmp_path, monkeypatch):
-    import viz.peers
+    import viz.bench.peers
 
-    monkeypatch.setattr(viz.peers, "lucent_available", lambda: False)
+    monkeypatch.setattr(viz.bench.peers, "lucent_available", lambda: False)
     lines = []
     res = run_bench(True, tmp_path, device="cpu", log=lines.append, sections=("peer",))
     said = [line for line in lines if not line.startswith("[")]  # not the section timings
-    assert said == [viz.peers.LUCENT_MISSING] and "torch-lucent" in said[0]
-    assert res["peer"] == {"skipped": viz.peers.LUCENT_MISSING}
+    assert said == [viz.bench.peers.LUCENT_MISSING] and "torch-lucent" in said[0]
+    assert res["peer"] == {"skipped": viz.bench.peers.LUCENT_MISSING}
     assert "Not measured in this run" in (tmp_path / "BENCHMARKS.md").read_text()

@@ -6,15 +6,15 @@ import sys
 
 import pytest
 
-from viz import make_settings, render
-from viz.budget import Limits, estimate_seconds, largest_size, largest_steps, max_size, pixel_share
+from viz import make_settings
+from viz.serving.budget import Limits, estimate_seconds, largest_size, largest_steps, max_size, pixel_share
 
 MEMORY_PROBE = """
 import json, resource, sys
 import pandas, plotly.graph_objects, streamlit  # what the dashboard's process holds besides the engine
 from viz import make_settings, render
-from viz.budget import Limits
-from viz.model import load_model
+from viz.serving.budget import Limits
+from viz.engine.model import load_model
 
 lim = Limits.from_env()
 size = min(lim.size_cap, 1024)
@@ -44,8 +44,8 @@ def test_estimates_scale_with_the_counted_work():
     linearly, the per-step compute grows with the pixels, a view of N images costs N images, coarse-to-fine
     octaves cost their pixel share, the learnt speed divides it all, and deeper layers (more FLOPs per pixel)
     never cost less."""
-    from viz.bench import forward_flops
-    from viz.budget import START_SECONDS, STEP_OVERHEAD, STEP_SECONDS_128, full_step_seconds
+    from viz.bench.benchmark import forward_flops
+    from viz.serving.budget import START_SECONDS, STEP_OVERHEAD, STEP_SECONDS_128, full_step_seconds
 
     def est(layer="conv4_2", method="fourier", size=128, steps=64, view="channel", speed=1.0):
         return estimate_seconds(make_settings(layer, method, size=size, steps=steps, view=view), speed)

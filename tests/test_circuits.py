@@ -1,4 +1,4 @@
-"""Circuits (viz/circuits.py): rankings exact on weights with a known structure, expanded weights equal to the
+"""Circuits (viz/atlas/circuits.py): rankings exact on weights with a known structure, expanded weights equal to the
 Jacobian of the linear path, the contribution measure equal to a brute-force convolution on the real weights and
 photos, the photos read once per weights, and one line for every bad request."""
 
@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from viz import LAYERS, VizError
-from viz import circuits as C
-from viz.corpus import bundled, load_rgb
-from viz.examples import resized
-from viz.model import load_model
+from viz.atlas import circuits as C
+from viz.atlas.examples import resized
+from viz.base.corpus import bundled, load_rgb
+from viz.engine.model import load_model
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +165,7 @@ def test_the_photos_are_read_once_per_weights(model, monkeypatch, tmp_path):
     here: the in-process table forgotten) the cached file answers and nothing is measured again."""
     from PIL import Image
 
-    from viz.corpus import folder
+    from viz.base.corpus import folder
 
     photos = tmp_path / "photos"
     photos.mkdir()

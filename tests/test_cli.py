@@ -1,13 +1,9 @@
 import json
-import subprocess
-import sys
 
 import pytest
 from PIL import Image
 
-
-def run_cli(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "viz", *args], capture_output=True, text=True, timeout=timeout)
+from tests.helpers import run_cli
 
 
 def test_render_writes_png_and_json(tmp_path):

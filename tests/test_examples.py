@@ -13,16 +13,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.helpers import run_cli
 from viz import make_settings
-from viz.corpus import bundled, load_rgb
-from viz.examples import committed_dir, examples_dir, read_layer, reference
-from viz.jobs import JobManager, wait
+from viz.atlas.examples import committed_dir, examples_dir, read_layer, reference
+from viz.base.corpus import bundled, load_rgb
+from viz.serving.jobs import JobManager, wait
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def run_cli(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "viz", *args], capture_output=True, text=True, timeout=timeout)
 
 
 def photo(seed: int, size=(96, 128)) -> Image.Image:
@@ -97,7 +94,7 @@ def test_a_users_folder_with_every_format_and_broken_files(tmp_path):
 
 def test_the_strongest_example_is_where_the_network_says(tmp_path, model):
     """Recompute a channel's map on its top example's photo: the recorded activation is its maximum there."""
-    from viz.examples import forward_all, resized
+    from viz.atlas.examples import forward_all, resized
 
     corpus_dir = tmp_path / "c"
     corpus_dir.mkdir()
@@ -165,7 +162,7 @@ def test_committed_examples_cover_every_channel():
 
 def test_one_reference_whatever_the_size_and_the_page(tmp_path, model):
     """The generator's number at two sizes and the gallery's record all use the channel's examples maximum."""
-    from viz.gallery import Gallery
+    from viz.atlas.gallery import Gallery
 
     ref = reference(model, "conv5_1")
     m = JobManager(disk_cache=None)
@@ -197,7 +194,7 @@ def test_your_photo_page(tmp_path):
 
 
 def _pending(maps):
-    from viz.extremes import Pending
+    from viz.atlas.extremes import Pending
 
     p = Pending(maps[0].shape[0], sum(a.shape[1] * a.shape[2] for a in maps))
     for k, a in enumerate(maps):
@@ -212,7 +209,7 @@ def test_block_search_finds_the_best_fine_blocks(shape):
     whether the map is copied into a buffer or searched where it lies."""
     import torch
 
-    from viz.extremes import FINE, Blocks, Pending
+    from viz.atlas.extremes import FINE, Blocks, Pending
 
     a = torch.randn(shape, generator=torch.Generator().manual_seed(shape[2]))
     a[0, -1, -1], a[-1, -1, -1] = 50.0, -50.0  # the extremes of two rows in the partial last block
@@ -245,7 +242,7 @@ def test_peaks_are_the_strongest_local_maxima():
     import torch
     import torch.nn.functional as F
 
-    from viz.extremes import Folder, LayerState, window
+    from viz.atlas.extremes import Folder, LayerState, window
 
     layer, top = "conv3_2", 5  # window 5: no stronger position within 2 in both directions
     r = window(layer) // 2

@@ -2,27 +2,26 @@
 ``factors`` CLI subcommand."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
+from tests.helpers import run_cli
 from viz import make_settings
-from viz.corpus import load_photo
-from viz.errors import VizError
-from viz.factors import attribution, factorize, group_picture, photo_factors, upsampled
-from viz.gallery import config_name
-from viz.jobs import JobManager, JobSpec, wait
-from viz.objectives import as_direction, direction, direction_cossim, direction_digest, read_direction
-from viz.probe import Activations
-from viz.render import render, render_vis
-from viz.views import make_view, parse_view
+from viz.atlas.factors import attribution, factorize, group_picture, photo_factors, upsampled
+from viz.atlas.gallery import config_name
+from viz.base.corpus import load_photo
+from viz.base.errors import VizError
+from viz.engine.objectives import as_direction, direction, direction_cossim, direction_digest, read_direction
+from viz.engine.probe import Activations
+from viz.engine.render import render, render_vis
+from viz.engine.views import make_view, parse_view
+from viz.serving.jobs import JobManager, JobSpec, wait
 
 
 def small_photo(name="chelsea", side=48):
-    from viz.examples import thumbnail
+    from viz.base.images import thumbnail
 
     return thumbnail(load_photo(name), side)
 
@@ -177,7 +176,7 @@ def test_gradient_descent_raises_a_direction_and_the_cosine_variant_differs(mode
     dot, cos = (runs[n].images for n in ("dot", "cos"))
     assert (dot - cos).abs().mean() > 0.01  # a different objective, a different image
     x = torch.cat([dot, cos])
-    from viz.probe import Probe
+    from viz.engine.probe import Probe
 
     acts = Probe(model, {"conv3_1": None})(x)
     plain, weighted = direction("conv3_1", vec)(acts), direction_cossim("conv3_1", vec, 2)(acts)
@@ -251,10 +250,6 @@ def test_direction_jobs_are_shared_and_checked(model):
 
 
 # ---------------------------------------------------------------------------------------------- CLI
-def run_cli(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "viz", *args], capture_output=True, text=True, timeout=timeout)
-
-
 def test_cli_factors_writes_maps_directions_and_renders(tmp_path):
     from PIL import Image
 
@@ -318,7 +313,7 @@ def test_your_photo_page_groups(tmp_path):
 
     from streamlit.testing.v1 import AppTest
 
-    from viz.jobs import get_manager
+    from viz.serving.jobs import get_manager
 
     at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=180)
     at.run()
@@ -370,7 +365,7 @@ def test_generator_direction_view():
 
     from streamlit.testing.v1 import AppTest
 
-    from viz.jobs import get_manager
+    from viz.serving.jobs import get_manager
 
     at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=120)
     at.query_params["layer"], at.query_params["channel"] = "conv2_1", "3"

@@ -12,9 +12,18 @@ import torch
 from PIL import Image
 
 from viz import LAYERS, METHODS, VizError, channel_activation, get_layer, make_settings
-from viz.gallery import (Gallery, GalleryError, LayerDir, config_name, load_valid_record, precompute, recipe_note,
-                         validate_manifest, validate_record)
-from viz.metrics import natural_crops, quality_flags, strength, versus_photos
+from viz.atlas.gallery import (
+    Gallery,
+    GalleryError,
+    LayerDir,
+    config_name,
+    load_valid_record,
+    precompute,
+    recipe_note,
+    validate_manifest,
+    validate_record,
+)
+from viz.atlas.metrics import natural_crops, quality_flags, strength, versus_photos
 
 TINY = dict(size=32, steps=6)
 

@@ -10,16 +10,12 @@ import time
 import pytest
 import torch
 
+from tests.helpers import run_cli
 from viz import VizError, make_settings
-from viz.budget import Limits
-from viz.gallery import Gallery, LayerDir, config_name, load_valid_record, precompute
-from viz.links import parse_link
-from viz.weights import check_state_dict
-
-
-def run_cli(*args, timeout=300, env=None):
-    return subprocess.run([sys.executable, "-m", "viz", *args], capture_output=True, text=True, timeout=timeout,
-                          env=env)
+from viz.atlas.gallery import Gallery, LayerDir, config_name, load_valid_record, precompute
+from viz.dashboard.links import parse_link
+from viz.engine.weights import check_state_dict
+from viz.serving.budget import Limits
 
 
 def one_line_error(p, msg):
@@ -227,3 +223,51 @@ def test_a_second_precompute_on_the_same_out_is_refused_and_deletes_nothing(tmp_
     finally:
         first.kill()
         first.wait(30)
+
+
+DECODE_PROBE = """
+import resource, sys
+from pathlib import Path
+from viz import VizError
+from viz.atlas.photo import network_input
+from viz.base.corpus import UPLOAD_SIDE, decode
+data = Path(sys.argv[1]).read_bytes()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    shape = tuple(network_input(decode(data, 1 << 30, UPLOAD_SIDE))[0].shape)
+except VizError as exc:
+    shape = str(exc)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024, shape)
+"""
+
+
+@pytest.mark.parametrize("kind", ["strip", "jpeg", "tiff16", "float", "rgba"])
+def test_small_files_that_decode_huge_take_bounded_memory(tmp_path, kind):
+    """Issue 24: an upload is decoded at most UPLOAD_SIDE large (a JPEG at a reduced DCT scale, others shrunk
+    before any conversion) and cut to the network's input before it becomes floats; a strip is refused. Each
+    file is decoded in a fresh process whose peak resident memory is read (a memory check, not a timing one)."""
+    import numpy as np
+    from PIL import Image
+
+    path = tmp_path / f"{kind}.img"
+    if kind == "strip":  # 573 bytes of PNG, 20000 x 8: 224 x 560,000 floats if scaled before a crop
+        Image.fromarray(np.zeros((8, 20000, 3), np.uint8)).save(path, format="PNG")
+    elif kind == "jpeg":  # under a megabyte, 49 megapixels
+        Image.fromarray(np.full((7000, 7000, 3), 128, np.uint8)).save(path, format="JPEG", quality=50)
+    elif kind == "tiff16":
+        Image.fromarray(np.arange(5000 * 6000, dtype=np.uint32).reshape(5000, 6000).astype(np.uint16)).save(
+            path, format="TIFF", compression="tiff_deflate")
+    elif kind == "float":
+        Image.fromarray(np.linspace(0, 1, 5000 * 5000, dtype=np.float32).reshape(5000, 5000)).save(
+            path, format="TIFF", compression="tiff_deflate")
+    else:
+        Image.fromarray(np.full((6000, 6000, 4), 200, np.uint8)).save(path, format="PNG")
+    p = subprocess.run([sys.executable, "-c", DECODE_PROBE, str(path)], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-1000:]
+    grew_mb, shape = p.stdout.split(" ", 1)
+    if kind == "strip":
+        assert "too thin (20000 x 8)" in shape
+    else:
+        assert shape.strip().startswith("(1, 3, 224,"), shape
+    # the file's own pixels at full size would be 100-200 MB as uint8 and 4-8 times that as floats
+    assert int(grew_mb) < 150, f"{kind}: peak resident memory grew {grew_mb} MB while decoding"

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from viz import VizError, make_settings
-from viz.budget import Limits, estimate_seconds
-from viz.jobs import JobManager, JobSpec, wait
+from viz.serving.budget import Limits, estimate_seconds
+from viz.serving.jobs import JobManager, JobSpec, wait
 
 
 def s(channel_steps=6, layer="conv1_1", size=32, **kw):

@@ -5,8 +5,8 @@ import torch
 import torchvision
 
 from viz import LAYERS, VizError, get_layer, parse_channel, parse_channels
-from viz import weights as W
-from viz.model import build_features
+from viz.engine import weights as W
+from viz.engine.model import build_features
 
 pytestmark = pytest.mark.unit
 
@@ -156,7 +156,7 @@ def test_a_broken_torchvision_cache_file_is_reported(tmp_path, monkeypatch, cont
 
 
 def test_the_default_says_when_it_falls_back_to_oxford(tmp_path, monkeypatch, model):
-    from viz.model import load_model
+    from viz.engine.model import load_model
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))  # torchvision's checkpoint is not cached
     said = []

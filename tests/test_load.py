@@ -11,8 +11,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from tests.streamlit_server import (BROWSER_ARGS, CHROMIUM, peak_rss_mb, require_chromium, streamlit_server,
-                                   tiny_gallery)
+from tests.streamlit_server import BROWSER_ARGS, CHROMIUM, peak_rss_mb, require_chromium, streamlit_server, tiny_gallery
 
 SESSIONS = 8
 # The prober asks the server's health check and, right after, a control: a trivial HTTP server in its own
@@ -94,7 +93,7 @@ def body(pg) -> str:
 
 def ask_for_the_largest_allowed_job(pg, url) -> str:
     """Conv5_3 at the server's size cap: read what the refusal says fits, and ask for exactly that."""
-    from viz.budget import fmt_seconds, max_size
+    from viz.serving.budget import fmt_seconds, max_size
 
     cap = max_size(2.5, 2)
     pg.goto(f"{url}/generator?layer=conv5_3&channel=0")

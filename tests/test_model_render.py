@@ -6,7 +6,7 @@ import torch
 import torchvision
 
 from viz import VizError, get_layer, make_settings, render
-from viz.weights import CAFFE_NORM
+from viz.engine.weights import CAFFE_NORM
 
 
 def test_cut_model_matches_torchvision_and_stops_at_the_layer(model, oxford_state_dict):
@@ -110,7 +110,7 @@ def test_default_method_fixes_the_seed_failure_on_conv5_1_channel_104(model):
     """The seed's blank square and its fix: at the same small budget, the seed method leaves conv5_1:104
     untouched noise (its post-ReLU map is zero, so is its gradient) while the default drives the channel's mean
     above its strongest single position in any bundled photo."""
-    from viz.examples import reference
+    from viz.atlas.examples import reference
 
     size, steps = 64, 48
     natural = reference(model, "conv5_1")[104]
@@ -126,7 +126,7 @@ def test_default_method_fixes_the_seed_failure_on_conv5_1_channel_104(model):
 
 
 def test_coarse_scale_renders_the_low_passed_image_and_moves_only_low_frequencies():
-    from viz.param import fourier_image, make_generators
+    from viz.engine.param import fourier_image, make_generators
 
     p = fourier_image(make_generators(0, [1, 2]), 64, sd=0.5)
     full = p().detach()
@@ -146,11 +146,11 @@ def test_coarse_scale_renders_the_low_passed_image_and_moves_only_low_frequencie
 
 
 def test_octaves_render_coarse_to_fine_and_return_full_size(model):
-    from viz.objectives import channel
-    from viz.optimize import adam, optimize
-    from viz.param import fourier_image, make_generators
-    from viz.probe import Probe
-    from viz.transforms import BatchRNG
+    from viz.engine.objectives import channel
+    from viz.engine.optimize import adam, optimize
+    from viz.engine.param import fourier_image, make_generators
+    from viz.engine.probe import Probe
+    from viz.engine.transforms import BatchRNG
 
     gens = make_generators(0, [3])
     param = fourier_image(gens, 48)

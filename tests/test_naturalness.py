@@ -4,11 +4,28 @@ import numpy as np
 import pytest
 import torch
 
-from viz.corpus import bundled, load_rgb
-from viz.metrics import (centre_crop, clipped_share, colour_distance, colourfulness, naturalness, photo_range,
-                         quality_flags, saturation_threshold, summarize)
-from viz.param import ColorDecorrelation, NaturalImage, PhaseImage, FFTImage, make_generators, maco_image, standardize
-from viz.spectra import natural_spectrum, photo_spectrum
+from viz.atlas.metrics import (
+    centre_crop,
+    clipped_share,
+    colour_distance,
+    colourfulness,
+    naturalness,
+    photo_range,
+    quality_flags,
+    saturation_threshold,
+    summarize,
+)
+from viz.base.corpus import bundled, load_rgb
+from viz.engine.param import (
+    ColorDecorrelation,
+    FFTImage,
+    NaturalImage,
+    PhaseImage,
+    maco_image,
+    make_generators,
+    standardize,
+)
+from viz.engine.spectra import natural_spectrum, photo_spectrum
 
 pytestmark = pytest.mark.unit
 
@@ -119,8 +136,8 @@ def test_both_spectra_fall_with_frequency_like_photos():
 def test_the_first_layer_kernel_is_what_conv1_1_computes(model):
     """conv1_1 is linear in the pixels: the difference of its pre-ReLU responses to two patches is the RGB
     kernel (normalization folded in) dotted with their difference, for any channel."""
-    from viz.kernels import kernel_picture, rgb_kernel
-    from viz.layers import get_layer
+    from viz.atlas.kernels import kernel_picture, rgb_kernel
+    from viz.engine.layers import get_layer
 
     cut = model.cut(get_layer("conv1_1"))
     gen = torch.Generator().manual_seed(0)

@@ -6,13 +6,29 @@ import math
 import pytest
 import torch
 
-from viz.errors import VizError
-from viz.objectives import Objective, channel, diversity, merge_reads, neuron, seed_mse, stay_close
-from viz.optimize import adam, optimize
-from viz.param import (ColorDecorrelation, FFTImage, NaturalImage, PixelImage, fourier_image, make_generators,
-                       pixel_image)
-from viz.probe import Activations, Probe
-from viz.transforms import BatchRNG, Compose, Jitter, Pad, RandomRotate, RandomScale, resample, standard_transforms
+from viz.base.errors import VizError
+from viz.engine.objectives import Objective, channel, diversity, merge_reads, neuron, seed_mse, stay_close
+from viz.engine.optimize import adam, optimize
+from viz.engine.param import (
+    ColorDecorrelation,
+    FFTImage,
+    NaturalImage,
+    PixelImage,
+    fourier_image,
+    make_generators,
+    pixel_image,
+)
+from viz.engine.probe import Activations, Probe
+from viz.engine.transforms import (
+    BatchRNG,
+    Compose,
+    Jitter,
+    Pad,
+    RandomRotate,
+    RandomScale,
+    resample,
+    standard_transforms,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -140,7 +156,7 @@ def test_probe_gives_each_layer_the_cut_networks_map(model):
 
 
 def model_layer(name):
-    from viz.layers import get_layer
+    from viz.engine.layers import get_layer
 
     return get_layer(name)
 
@@ -209,7 +225,7 @@ def test_pad_grows_the_canvas_with_grey():
 
 
 def test_compose_fuses_affine_runs_into_one_resampling(monkeypatch):
-    import viz.transforms as T
+    import viz.engine.transforms as T
 
     calls = []
     real = T.resample

@@ -1,8 +1,6 @@
 """Views (neuron, negative, diversity, mix, accent): engine, settings and keys, CLI and the app's pages."""
 
 import json
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -10,15 +8,16 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.test_app import _submit, open_page, tiny_gallery  # noqa: F401 (the fixture is used by the app tests)
+from tests.helpers import run_cli
+from tests.test_app import _submit, open_page
 from viz import make_settings
-from viz.corpus import load_photo
-from viz.errors import VizError
-from viz.gallery import config_name
-from viz.jobs import JobSpec, get_manager, strip, wait
-from viz.layers import get_layer
-from viz.render import render
-from viz.views import make_view, parse_view, start_photo
+from viz.atlas.gallery import config_name
+from viz.base.corpus import load_photo
+from viz.base.errors import VizError
+from viz.engine.layers import get_layer
+from viz.engine.render import render
+from viz.engine.views import make_view, parse_view, start_photo
+from viz.serving.jobs import JobSpec, get_manager, strip, wait
 
 LAYER, CH, SIZE, STEPS = "conv4_1", 17, 40, 16
 
@@ -29,7 +28,7 @@ def settings(view: str, **kw):
 
 
 def centre_value(model, image: np.ndarray, channel: int, x: float = 0.5, y: float = 0.5) -> float:
-    from viz.objectives import position
+    from viz.engine.objectives import position
 
     t = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
     m = model.cut(get_layer(LAYER))(t)[0, channel]
@@ -101,7 +100,7 @@ def test_mix_sums_channels_and_interpolates(model):
     a, b = 17, 40
     mix = render(settings(f"mix({a}+{b})"), [0], "cpu")
     assert mix.channels == [a]
-    from viz.render import channel_activation
+    from viz.engine.render import channel_activation
 
     t = torch.from_numpy(mix.images).permute(0, 3, 1, 2).float() / 255
     both = channel_activation(model, LAYER, t, [a]) + channel_activation(model, LAYER, t, [b])
@@ -129,7 +128,7 @@ def test_two_visitors_share_a_view_render_and_cancel_only_their_own_part(view, t
     """The hosting rules hold for these views: a second visitor asking the same view of the same channel joins the
     running job, one visitor's cancel leaves it running for the other, and another view of that channel (for
     accent: another start photo) is another job."""
-    from viz.jobs import JobManager
+    from viz.serving.jobs import JobManager
 
     def spec(v: str, photo: str = "chelsea") -> JobSpec:
         start = b""
@@ -168,14 +167,9 @@ def test_a_diversity_job_shows_its_images_side_by_side():
     assert strip(np.zeros((1, 5, 5, 3), np.uint8)).shape == (5, 5, 3)
 
 
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "viz", "render", *args], capture_output=True, text=True,
-                          timeout=300)
-
-
 def test_cli_count_writes_one_file_per_image(tmp_path):
     out = tmp_path / "div.png"
-    p = run_cli("--layer", "conv3_1", "--channel", "5", "--objective", "diversity", "--count", "2", "--size", "32",
+    p = run_cli("render", "--layer", "conv3_1", "--channel", "5", "--objective", "diversity", "--count", "2", "--size", "32",
                 "--steps", "4", "--out", str(out))
     assert p.returncode == 0, p.stderr
     rec = json.loads(p.stdout.strip().splitlines()[-1])
@@ -184,15 +178,15 @@ def test_cli_count_writes_one_file_per_image(tmp_path):
     for name in rec["outs"]:
         with Image.open(name) as im:
             assert im.size == (32, 32)
-    p = run_cli("--layer", "conv3_1", "--channel", "5+0.5*7", "--objective", "mix", "--size", "32", "--steps", "3",
+    p = run_cli("render", "--layer", "conv3_1", "--channel", "5+0.5*7", "--objective", "mix", "--size", "32", "--steps", "3",
                 "--out", str(tmp_path / "mix.png"))
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout.strip().splitlines()[-1])["view"] == "mix(5+0.5*7)"
-    p = run_cli("--layer", "conv3_1", "--channel", "5~7", "--objective", "mix", "--count", "2", "--size", "32",
+    p = run_cli("render", "--layer", "conv3_1", "--channel", "5~7", "--objective", "mix", "--count", "2", "--size", "32",
                 "--steps", "3", "--out", str(tmp_path / "lerp.png"))
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout.strip().splitlines()[-1])["channels"] == [5, 7]  # each image's own channel
-    p = run_cli("--layer", "conv3_1", "--channel", "5", "--objective", "accent", "--start", "coffee", "--size", "32",
+    p = run_cli("render", "--layer", "conv3_1", "--channel", "5", "--objective", "accent", "--start", "coffee", "--size", "32",
                 "--steps", "3", "--out", str(tmp_path / "acc.png"))
     assert p.returncode == 0, p.stderr and (tmp_path / "acc.png").is_file()
 
@@ -223,7 +217,7 @@ def test_cli_bad_combinations_exit_2_with_one_line(tmp_path, args, msg):
     base = ["--layer", "conv3_1", "--size", "32", "--steps", "2", "--out", str(tmp_path / "x.png")]
     if "--channel" not in args:
         base += ["--channel", "5"]
-    p = run_cli(*base, *args)
+    p = run_cli("render", *base, *args)
     assert p.returncode == 2, p.stderr
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and msg in lines[0] and "Traceback" not in p.stderr
@@ -286,7 +280,7 @@ def test_compare_any_two_views(tiny_gallery):
 
 
 def test_a_gallery_takes_one_image_per_channel(tmp_path):
-    from viz.gallery import precompute
+    from viz.atlas.gallery import precompute
 
     with pytest.raises(VizError, match="one image per channel"):
         precompute(tmp_path, settings("diversity(n=2,w=1)"), {LAYER: [1]})
@@ -308,10 +302,10 @@ def test_junk_views_are_refused(text):
 def test_a_long_mix_is_one_line_not_a_crash():
     with pytest.raises(VizError, match="at most 16"):
         parse_view("mix(" + "+".join(str(i) for i in range(40)) + ")", "conv1_1")
-    from viz.objectives import Objective, channel
+    from viz.engine.objectives import Objective, channel
 
     many = Objective.sum([channel("conv1_1", i % 64) for i in range(2000)])  # no chain of nested sums
-    from viz.probe import Activations
+    from viz.engine.probe import Activations
 
     a = torch.ones(1, 64, 2, 2)
     assert many(Activations({"conv1_1": a}, {"conv1_1": None}, torch.zeros(1, 3, 4, 4))).item() == 2000.0
@@ -328,7 +322,7 @@ def test_config_names_tell_every_view_apart():
 
 
 def test_views_from_the_api_are_validated_like_text():
-    from viz.views import View
+    from viz.engine.views import View
 
     with pytest.raises(VizError):
         make_settings("conv5_1", view=View("neuron", x=5.0))
@@ -340,7 +334,7 @@ def test_views_from_the_api_are_validated_like_text():
 
 def test_objective_mistakes_are_one_line(model):
     from viz import Objective, render_vis, wrap_objective
-    from viz.objectives import channel
+    from viz.engine.objectives import channel
 
     with pytest.raises(VizError, match="out of range"):
         render_vis(model, channel("conv1_1", 999), steps=1, size=32)
@@ -366,7 +360,7 @@ def test_objective_mistakes_are_one_line(model):
 
 def test_cli_checks_every_output_name_before_rendering_and_a_users_file_wins(tmp_path):
     (tmp_path / "y-1.png").mkdir()
-    p = run_cli("--layer", "conv3_1", "--channel", "5", "--objective", "diversity", "--count", "2", "--size", "32",
+    p = run_cli("render", "--layer", "conv3_1", "--channel", "5", "--objective", "diversity", "--count", "2", "--size", "32",
                 "--steps", "200", "--out", str(tmp_path / "y.png"))
     assert p.returncode == 2 and "is a directory" in p.stderr and not (tmp_path / "y-0.png").exists()
     mine = np.zeros((40, 40, 3), np.uint8)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.streamlit_server import BROWSER_ARGS, CHROMIUM, require_chromium, streamlit_server
+from tests.streamlit_server import BROWSER_ARGS, CHROMIUM, browser_page, require_chromium, streamlit_server
 
 SHOTS = Path(__file__).resolve().parent.parent / "test-output" / "visitor"
 
@@ -21,19 +21,8 @@ def server(tmp_path_factory):
 
 @pytest.fixture
 def page(server):
-    from playwright.sync_api import sync_playwright
-
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
-        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
-        try:
-            yield pg
-        except BaseException:
-            pg.screenshot(path=str(SHOTS / "failure.png"), full_page=True)
-            raise
-        finally:
-            browser.close()
+    with browser_page(shot=SHOTS / "failure.png") as pg:
+        yield pg
 
 
 def on_page(pg, n):

@@ -5,18 +5,27 @@ No Streamlit here; the dashboard and the CLI (``python -m viz``) both call this 
 "Engine API".
 """
 
-from .errors import VizError
-from .layers import LAYER_NAMES, LAYERS, Layer, get_layer, parse_channel, parse_channels
-from .methods import DEFAULT_METHOD, METHODS, Method
-from .objectives import Objective, channel, diversity, neuron, rectified, seed_mse, stay_close, wrap_objective
-from .optimize import adam, optimize
-from .param import (ColorDecorrelation, FFTImage, NaturalImage, Parameterization, PhaseImage, PixelImage,
-                    fourier_image, maco_image, pixel_image)
-from .probe import Activations, Probe
-from .render import RenderResult, channel_activation, render, render_vis
-from .settings import RenderSettings, make_settings
-from .transforms import Compose, Jitter, Pad, RandomRotate, RandomScale, Transform, standard_transforms
-from .views import View, make_view, parse_view
+from .base.errors import VizError
+from .engine.layers import LAYER_NAMES, LAYERS, Layer, get_layer, parse_channel, parse_channels
+from .engine.methods import DEFAULT_METHOD, METHODS, Method
+from .engine.objectives import Objective, channel, diversity, neuron, rectified, seed_mse, stay_close, wrap_objective
+from .engine.optimize import adam, optimize
+from .engine.param import (
+                    ColorDecorrelation,
+                    FFTImage,
+                    NaturalImage,
+                    Parameterization,
+                    PhaseImage,
+                    PixelImage,
+                    fourier_image,
+                    maco_image,
+                    pixel_image,
+)
+from .engine.probe import Activations, Probe
+from .engine.render import RenderResult, channel_activation, render, render_vis
+from .engine.settings import RenderSettings, make_settings
+from .engine.transforms import Compose, Jitter, Pad, RandomRotate, RandomScale, Transform, standard_transforms
+from .engine.views import View, make_view, parse_view
 
 __all__ = [
     "VizError", "LAYER_NAMES", "LAYERS", "Layer", "get_layer", "parse_channel", "parse_channels",

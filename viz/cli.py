@@ -13,8 +13,30 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import VizError
-from .views import KINDS as VIEW_KINDS
+from .atlas.circuits import circuit, contribution_table, table_ready
+from .atlas.examples import examples_dir, scan
+from .atlas.factors import check_k, group_picture, photo_factors
+from .atlas.gallery import config_name, layer_channels, precompute
+from .atlas.metrics import naturalness
+from .base.corpus import load_photo, resolve
+from .base.errors import VizError
+from .base.files import check_output_dir, check_output_file, safe_name
+from .base.images import save_png
+from .base.progress import ProgressBar
+from .bench import benchmark
+from .bench.benchmark import run_bench
+from .engine.device import resolve_device
+from .engine.layers import LAYER_NAMES, LAYERS, get_layer, parse_channel
+from .engine.methods import DEFAULT_METHOD
+from .engine.model import load_model
+from .engine.objectives import direction_digest, read_direction
+from .engine.render import render
+from .engine.settings import DEFAULT_SIZE, DEFAULT_STEPS, MAX_BATCH, MAX_SIZE, MIN_SIZE, make_settings, parse_int
+from .engine.views import KINDS as VIEW_KINDS
+from .engine.views import make_view, start_photo, top_channel
+from .engine.weights import resolve_weights_name
+from .serving.cluster import precompute as ray_precompute
+from .serving.cluster import scan as ray_scan
 
 
 class _Parser(argparse.ArgumentParser):
@@ -23,9 +45,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _common_render_args(p: argparse.ArgumentParser) -> None:
-    from .methods import DEFAULT_METHOD
-    from .settings import DEFAULT_SIZE, DEFAULT_STEPS, MAX_SIZE, MIN_SIZE
-
     p.add_argument("--method", default=DEFAULT_METHOD,
                    help="fourier (default, modern), maco (magnitude-constrained; also writes STEM.attribution.png) "
                         "or seed (the naive baseline)")
@@ -110,13 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="1: the next conv layer; 2: two away, by expanded weights (weight only)")
     c.add_argument("--weights", default="auto", help="oxford, torchvision or a path to a state dict")
 
-    from . import bench
 
-    bench.add_parser(sub)
+    benchmark.add_parser(sub)
     return parser
 
 
-# --- issue 14: Ray (viz/cluster.py holds the Ray code; nothing here imports ray) ---------------------------
+# --- issue 14: Ray (viz/serving/cluster.py holds the Ray code; nothing here imports ray) ---------------------------
 def _ray_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ray", default=None, metavar="ADDRESS|local", help="run on a Ray cluster: its address "
                    "(ray://head:10001 or head:6379) or local (start one here); unset: in this process")
@@ -125,13 +143,11 @@ def _ray_args(p: argparse.ArgumentParser) -> None:
 
 
 def _ray_workers(args: argparse.Namespace) -> int | None:
-    from .settings import _int
-
     if args.workers is None:
         return None
     if not args.ray:
         raise VizError("--workers needs --ray ADDRESS|local")
-    return _int("workers", args.workers, 1, 1024)
+    return parse_int("workers", args.workers, 1, 1024)
 # --- end issue 14 ------------------------------------------------------------------------------------------
 
 
@@ -141,14 +157,10 @@ def _notice(msg: str) -> None:
 
 def _view_from_args(args: argparse.Namespace, layer: str):
     """The view the render flags ask for, and the accent view's photo; one line on a bad combination."""
-    from .corpus import load_photo
-    from .views import make_view, start_photo
-
     photo = digest = vector = None
     if args.direction is not None:
         if args.objective not in ("direction", "accent"):
             raise VizError("--direction is for --objective direction or accent")
-        from .objectives import direction_digest, read_direction
 
         vector = read_direction(args.direction, layer)
     elif args.objective == "direction":
@@ -171,15 +183,6 @@ def _view_from_args(args: argparse.Namespace, layer: str):
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from .device import resolve_device
-    from .files import check_output_file
-    from .images import save_png
-    from .layers import get_layer, parse_channel
-    from .metrics import naturalness
-    from .progress import ProgressBar
-    from .render import render
-    from .settings import make_settings
-
     out = check_output_file(args.out, ".png")  # before any work: a bad --out never wastes a render
     layer = get_layer(args.layer).name
     view, photo, vector = _view_from_args(args, layer)
@@ -190,8 +193,6 @@ def cmd_render(args: argparse.Namespace) -> int:
     settings = make_settings(layer, args.method, args.size, args.steps, args.lr, args.seed, args.weights,
                              args.activation, args.precision, device, view=view)
     if vector is not None:
-        from .views import top_channel
-
         channel = top_channel(vector)  # filed under its largest weight
     else:
         channel = view.primary if view.primary is not None else parse_channel(get_layer(layer), args.channel)
@@ -226,19 +227,6 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_factors(args: argparse.Namespace) -> int:
-    from .corpus import load_photo
-    from .device import resolve_device
-    from .factors import check_k, group_picture, photo_factors
-    from .files import check_output_dir
-    from .images import save_png
-    from .layers import get_layer
-    from .model import load_model
-    from .objectives import direction_digest
-    from .progress import ProgressBar
-    from .render import render
-    from .settings import make_settings
-    from .views import top_channel
-
     out = check_output_dir(args.out)  # before any work
     layer = get_layer(args.layer).name
     k = check_k(args.k)
@@ -286,20 +274,14 @@ def cmd_factors(args: argparse.Namespace) -> int:
 
 
 def cmd_precompute(args: argparse.Namespace) -> int:
-    from .device import resolve_device
-    from .files import check_output_dir
-    from .gallery import config_name, layer_channels, precompute, safe_name
-    from .progress import ProgressBar
-    from .settings import MAX_BATCH, _int, make_settings
-
     out = check_output_dir(args.out)  # before any work: an unwritable --out fails now, not after hours
     workers = _ray_workers(args)  # issue 14: with --ray the workers pick their own device (a CPU head may drive GPUs)
     device = resolve_device(args.device) if not args.ray else None
     layers = layer_channels(args.layers.split(","), args.channels)
     settings = make_settings(next(iter(layers)), args.method, args.size, args.steps, args.lr, args.seed,
                              args.weights, args.activation, args.precision, device)
-    batch = _int("batch", args.batch, 1, MAX_BATCH)
-    retries = _int("retries", args.retries, 0, 3)
+    batch = parse_int("batch", args.batch, 1, MAX_BATCH)
+    retries = parse_int("retries", args.retries, 0, 3)
     bar: list[ProgressBar] = []
     t0 = time.perf_counter()
 
@@ -312,7 +294,6 @@ def cmd_precompute(args: argparse.Namespace) -> int:
     print(f"gallery {out / safe_name(settings.weights) / config_name(settings)}: "
           f"{sum(map(len, layers.values()))} channels in {len(layers)} layers", file=sys.stderr)
     if args.ray:  # issue 14
-        from .cluster import precompute as ray_precompute
 
         report = ray_precompute(args.ray, out, settings, layers, batch=batch, device=args.device, retries=retries,
                                 workers=workers, progress=progress, notice=_notice)
@@ -328,19 +309,10 @@ def cmd_precompute(args: argparse.Namespace) -> int:
 
 
 def cmd_examples(args: argparse.Namespace) -> int:
-    from .corpus import resolve
-    from .device import resolve_device
-    from .examples import examples_dir, scan
-    from .files import check_output_dir
-    from .layers import LAYER_NAMES, get_layer
-    from .model import load_model
-    from .progress import ProgressBar
-    from .settings import _int
-
     out = check_output_dir(args.out)
     corpus = resolve(args.images)
     layers = list(LAYER_NAMES) if args.layers == "all" else [get_layer(n.strip()).name for n in args.layers.split(",")]
-    top = _int("top", args.top, 1, 256)
+    top = parse_int("top", args.top, 1, 256)
     workers = _ray_workers(args)  # issue 14
     bar: list[ProgressBar] = []
 
@@ -350,8 +322,6 @@ def cmd_examples(args: argparse.Namespace) -> int:
         bar[0].update(done, text)
 
     if args.ray:  # issue 14
-        from .cluster import scan as ray_scan
-        from .weights import resolve_weights_name
 
         report = ray_scan(args.ray, args.weights, corpus, out, layers, top, device=args.device, workers=workers,
                           progress=progress, notice=_notice)
@@ -369,8 +339,6 @@ def cmd_examples(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import run_bench
-
     res = run_bench(args.quick, Path(args.out), args.weights, args.device,
                     log=lambda msg: print(msg, file=sys.stderr, flush=True))
     print(json.dumps({"out": str(Path(args.out) / "BENCHMARKS.md"), "speedup_vs_baseline": res["baseline"]["speedup"],
@@ -379,10 +347,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_circuit(args: argparse.Namespace) -> int:
-    from .circuits import circuit, contribution_table, table_ready
-    from .model import load_model
-    from .progress import ProgressBar
-
     model = load_model(args.weights, "cpu", notice=_notice)
     if args.by == "contribution" and not table_ready(model):
         bar = ProgressBar(1, "reading the bundled photos (once per weights)", unit="pass")
@@ -401,8 +365,6 @@ def cmd_circuit(args: argparse.Namespace) -> int:
 
 
 def cmd_layers(args: argparse.Namespace) -> int:
-    from .layers import LAYERS
-
     for layer in LAYERS.values():
         print(json.dumps({"name": layer.name, "index": layer.index, "channels": layer.channels,
                           "receptive_field": layer.receptive_field, "stride": layer.stride}))

@@ -1,0 +1,604 @@
+"""Precomputed galleries: resumable, batched, crash-safe precompute and a cheap, validating reader.
+
+On disk::
+
+    <root>/<weights>/<config>/<layer>/c0104.png     the image
+    <root>/<weights>/<config>/<layer>/c0104.json    its record (the source of truth; versioned schema)
+    <root>/<weights>/<config>/<layer>/manifest.json the layer's index of records (rebuilt from the records)
+
+``config`` names the method and every setting that changes the image (e.g. ``fourier-128px-256st``).
+Every file is written to a temporary name and renamed, the image before its record, and a record stores its
+image's sha256: after ``kill -9`` at any moment a rerun trusts exactly the channels that are complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import io
+import json
+import math
+import os
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ..base.errors import GalleryError, VizError
+from ..base.files import atomic_write, read_json, safe_name
+from ..base.images import png_bytes
+from ..engine.device import resolve_device
+from ..engine.layers import LAYER_NAMES, get_layer, parse_channels
+from ..engine.methods import METHODS
+from ..engine.model import load_model
+from ..engine.optimize import Cancel
+from ..engine.render import render
+from ..engine.settings import RenderSettings, check_channels
+from ..engine.views import parse_view
+from .examples import reference
+from .metrics import activation_ratio, strength, summarize
+
+RECORD_SCHEMA, RECORD_VERSION = "vgg16-atlas/channel-record", 1
+MANIFEST_SCHEMA, MANIFEST_VERSION = "vgg16-atlas/layer-manifest", 1
+HISTORY_POINTS = 64
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+FLAGS = ("dead", "no_rise", "blank", "noise", "saturated")
+
+
+def check_name(kind: str, name: object) -> str:
+    if not isinstance(name, str) or not NAME_RE.match(name) or ".." in name:
+        shown = str(name)[:30]
+        raise GalleryError(f"invalid {kind} name {shown!r}")
+    return name
+
+
+def recipe_note(settings: dict) -> str | None:
+    """One line when a gallery layer was made by an older version of its method's recipe than today's (its
+    images do not look like what a render makes now), else None."""
+    method, version = settings.get("method"), settings.get("recipe")
+    if method not in METHODS or not isinstance(version, int) or version >= METHODS[method].version:
+        return None
+    return (f"These images were made with {method} recipe version {version}; renders now use version "
+            f"{METHODS[method].version} (fixed contrast, no clipped colours), so a render of the same channel "
+            "looks calmer. The gallery is being regenerated with it.")
+
+
+def config_name(s: RenderSettings) -> str:
+    """``<method>-<size>px-<steps>st`` plus every non-default setting, so different settings never mix."""
+    recipe = METHODS[s.method]
+    name = f"{s.method}-{s.size}px-{s.steps}st"
+    if not math.isclose(s.lr, recipe.lr):
+        name += f"-lr{s.lr:g}"
+    if s.seed:
+        name += f"-seed{s.seed}"
+    if s.activation != recipe.activation:
+        name += f"-{s.activation}relu"
+    if s.precision != "fp32":
+        name += f"-{s.precision}"
+    if s.view != "channel":  # readable, and a digest of the exact view: no two views share a name
+        digest = hashlib.sha256(s.view.encode()).hexdigest()[:8]
+        name += f"-{safe_name(s.view.split('(')[0])}-{digest}"
+    return name
+
+
+@dataclass(frozen=True)
+class LayerDir:
+    root: Path
+    weights: str
+    config: str
+    layer: str
+
+    @property
+    def path(self) -> Path:
+        return self.root / self.weights / self.config / self.layer
+
+    def image(self, channel: int) -> Path:
+        return self.path / f"c{channel:04d}.png"
+
+    def record(self, channel: int) -> Path:
+        return self.path / f"c{channel:04d}.json"
+
+    @property
+    def manifest(self) -> Path:
+        return self.path / "manifest.json"
+
+
+# ---------------------------------------------------------------------------------------------- validation
+_RECORD_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "schema": str, "version": int, "layer": str, "channel": int, "weights": str, "config": str,
+    "settings": dict, "seed": int, "steps": int, "attempts": int, "image": str, "image_sha256": str,
+    "final_activation": (int, float), "natural_max": (int, float, type(None)),
+    "activation_ratio": (int, float, type(None)), "history": list, "history_steps": list,
+    "seconds": (int, float), "device": str, "flags": list, "evidence": str, "metrics": dict, "created": str,
+}
+
+
+def validate_record(obj: object, layer: str | None = None, channel: int | None = None) -> dict:
+    """Check a channel record against the schema; raise :class:`GalleryError` naming the first problem."""
+    if not isinstance(obj, dict):
+        raise GalleryError("record is not a JSON object")
+    if obj.get("schema") != RECORD_SCHEMA or obj.get("version") != RECORD_VERSION:
+        raise GalleryError(f"record schema {obj.get('schema')!r} v{obj.get('version')!r} is not "
+                           f"{RECORD_SCHEMA} v{RECORD_VERSION}")
+    for key, typ in _RECORD_FIELDS.items():
+        if key not in obj:
+            raise GalleryError(f"record lacks {key!r}")
+        if not isinstance(obj[key], typ) or isinstance(obj[key], bool) and typ is not bool:
+            raise GalleryError(f"record field {key!r} has the wrong type")
+    lay = get_layer(obj["layer"])
+    if layer is not None and obj["layer"] != layer:
+        raise GalleryError(f"record is for layer {obj['layer']}, not {layer}")
+    if not 0 <= obj["channel"] < lay.channels or (channel is not None and obj["channel"] != channel):
+        raise GalleryError(f"record channel {obj['channel']} does not belong here")
+    if obj["image"] != f"c{obj['channel']:04d}.png" or not re.fullmatch(r"[0-9a-f]{64}", obj["image_sha256"]):
+        raise GalleryError("record names a wrong image file or hash")
+    if len(obj["history"]) != len(obj["history_steps"]) or not all(
+            isinstance(v, (int, float)) for v in obj["history"]):
+        raise GalleryError("record history is malformed")
+    if not math.isfinite(obj["final_activation"]) or any(f not in FLAGS for f in obj["flags"]):
+        raise GalleryError("record activation or flags are invalid")
+    return obj
+
+
+def validate_manifest(obj: object) -> dict:
+    if not isinstance(obj, dict):
+        raise GalleryError("manifest is not a JSON object")
+    if obj.get("schema") != MANIFEST_SCHEMA or obj.get("version") != MANIFEST_VERSION:
+        raise GalleryError(f"manifest schema {obj.get('schema')!r} v{obj.get('version')!r} is not "
+                           f"{MANIFEST_SCHEMA} v{MANIFEST_VERSION}")
+    for key, typ in (("layer", str), ("weights", str), ("config", str), ("settings", dict), ("channels", dict)):
+        if not isinstance(obj.get(key), typ):
+            raise GalleryError(f"manifest field {key!r} is missing or has the wrong type")
+    get_layer(obj["layer"])
+    for key, rec in obj["channels"].items():
+        if not re.fullmatch(r"[0-9]{1,6}", key):
+            raise GalleryError(f"manifest channel key {key[:10]!r} is not a number")
+        validate_record(rec, obj["layer"], int(key))
+    return obj
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def load_valid_record(d: LayerDir, channel: int, settings: dict | None = None) -> dict | None:
+    """The channel's record if it and its image are complete and intact (and match ``settings``), else None."""
+    try:
+        rec = validate_record(read_json(d.record(channel)), d.layer, channel)
+        if settings is not None and rec["settings"] != settings:
+            return None
+        if _sha256(d.image(channel).read_bytes()) != rec["image_sha256"]:
+            return None
+        return rec
+    except (OSError, GalleryError):
+        return None
+
+
+# ---------------------------------------------------------------------------------------------- precompute
+def downsample(history: np.ndarray, points: int = HISTORY_POINTS) -> tuple[list[int], list[float]]:
+    """Keep ``points`` evenly spaced steps (always the first and the last), as 1-based step numbers."""
+    n = len(history)
+    if n == 0:
+        return [], []
+    idx = np.unique(np.linspace(0, n - 1, min(points, n)).round().astype(int))
+    return [int(i) + 1 for i in idx], [round(float(history[i]), 4) for i in idx]
+
+
+@dataclass
+class PrecomputeReport:
+    rendered: int = 0
+    skipped: int = 0
+    retried: int = 0
+    flagged: dict[str, list[str]] = field(default_factory=dict)  # flag -> ["conv5_1:104", ...]
+    seconds: float = 0.0
+    cancelled: bool = False
+
+
+def _score(rec: dict) -> tuple[int, float]:
+    return (-len(rec["flags"]), rec["final_activation"])
+
+
+def make_record(d: LayerDir, s: RenderSettings, channel: int, image: np.ndarray, history: np.ndarray,
+                final: float, natural: float | None, attempts: int, seconds: float, device: str,
+                weights_sha: str, config_settings: dict, png: bytes) -> dict:
+    summary = summarize(image, history, final, natural)
+    steps_idx, hist = downsample(history)
+    return {
+        "schema": RECORD_SCHEMA, "version": RECORD_VERSION, "layer": d.layer, "channel": channel,
+        "weights": s.weights, "weights_sha256": weights_sha, "config": d.config, "settings": config_settings,
+        "seed": s.seed, "steps": s.steps, "attempts": attempts, "image": d.image(channel).name,
+        "image_sha256": _sha256(png), "final_activation": summary["final_activation"],
+        "natural_max": summary["natural_max"], "activation_ratio": summary["activation_ratio"],
+        "natural_reference": "examples:bundled:max", "history": hist, "history_steps": steps_idx,
+        "seconds": round(seconds, 3), "device": device,
+        "flags": summary["flags"], "evidence": summary["evidence"],
+        "metrics": {k: summary[k] for k in ("std", "hf_fraction", "clipped", "colourfulness", "colour_distance")},
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def write_manifest(d: LayerDir, settings: dict) -> dict:
+    """Rebuild the layer's manifest from the intact records on disk (atomic)."""
+    channels: dict[str, dict] = {}
+    for path in sorted(d.path.glob("c[0-9][0-9][0-9][0-9].json")):
+        ch = int(path.stem[1:])
+        rec = load_valid_record(d, ch, settings)
+        if rec is not None:
+            channels[str(ch)] = rec
+    manifest = {
+        "schema": MANIFEST_SCHEMA, "version": MANIFEST_VERSION, "layer": d.layer, "weights": d.weights,
+        "config": d.config, "settings": settings, "channels": channels,
+        "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    atomic_write(d.manifest, json.dumps(manifest, separators=(",", ":")).encode())
+    return manifest
+
+
+def retry_settings(s: RenderSettings, attempt: int) -> RenderSettings:
+    """Attempt 2, 3, ...: another seed and twice the steps each time."""
+    return replace(s, seed=s.seed + 1000 * (attempt - 1), steps=s.steps * 2 ** (attempt - 1))
+
+
+@contextlib.contextmanager
+def gallery_lock(root: Path):
+    """Hold ``<root>/.precompute.lock`` for one precompute at a time; a second one is refused with one line."""
+    root.mkdir(parents=True, exist_ok=True)
+    f = open(root / ".precompute.lock", "a+")
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip()[:20] or "?"
+            raise VizError(f"another precompute (pid {holder}) is writing to {str(root)[:60]}: wait for it to "
+                           "finish or use another --out") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        yield
+    finally:
+        f.close()  # closing releases the lock (and so does the process's death)
+
+
+def _tries(rec: dict) -> int:
+    """Attempts made for a channel (the kept image may come from an earlier, better one)."""
+    tries = rec.get("tries", rec["attempts"])
+    return tries if isinstance(tries, int) and not isinstance(tries, bool) else rec["attempts"]
+
+
+@dataclass
+class Batch:
+    """Channels of one layer rendered together at one attempt (attempt 2, 3, ...: a flagged channel's retry)."""
+
+    dir: LayerDir
+    settings: RenderSettings  # the layer's base settings (those the records and the config are made for)
+    attempt: int
+    channels: list[int]
+
+    @property
+    def render_settings(self) -> RenderSettings:
+        return retry_settings(self.settings, self.attempt)
+
+    @property
+    def text(self) -> str:
+        return f"{self.dir.layer} ch {self.channels[0]}..{self.channels[-1]}" + (
+            f" (retry {self.attempt - 1})" if self.attempt > 1 else "")
+
+
+class InProcess:
+    """Renders the batches one after the other in this process (the default executor of :func:`precompute`).
+
+    An executor's ``run(take, done, on_step, cancel)`` renders every batch ``take()`` hands out until it returns
+    None, giving each result to ``done(batch, result)`` in this (the calling) thread; ``take()`` may hand out more
+    batches after a ``done`` (the retries of flagged channels). It returns True when ``cancel()`` stopped it (the
+    batches not done are lost, the ones done are written). :class:`viz.serving.cluster.RayExecutor` is the other one."""
+
+    def __init__(self, device, notice: Callable[[str], None] | None = None):
+        self.device = device
+        self.notice = notice
+
+    def run(self, take, done, on_step, cancel: Cancel = None) -> bool:
+        while (b := take()) is not None:
+            s = b.render_settings
+            result = render(s, b.channels, self.device, callback=lambda info, b=b: on_step(b, info.step),
+                            every=max(1, s.steps // 50), cancel=cancel, notice=self.notice)
+            if result.cancelled:
+                return True
+            done(b, result)
+        return False
+
+
+def precompute(
+    root: Path | str,
+    settings: RenderSettings,
+    layers: dict[str, list[int]],
+    batch: int = 8,
+    device: str = "auto",
+    retries: int = 1,
+    progress: Callable[[int, int, str], None] | None = None,
+    cancel: Cancel = None,
+    notice: Callable[[str], None] | None = None,
+    executor=None,
+) -> PrecomputeReport:
+    """Render every missing or invalid channel of ``layers`` (name -> channels) into the gallery at ``root``, and
+    retry every flagged one that has had fewer than ``1 + retries`` attempts (also after a killed run).
+
+    One precompute at a time per gallery root (:func:`gallery_lock`). ``progress(done, total, text)`` is called
+    in image-steps across the whole job. The report's ``flagged`` lists every requested channel that stays
+    flagged, rendered in this run or before. ``executor`` renders the batches (default :class:`InProcess`;
+    :mod:`viz.serving.cluster` spreads them over Ray workers); records and manifests are written here either way.
+    """
+    view = parse_view(settings.view, settings.layer)
+    if view.images_per_channel() > 1 or view.kind in ("mix", "accent", "direction"):
+        raise VizError(f"a gallery holds one image per channel: the {view.kind} view is rendered with "
+                       "python -m viz render")
+    root = Path(root)
+    with gallery_lock(root):
+        return _precompute(root, settings, layers, batch, device, retries, progress, cancel, notice, executor)
+
+
+def _precompute(root, settings, layers, batch, device, retries, progress, cancel, notice,
+                executor=None) -> PrecomputeReport:
+    # with another executor this process only writes: it needs the weights' hash and the photo reference
+    dev = resolve_device(device if executor is None else "cpu")
+    start = time.perf_counter()
+    report = PrecomputeReport()
+    model = load_model(settings.weights, dev, channels_last=dev.type == "cpu", notice=notice)
+    executor = executor or InProcess(dev, notice)
+    wdir = safe_name(settings.weights)
+    cfg = config_name(settings)
+    plan: list[tuple[LayerDir, RenderSettings, list[tuple[int, int]]]] = []
+    requested: dict[str, list[int]] = {}
+    for layer_name, chans in layers.items():
+        layer_settings = replace(settings, layer=get_layer(layer_name).name)
+        d = LayerDir(root, wdir, cfg, layer_settings.layer)
+        chans = check_channels(d.layer, chans) if chans else []
+        if d.path.is_dir():
+            for tmp in d.path.glob(".*.tmp"):  # half-written leftovers of a killed run (we hold the lock)
+                tmp.unlink(missing_ok=True)
+        todo = []
+        for c in chans:
+            rec = load_valid_record(d, c, layer_settings.to_dict())
+            if rec is None:
+                todo.append((c, 1))
+            elif rec["flags"] and _tries(rec) <= retries:  # a retry that a killed run did not finish
+                todo.append((c, _tries(rec) + 1))
+        report.skipped += len(chans) - len(todo)
+        plan.append((d, layer_settings, todo))
+        requested[d.layer] = chans
+    count = {"done": 0, "total": sum(len(t) for _, _, t in plan) * settings.steps}  # image-steps of the base budget
+    for d, layer_settings, todo in plan:
+        if not todo and d.path.is_dir() and not d.manifest.is_file():
+            write_manifest(d, layer_settings.to_dict())
+    # one queue per layer, in order; a layer's batches are handed out before the next layer's, and the retries
+    # of flagged channels join their layer's queue (in one process this is exactly the old sequential order)
+    queues = [(d, layer_settings, sorted(todo, key=lambda t: t[1])) for d, layer_settings, todo in plan if todo]
+    natural: dict[str, np.ndarray] = {}
+
+    def take() -> Batch | None:
+        for d, layer_settings, queue in queues:
+            if not queue:
+                continue
+            if d.layer not in natural:  # size-independent: the best photo position
+                natural[d.layer] = reference(model, d.layer, notice=notice)
+            group, rest = queue[:batch], queue[batch:]
+            attempt = group[0][1]
+            queue[:] = [g for g in group if g[1] != attempt] + rest
+            return Batch(d, layer_settings, attempt, [c for c, a in group if a == attempt])
+        return None
+
+    def on_step(b: Batch, step: int) -> None:
+        if progress:
+            n = len(b.channels)
+            progress(count["done"] + step * n * settings.steps // b.render_settings.steps, count["total"], b.text)
+
+    def done(b: Batch, result) -> None:
+        d, base, attempt, chans = b.dir, b.settings, b.attempt, b.channels
+        s, cfg_settings = b.render_settings, base.to_dict()
+        count["done"] += len(chans) * settings.steps  # a retry counts as one more unit of the base budget
+        per_image = result.seconds / len(chans)
+        queue = next(q for qd, _, q in queues if qd == d)
+        for i, ch in enumerate(chans):
+            png = png_bytes(result.images[i])
+            rec = make_record(d, s, ch, result.images[i], result.history[:, i], result.final_activation[i],
+                              float(natural[d.layer][ch]), attempt, per_image, result.device, model.weights.sha256,
+                              cfg_settings, png)
+            old = load_valid_record(d, ch, cfg_settings) if attempt > 1 else None
+            best = rec if old is None or _score(rec) > _score(old) else old
+            best["tries"] = attempt  # recorded with the kept image, so a rerun knows what was tried
+            if best is rec:
+                atomic_write(d.image(ch), png)  # image first: a record always points at a whole image
+            report.rendered += attempt == 1
+            atomic_write(d.record(ch), json.dumps(best, allow_nan=False).encode())
+            if best["flags"] and attempt <= retries:
+                queue.append((ch, attempt + 1))
+                report.retried += 1
+                count["total"] += settings.steps
+        write_manifest(d, cfg_settings)
+        if progress:
+            progress(count["done"], count["total"], b.text)
+
+    report.cancelled = bool(executor.run(take, done, on_step, cancel))
+    for d, layer_settings, _ in plan:  # every requested channel that stays flagged, whenever it was rendered
+        for ch in requested[d.layer]:
+            rec = load_valid_record(d, ch, layer_settings.to_dict())
+            if rec is not None and rec["flags"]:
+                for f in rec["flags"]:
+                    report.flagged.setdefault(f, []).append(f"{d.layer}:{ch}")
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def migrate_reference(root: Path | str, weights: str, config: str, model) -> int:
+    """Give every record of a gallery the size-independent natural reference (:func:`viz.atlas.examples.reference`):
+    ``natural_max``, ``activation_ratio`` and the ``dead`` flag are recomputed from the record's own final
+    activation; nothing is rendered again. Returns the number of records changed."""
+    changed = 0
+    for layer in LAYER_NAMES:
+        d = LayerDir(Path(root), weights, config, layer)
+        if not d.path.is_dir():
+            continue
+        ref = reference(model, layer)
+        settings, before = None, changed
+        for path in sorted(d.path.glob("c[0-9][0-9][0-9][0-9].json")):
+            rec = load_valid_record(d, int(path.stem[1:]))
+            if rec is None:
+                continue
+            settings = rec["settings"]
+            nat, final = float(ref[rec["channel"]]), rec["final_activation"]
+            ratio = activation_ratio(np.array([final]), np.array([nat]))[0]
+            parts = [p for p in rec["evidence"].split("; ") if p and not p.startswith("dead:")]
+            flags = [f for f in rec["flags"] if f != "dead"]
+            if nat <= 0 and final <= 0:
+                flags.insert(0, "dead")
+                parts.insert(0, f"dead: never positive on natural photos (max {nat:.3g}) nor after optimization "
+                                f"({final:.3g})")
+            new = {**rec, "natural_max": round(nat, 4), "flags": flags, "evidence": "; ".join(parts),
+                   "activation_ratio": None if not np.isfinite(ratio) else round(float(ratio), 4),
+                   "natural_reference": "examples:bundled:max"}
+            if new != rec:
+                atomic_write(d.record(rec["channel"]), json.dumps(new, allow_nan=False).encode())
+                changed += 1
+        if settings is not None and changed > before:
+            write_manifest(d, settings)
+    return changed
+
+
+# ---------------------------------------------------------------------------------------------------- reader
+@dataclass
+class LayerView:
+    """One layer of one gallery: its records (validated) and any problems found while reading."""
+
+    dir: LayerDir
+    settings: dict
+    records: dict[int, dict]
+    problems: list[str]
+
+    @property
+    def layer(self) -> str:
+        return self.dir.layer
+
+    def channels(self, show: str = "all", order: str = "channel") -> list[int]:
+        """The channels in the grid's order: ``show`` all, flagged or unflagged ones; ``order`` by channel number
+        or strongest first (activation over the best photo; unbounded first, undefined last)."""
+        chans = sorted(self.records)
+        if show == "flagged":
+            chans = [c for c in chans if self.records[c]["flags"]]
+        elif show == "unflagged":
+            chans = [c for c in chans if not self.records[c]["flags"]]
+        if order == "strongest":
+            chans.sort(key=lambda c: -strength(self.records[c]))
+        return chans
+
+    def image_bytes(self, channel: int) -> bytes | None:
+        """The PNG of ``channel`` if present and intact (its sha256 matches the record), else None."""
+        rec = self.records.get(channel)
+        if rec is None:
+            return None
+        try:
+            data = self.dir.image(int(channel)).read_bytes()
+        except OSError:
+            return None
+        if _sha256(data) != rec["image_sha256"] or not _decodes(data):
+            return None
+        return data
+
+
+def _decodes(data: bytes) -> bool:
+    """Whether ``data`` is a PNG that Pillow can decode (a matching hash alone does not make junk an image)."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.format != "PNG" or im.width * im.height > 4096 * 4096:
+                return False
+            im.load()
+        return True
+    except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError, SyntaxError):
+        return False
+
+
+class Gallery:
+    """Read-only view of a gallery root. Every name is validated against what is on disk before use, so no
+    user-supplied value reaches a path unchecked."""
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+        self._cache: dict[Path, tuple[float, LayerView]] = {}
+
+    def _subdirs(self, path: Path) -> list[str]:
+        try:
+            return sorted(p.name for p in path.iterdir() if p.is_dir() and NAME_RE.match(p.name))
+        except OSError:
+            return []
+
+    def weights(self) -> list[str]:
+        return [w for w in self._subdirs(self.root) if self.configs(w)]
+
+    def configs(self, weights: str) -> list[str]:
+        if weights not in self._subdirs(self.root):
+            return []
+        return [c for c in self._subdirs(self.root / weights) if self.layers(weights, c)]
+
+    def layers(self, weights: str, config: str) -> list[str]:
+        if weights not in self._subdirs(self.root) or config not in self._subdirs(self.root / weights):
+            return []
+        present = set(self._subdirs(self.root / weights / config))
+        return [name for name in LAYER_NAMES if name in present]
+
+    def layer(self, weights: str, config: str, layer: str) -> LayerView:
+        """Read a layer (cached until its manifest changes). Unknown names raise :class:`GalleryError`."""
+        check_name("weights", weights)
+        check_name("config", config)
+        get_layer(layer)
+        if layer not in self.layers(weights, config):
+            raise GalleryError(f"no gallery for {layer} in {weights}/{config}")
+        d = LayerDir(self.root, weights, config, layer)
+        try:
+            mtime = d.manifest.stat().st_mtime_ns
+        except OSError:
+            mtime = -1
+        hit = self._cache.get(d.path)
+        if hit and hit[0] == mtime:
+            return hit[1]
+        view = self._read(d)
+        self._cache[d.path] = (mtime, view)
+        return view
+
+    def _read(self, d: LayerDir) -> LayerView:
+        problems: list[str] = []
+        try:
+            manifest = validate_manifest(read_json(d.manifest))
+            if manifest["layer"] != d.layer:
+                raise GalleryError("manifest is for another layer")
+            records = {int(k): v for k, v in manifest["channels"].items()}
+            return LayerView(d, manifest["settings"], records, problems)
+        except FileNotFoundError:
+            problems.append(f"{d.layer}: manifest missing; read the channel records instead")
+        except GalleryError as exc:
+            problems.append(f"{d.layer}: {exc}; read the channel records instead")
+        records = {}
+        settings: dict = {}
+        for path in sorted(d.path.glob("c[0-9][0-9][0-9][0-9].json")):
+            ch = int(path.stem[1:])
+            try:
+                rec = validate_record(read_json(path), d.layer, ch)
+                records[ch] = rec
+                settings = settings or rec["settings"]
+            except GalleryError as exc:
+                problems.append(f"{d.layer} channel {ch}: {exc}")
+        return LayerView(d, settings, records, problems)
+
+
+def layer_channels(spec: Iterable[str], channels: str) -> dict[str, list[int]]:
+    """``--layers conv1_1,conv2_1 --channels 0-63`` -> {layer: channels} (a channel spec per layer)."""
+    out = {}
+    for name in spec:
+        lay = get_layer(name.strip())
+        out[lay.name] = parse_channels(lay, channels)
+    return out
