@@ -120,4 +120,5 @@ def server_line() -> None:
     stats = manager().stats()
     mine = len(manager().session_jobs(session_id()))
     slot.caption(f"Server: {stats['running']}/{stats['max_running']} generating, {stats['queued']} queued"
-                 + (f" ({mine} of these yours)" if mine else "") + f" · {stats['cached']} results cached")
+                 + (f" ({mine} of these yours)" if mine else "") + f" · {stats['cached']} results cached"
+                 + (f" · {manager().notice}" if manager().notice else ""))

@@ -14,9 +14,10 @@ from viz.dashboard.links import parse_link
 from viz.engine.settings import MAX_SIZE, MIN_SIZE
 
 
-def link_state(default_layer: str | None = "conv5_1"):
-    """The URL's parameters, validated: each bad one is shown as one friendly warning and dropped from the URL."""
-    link = parse_link(st.query_params.to_dict(), default_layer)
+def link_state(default_layer: str | None = "conv5_1", current_layer: str | None = None):
+    """The URL's parameters, validated: each bad one is shown as one friendly warning and dropped from the URL (a
+    channel without a layer is checked against ``current_layer``, the layer the page shows)."""
+    link = parse_link(st.query_params.to_dict(), default_layer, current_layer)
     for problem in link.problems:
         st.warning(f"Ignored part of the link: {problem}.", icon=":material/link_off:")
     for name in link.bad:
@@ -30,15 +31,18 @@ PERSIST = {"persist_state": "session"}  # a visitor's choices survive a visit to
 def seed_from_link(prefix: str, defaults: dict) -> None:
     """The form's values: a new link's (layer, channel, size, steps, method) when the URL changed since it was
     last applied, else what this visitor chose before (widgets persist across pages), else ``defaults``."""
-    link = link_state(default_layer=None)
     ss = st.session_state
     for name, value in {"layer": "conv5_1", "channel": 104, **defaults}.items():
         ss.setdefault(f"{prefix}_{name}", value)
+    link = link_state(default_layer=None, current_layer=ss[f"{prefix}_layer"])
     given = {k: v for k, v in link.given().items() if k != "page"}
     if given and given != ss.get(f"_{prefix}_link"):
         for name, value in given.items():
             ss[f"{prefix}_{name}"] = value
         ss[f"_{prefix}_link"] = given
+        top = LAYERS[ss[f"{prefix}_layer"]].channels - 1  # a new layer whose range ends below the last channel
+        if isinstance(ss[f"{prefix}_channel"], int) and ss[f"{prefix}_channel"] > top:
+            ss[f"{prefix}_channel"] = top
 
 
 def remember_link(prefix: str, **values) -> None:

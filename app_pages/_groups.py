@@ -33,16 +33,18 @@ TOP = 5
 
 @st.cache_data(show_spinner=False, max_entries=24)
 def _factors(weights: str, layer: str, k: int, digest: str, _image: np.ndarray):
-    return photo_factors(load_model_for(weights), _image, layer, k)
+    with manager().photo_lane.enter():
+        return photo_factors(load_model_for(weights), _image, layer, k)
 
 
 @st.cache_data(show_spinner=False, max_entries=24)
 def _attribution(weights: str, layer: str, digest: str, target: str, _image: np.ndarray, _vector) -> np.ndarray:
     kind, _, value = target.partition(":")
     model = load_model_for(weights)
-    if kind == "channel":
-        return attribution_heat(attribution(model, _image, layer, channel=int(value)))
-    return attribution_heat(attribution(model, _image, layer, vector=_vector))
+    with manager().photo_lane.enter():
+        if kind == "channel":
+            return attribution_heat(attribution(model, _image, layer, channel=int(value)))
+        return attribution_heat(attribution(model, _image, layer, vector=_vector))
 
 
 def _swatch(i: int) -> str:

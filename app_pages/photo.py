@@ -7,7 +7,7 @@ import streamlit as st
 from app_pages._forms import PERSIST, layer_picker
 from app_pages._groups import show_groups
 from app_pages._results import plain
-from app_pages._server import app_words, device, gallery, load_model_for
+from app_pages._server import app_words, device, gallery, load_model_for, manager
 from viz import VizError
 from viz.atlas.photo import overlay, respond
 from viz.base.corpus import BUNDLED, UPLOAD_SIDE, bundled, decode, load_rgb
@@ -70,7 +70,8 @@ except VizError as exc:
 weights = ss.get("g_weights", "oxford")
 with st.spinner(f"Running {layer} of VGG16 ({weights}) over {source}…"):
     try:
-        response = respond(load_model_for(weights), image, layer)
+        with manager().photo_lane.enter():  # one photo pass at a time, server-wide
+            response = respond(load_model_for(weights), image, layer)
     except VizError as exc:
         st.error(app_words(exc))
         st.stop()

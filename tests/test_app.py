@@ -7,7 +7,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.helpers import TINY, serve_gallery
-from viz import make_settings
+from viz import LAYERS, make_settings
 from viz.atlas.gallery import config_name, precompute
 from viz.serving.jobs import get_manager, wait
 
@@ -319,3 +319,19 @@ def test_compares_two_sides_are_a_link(tiny_gallery):
     assert _param(at, "left_view") == "negative"
     bad = open_page("app_pages/compare.py", left_method="magic")
     assert any("left_method" in w.value for w in bad.warning)
+
+
+@pytest.mark.parametrize("query", [{"channel": "99999"}, {"channel": "-1"}, {"channel": "1e3"},
+                                   {"layer": "conv1_1", "channel": "100"}])
+def test_a_bad_channel_in_a_link_is_one_warning_and_leaves_the_url(tiny_gallery, query):
+    """Issue 24: a channel the page's layer does not have (with or without a layer in the link) is one warning
+    naming it, is dropped from the URL, and the form's channel fits the layer (never a second error about the
+    channel the form had before)."""
+    at = open_page("app_pages/generator.py", **query)
+    warnings = [w.value for w in at.warning]
+    assert len(warnings) == 1 and warnings[0].startswith("Ignored part of the link: channel"), warnings
+    assert query["channel"] in warnings[0]
+    assert "channel" not in at.query_params
+    layer = at.selectbox(key="gen_layer").value
+    assert at.number_input(key="gen_channel").value < LAYERS[layer].channels
+    assert not at.error and not at.exception

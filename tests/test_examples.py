@@ -266,3 +266,102 @@ def test_peaks_are_the_strongest_local_maxima():
             got = [(float(v), k, y, x) for v, (k, _, y, x) in zip(values[ch], where[ch].tolist())]
             assert [w[1:] for w in want] == [w[1:] for w in got]
             assert [w[0] for w in want] == pytest.approx([w[0] for w in got])
+
+
+def _nest(root, depth: int) -> None:
+    """``root/d/d/.../d/deep.jpg``, ``depth`` folders deep, built through folder handles."""
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        for _ in range(depth):
+            os.mkdir("d", dir_fd=fd)
+            inner = os.open("d", os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        photo(99).save(f"/proc/self/fd/{fd}/deep.jpg")
+    finally:
+        os.close(fd)
+
+
+def _unnest(root, depth: int) -> None:
+    fds = [os.open(root, os.O_RDONLY)]
+    for _ in range(depth):
+        fds.append(os.open("d", os.O_RDONLY, dir_fd=fds[-1]))
+    os.unlink("deep.jpg", dir_fd=fds[-1])
+    for i in range(depth, 0, -1):
+        os.close(fds[i])
+        os.rmdir("d", dir_fd=fds[i - 1])
+    os.close(fds[0])
+
+
+def test_a_hostile_folder_is_scanned_without_hanging_or_a_traceback(tmp_path):
+    """Issue 24: a link to /dev/zero and a FIFO named like photos are not images (only regular files are listed and
+    read, never more than the size cap), and folders nested 1,500 deep are walked without recursion (the photo at
+    the bottom is found and read)."""
+    corpus_dir = tmp_path / "hostile"
+    corpus_dir.mkdir()
+    photo(1).save(corpus_dir / "a.jpg")
+    photo(2).save(corpus_dir / "b.png")
+    (corpus_dir / "zero.jpg").symlink_to("/dev/zero")
+    os.mkfifo(corpus_dir / "fifo.jpg")
+    _nest(corpus_dir, 1500)
+    try:
+        p = run_cli("examples", "--images", str(corpus_dir), "--layers", "conv1_1", "--top", "2", "--weights",
+                    "oxford", "--out", str(tmp_path / "g"), timeout=300)
+    finally:
+        _unnest(corpus_dir, 1500)
+    assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr[-1500:]
+    summary = json.loads(p.stdout.strip().splitlines()[-1])
+    assert summary["images"] == 3 and summary["read"] == 3 and summary["skipped"] == 0
+
+
+def test_two_folders_with_one_name_keep_their_own_examples(tmp_path):
+    """Issue 24: ``A/pics`` then ``B/pics`` into one ``--out``: B's examples go to ``pics-<digest>`` and A's stay."""
+    out = tmp_path / "g"
+    dirs = []
+    for side, seeds in (("A", (1, 2)), ("B", (3, 4, 5))):
+        d = tmp_path / side / "pics"
+        d.mkdir(parents=True)
+        for s in seeds:
+            photo(s).save(d / f"{side}{s}.jpg")
+        p = run_cli("examples", "--images", str(d), "--layers", "conv1_1", "--top", "2", "--weights", "oxford",
+                    "--out", str(out))
+        assert p.returncode == 0, p.stderr[-1000:]
+        dirs.append(Path(json.loads(p.stdout.strip().splitlines()[-1])["out"]))
+    assert dirs[0].name == "pics" and dirs[1].name.startswith("pics-") and "holds the examples of" in p.stderr
+    assert json.loads((dirs[0] / "corpus.json").read_text())["images"] == ["A1.jpg", "A2.jpg"]
+    assert json.loads((dirs[1] / "corpus.json").read_text())["images"] == ["B3.jpg", "B4.jpg", "B5.jpg"]
+
+
+def test_a_finished_scan_is_extended_not_redone(tmp_path):
+    """Issue 24: scanning a scanned folder again reads nothing; a folder that gained a photo reads only that one,
+    with the same lists as a fresh scan of all of them; a photo changed since is a scan from the start. The seconds
+    in corpus.json count every run."""
+    corpus_dir = tmp_path / "grow"
+    corpus_dir.mkdir()
+    for i in range(3):
+        photo(200 + i).save(corpus_dir / f"{i}.png")
+    args = ["examples", "--images", str(corpus_dir), "--layers", "conv2_1", "--top", "3", "--weights", "oxford"]
+
+    def run(out: str) -> dict:
+        p = run_cli(*args, "--out", str(tmp_path / out))
+        assert p.returncode == 0, p.stderr[-1000:]
+        return json.loads(p.stdout.strip().splitlines()[-1])
+
+    first = run("g")
+    assert (first["read"], first["new"]) == (3, 3)
+    again = run("g")
+    assert (again["read"], again["new"], again["resumed_after"]) == (3, 0, 3)
+    photo(300).save(corpus_dir / "1b.png")  # sorts between 1.png and 2.png: every later index moves
+    grown = run("g")
+    assert (grown["read"], grown["new"], grown["resumed_after"]) == (4, 1, 3)
+    meta = json.loads((examples_dir(tmp_path / "g", "oxford", "grow") / "corpus.json").read_text())
+    assert meta["seconds"] >= grown["seconds"] - 0.1 and meta["seconds"] == grown["seconds"]
+    assert grown["seconds"] > first["seconds"] - 0.1  # the runs add up
+    fresh = run("fresh")
+    assert (fresh["read"], fresh["new"]) == (4, 4)
+    a = json.loads((examples_dir(tmp_path / "g", "oxford", "grow") / "conv2_1.json").read_text())
+    b = json.loads((examples_dir(tmp_path / "fresh", "oxford", "grow") / "conv2_1.json").read_text())
+    assert a["channels"] == b["channels"]
+    photo(400).save(corpus_dir / "0.png")  # a photo read before, changed: its examples cannot be taken out
+    changed = run("g")
+    assert (changed["read"], changed["new"]) == (4, 4)

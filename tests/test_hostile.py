@@ -271,3 +271,28 @@ def test_small_files_that_decode_huge_take_bounded_memory(tmp_path, kind):
         assert shape.strip().startswith("(1, 3, 224,"), shape
     # the file's own pixels at full size would be 100-200 MB as uint8 and 4-8 times that as floats
     assert int(grew_mb) < 150, f"{kind}: peak resident memory grew {grew_mb} MB while decoding"
+
+
+def test_an_unreachable_ray_address_is_one_line_on_the_cli(tmp_path):
+    """Issue 24: ``--ray`` naming a port nobody listens on ends with one line and exit status 2, not a hang (the
+    subprocess's timeout is only the test's deadline)."""
+    p = run_cli("precompute", "--layers", "conv1_1", "--channels", "0", "--size", "32", "--steps", "2",
+                "--ray", "127.0.0.1:1", "--out", str(tmp_path / "g"), timeout=240)
+    one_line_error(p, "cannot reach the Ray cluster at '127.0.0.1:1'")
+
+
+def test_the_app_renders_in_process_when_its_ray_address_is_unreachable(monkeypatch):
+    """Issue 24: ``VIZ_RAY_ADDRESS`` naming a dead head: the server renders in this process and its sidebar line
+    says why (health stays honest), instead of every page hanging."""
+    from viz.serving.jobs import JobSpec, LocalExecutor, get_manager, reset_manager, wait
+
+    monkeypatch.setenv("VIZ_RAY_ADDRESS", "127.0.0.1:1")
+    reset_manager()
+    try:
+        m = get_manager()
+        assert isinstance(m.executor, LocalExecutor)
+        assert m.notice and "rendering in this process instead" in m.notice
+        job = wait(m.submit_many([JobSpec(make_settings("conv1_1", size=32, steps=2), 0, "cpu")])[0], 120)
+        assert job.state == "done"
+    finally:
+        reset_manager()

@@ -224,3 +224,56 @@ def test_a_hostile_disk_cache_entry_is_rendered_again(managers, tmp_path):
     (tmp_path / f"{spec.key}.json").write_text("[" * 200_000)
     job = wait(m.submit_many([spec])[0], 60)
     assert job.state == "done" and not job.cached
+
+
+@pytest.mark.parametrize("swap", ["image", "snapshot", "json claims the big one"])
+def test_a_png_put_in_a_cached_results_place_is_a_miss_never_decoded(managers, tmp_path, swap):
+    """Issue 24: a valid 4000 x 4000 PNG in place of a cached 32 px result (or of one of its snapshots) is not served
+    as "instant (cached)": the JSON's length and digest do not match it, so it is never decoded; editing the JSON
+    to claim the big file's length still fails on its digest. The render runs again and replaces it."""
+    import json
+
+    from viz.base.images import png_bytes
+
+    m = managers(disk_cache=tmp_path)
+    spec = JobSpec(s(4), 5, "cpu", (2,))
+    assert wait(m.submit_many([spec])[0], 60).state == "done"
+    big = png_bytes(np.random.default_rng(0).integers(0, 255, (4000, 4000, 3), dtype=np.uint8), optimize=False)
+    target = tmp_path / (f"{spec.key}.s2.png" if swap == "snapshot" else f"{spec.key}.png")
+    target.write_bytes(big)
+    if swap == "json claims the big one":
+        meta_path = tmp_path / f"{spec.key}.json"
+        meta = json.loads(meta_path.read_text())
+        meta["files"]["png"].update(bytes=len(big), size=[4000, 4000])
+        meta_path.write_text(json.dumps(meta))
+    fresh = managers(disk_cache=tmp_path)  # nothing in memory: only the disk could answer
+    assert fresh.results.get(spec.key) is None
+    job = wait(fresh.submit_many([spec])[0], 60)
+    assert job.state == "done" and not job.cached and job.result.image.shape == (32, 32, 3)
+    assert fresh.results._load(spec.key) is not None  # rewritten whole: a hit from disk again
+
+
+def test_photo_passes_take_turns_server_wide():
+    """Issue 24: a second visitor's photo pass waits for the first (the lane has one slot) and is refused with one
+    line if it cannot enter in time; once the first is done, it enters."""
+    import threading
+
+    from viz.serving.jobs import PhotoLane
+
+    lane, inside, leave = PhotoLane(1), threading.Event(), threading.Event()
+
+    def first():
+        with lane.enter():
+            inside.set()
+            leave.wait(30)
+
+    t = threading.Thread(target=first)
+    t.start()
+    assert inside.wait(30)
+    with pytest.raises(VizError, match="busy with other visitors' photos"):
+        with lane.enter(timeout=0.1):
+            pass
+    leave.set()
+    t.join(30)
+    with lane.enter(timeout=5):
+        pass

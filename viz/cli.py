@@ -332,9 +332,11 @@ def cmd_examples(args: argparse.Namespace) -> int:
         weights_name = model.weights_name
     if bar:
         bar[0].close()
-    print(json.dumps({"out": str(examples_dir(out, weights_name, corpus.name)), "images": len(corpus.images),
+    where = report.out or examples_dir(out, weights_name, corpus.name)
+    print(json.dumps({"out": str(where), "images": len(corpus.images),
                       "read": report.images, "skipped": len(report.skipped), "skipped_why": report.skipped,
-                      "resumed_after": report.resumed, "seconds": round(report.seconds, 1)}, allow_nan=False))
+                      "new": report.new, "resumed_after": report.resumed, "seconds": round(report.seconds, 1)},
+                     allow_nan=False))
     return 0
 
 

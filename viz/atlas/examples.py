@@ -22,12 +22,13 @@ size or page.
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -102,52 +103,111 @@ class Batcher:
 
 @dataclass
 class ScanReport:
-    images: int = 0
+    images: int = 0  # images read, in all runs of this scan
     skipped: dict[str, str] = field(default_factory=dict)
-    seconds: float = 0.0
-    resumed: int = 0
+    seconds: float = 0.0  # all runs of this scan together
+    resumed: int = 0  # images an earlier run had already read or skipped
+    out: Path | None = None  # where the examples went
+    new: int = 0  # images read by this run
+    before: float = 0.0  # seconds of the earlier runs
+    started: float = field(default_factory=time.perf_counter)
+
+    def elapsed(self) -> float:
+        return self.before + time.perf_counter() - self.started
 
 
 def examples_dir(root: Path, weights: str, corpus: str) -> Path:
     return Path(root) / safe_name(weights) / "examples" / safe_name(corpus)
 
 
+def own_corpus(out: Path, weights: str, corpus: Corpus, notice: Callable[[str], None] | None = None) -> Corpus:
+    """``corpus`` under a name whose examples folder is its own: a folder of the same name elsewhere (``A/pics``
+    then ``B/pics`` into one ``out``) gets the name with its path's digest, ``pics-1a2b3c4d``, never the other's."""
+    d = examples_dir(out, weights, corpus.name)
+    if corpus.root is None or not (d / "corpus.json").is_file():
+        return corpus
+    try:
+        other = read_json(d / "corpus.json")
+        other = other.get("root") if isinstance(other, dict) else None
+    except (OSError, ValueError):
+        other = None
+    if other in (None, str(corpus.root)):
+        return corpus
+    name = f"{corpus.name}-{hashlib.sha256(str(corpus.root).encode()).hexdigest()[:8]}"
+    if notice:
+        notice(f"{examples_dir(out, weights, corpus.name)} holds the examples of {str(other)[:80]}: these go to "
+               f"{examples_dir(out, weights, name)}")
+    return replace(corpus, name=name)
+
+
+STATE, DONE = ".scan-state.pt", ".scan-done.pt"  # a scan under way (killed: resumed), a finished one (extended)
+
+
 def _signature(model, corpus: Corpus, layers: list[str], top: int) -> dict:
-    return {"weights": model.weights.sha256, "corpus": corpus.signature, "layers": layers, "top": top,
-            "scales": list(SCALES), "version": VERSION}
+    return {"weights": model.weights.sha256, "corpus": corpus.name, "root": str(corpus.root), "layers": layers,
+            "top": top, "scales": list(SCALES), "version": VERSION, "checkpoint": 2}
+
+
+def _identity(corpus: Corpus, name: str) -> list[int] | None:
+    """What says a file is the one scanned before: its size and modification time."""
+    try:
+        st = corpus.path(name).stat()
+    except (OSError, VizError):
+        return None
+    return [st.st_size, st.st_mtime_ns]
 
 
 def load_checkpoint(d: Path, model, corpus: Corpus, layers: list[str], top: int, states: dict[str, LayerState],
                     report: ScanReport, notice: Callable[[str], None] | None = None) -> dict[str, list[int]]:
-    """Load the state a killed scan of the same weights, corpus, layers and top saved into ``states`` and
-    ``report``; return the images done (image -> [height, width]), empty when there is nothing to resume."""
-    ckpt = d / ".scan-state.pt"
-    if not ckpt.is_file():
+    """Load what an earlier scan of the same weights, folder, layers and top saved (a killed one's checkpoint, else
+    a finished one's state) into ``states`` and ``report``; return the images done (image -> [height, width]).
+    Images added since are left to scan; if an image read before changed or is gone, nothing is loaded (its
+    contribution cannot be taken out of the lists) and the scan starts again."""
+    path = d / STATE if (d / STATE).is_file() else d / DONE
+    if not path.is_file():
         return {}
     try:
-        saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+        saved = torch.load(path, map_location="cpu", weights_only=True)
         if saved["signature"] != _signature(model, corpus, layers, top):
             return {}
+        seen, names = saved["seen"], list(saved["names"])
+        changed = [n for n in [*saved["done"], *saved["skipped"]] if _identity(corpus, n) != seen.get(n)]
+        if changed:
+            if notice:
+                notice(f"{changed[0][:60]} changed since the last scan: scanning again from the start")
+            return {}
+        index = {name: i for i, name in enumerate(corpus.images)}
+        remap = torch.tensor([index.get(n, -1) for n in names] + [-1], dtype=torch.int32)  # old index -> new
         for n in layers:
             states[n].load(saved["states"][n])
+            for where in (states[n].where, states[n].neg_where):
+                where[..., 0] = remap[where[..., 0].long()]  # -1 (an empty slot) maps to -1 (remap's last entry)
         done, report.skipped = dict(saved["done"]), dict(saved["skipped"])
+        report.before = float(saved["seconds"])
     except Exception:  # a checkpoint of another version, or half of one: start again
         for st in states.values():
             st.__post_init__()
-        report.skipped = {}
+        report.skipped, report.before = {}, 0.0
         return {}
     report.resumed = len(done) + len(report.skipped)
     if notice and report.resumed:
-        notice(f"resuming the scan after {report.resumed} images")
+        todo = len(corpus.images) - report.resumed
+        notice(f"{report.resumed} images already scanned" + (f"; scanning the {todo} others" if todo else ""))
     return done
 
 
 def save_checkpoint(d: Path, model, corpus: Corpus, layers: list[str], top: int, states: dict[str, LayerState],
-                    done: dict[str, list[int]], report: ScanReport) -> None:
+                    done: dict[str, list[int]], report: ScanReport, finished: bool = False) -> None:
+    """The scan's state, to resume a killed scan (:data:`STATE`) or to extend a finished one (:data:`DONE`, and the
+    checkpoint goes)."""
     buf = io.BytesIO()
-    torch.save({"signature": _signature(model, corpus, layers, top),
-                "states": {n: s.state() for n, s in states.items()}, "done": done, "skipped": report.skipped}, buf)
-    atomic_write(d / ".scan-state.pt", buf.getvalue())
+    seen = {n: _identity(corpus, n) for n in [*done, *report.skipped]}
+    torch.save({"signature": _signature(model, corpus, layers, top), "names": list(corpus.images), "seen": seen,
+                "seconds": report.elapsed(), "states": {n: s.state() for n, s in states.items()}, "done": done,
+                "skipped": report.skipped}, buf)
+    atomic_write(d / (DONE if finished else STATE), buf.getvalue())
+    if finished:
+        (d / STATE).unlink(missing_ok=True)
 
 
 def scan(model, corpus: Corpus, out: Path, layers: list[str] | None = None, top: int = TOP,
@@ -155,12 +215,12 @@ def scan(model, corpus: Corpus, out: Path, layers: list[str] | None = None, top:
          notice: Callable[[str], None] | None = None) -> ScanReport:
     """Scan ``corpus`` with ``model`` into ``examples_dir(out, weights, corpus.name)``; resumable."""
     layers = [get_layer(n).name for n in (layers or LAYER_NAMES)]
+    corpus = own_corpus(out, model.weights_name, corpus, notice)
     d = examples_dir(out, model.weights_name, corpus.name)
     d.mkdir(parents=True, exist_ok=True)
     states = {n: LayerState(LAYERS[n].channels, top) for n in layers}
-    report = ScanReport()
+    report = ScanReport(out=d)
     done = load_checkpoint(d, model, corpus, layers, top, states, report, notice)
-    start = time.perf_counter()
 
     def save_state() -> None:
         save_checkpoint(d, model, corpus, layers, top, states, done, report)
@@ -179,15 +239,16 @@ def scan(model, corpus: Corpus, out: Path, layers: list[str] | None = None, top:
         else:
             batcher.add_image(model, image, index[name])
             done[name] = list(image.shape[:2])
+            report.new += 1
         if progress:
             progress(count, total, name[-40:])
         if count % CHECKPOINT_EVERY == 0:
             batcher.flush()
             save_state()
     batcher.flush()
-    report.images, report.seconds = len(done), time.perf_counter() - start
+    report.images, report.seconds = len(done), report.elapsed()
     write_results(d, corpus, model, states, done, report, top)
-    (d / ".scan-state.pt").unlink(missing_ok=True)
+    save_checkpoint(d, model, corpus, layers, top, states, done, report, finished=True)
     return report
 
 

@@ -42,7 +42,7 @@ from ..engine.render import render
 from ..engine.settings import RenderSettings, check_channels
 from ..engine.views import parse_view
 from .examples import reference
-from .metrics import activation_ratio, strength, summarize
+from .metrics import strength, summarize
 
 RECORD_SCHEMA, RECORD_VERSION = "vgg16-atlas/channel-record", 1
 MANIFEST_SCHEMA, MANIFEST_VERSION = "vgg16-atlas/layer-manifest", 1
@@ -434,41 +434,6 @@ def _precompute(root, settings, layers, batch, device, retries, progress, cancel
                     report.flagged.setdefault(f, []).append(f"{d.layer}:{ch}")
     report.seconds = time.perf_counter() - start
     return report
-
-
-def migrate_reference(root: Path | str, weights: str, config: str, model) -> int:
-    """Give every record of a gallery the size-independent natural reference (:func:`viz.atlas.examples.reference`):
-    ``natural_max``, ``activation_ratio`` and the ``dead`` flag are recomputed from the record's own final
-    activation; nothing is rendered again. Returns the number of records changed."""
-    changed = 0
-    for layer in LAYER_NAMES:
-        d = LayerDir(Path(root), weights, config, layer)
-        if not d.path.is_dir():
-            continue
-        ref = reference(model, layer)
-        settings, before = None, changed
-        for path in sorted(d.path.glob("c[0-9][0-9][0-9][0-9].json")):
-            rec = load_valid_record(d, int(path.stem[1:]))
-            if rec is None:
-                continue
-            settings = rec["settings"]
-            nat, final = float(ref[rec["channel"]]), rec["final_activation"]
-            ratio = activation_ratio(np.array([final]), np.array([nat]))[0]
-            parts = [p for p in rec["evidence"].split("; ") if p and not p.startswith("dead:")]
-            flags = [f for f in rec["flags"] if f != "dead"]
-            if nat <= 0 and final <= 0:
-                flags.insert(0, "dead")
-                parts.insert(0, f"dead: never positive on natural photos (max {nat:.3g}) nor after optimization "
-                                f"({final:.3g})")
-            new = {**rec, "natural_max": round(nat, 4), "flags": flags, "evidence": "; ".join(parts),
-                   "activation_ratio": None if not np.isfinite(ratio) else round(float(ratio), 4),
-                   "natural_reference": "examples:bundled:max"}
-            if new != rec:
-                atomic_write(d.record(rec["channel"]), json.dumps(new, allow_nan=False).encode())
-                changed += 1
-        if settings is not None and changed > before:
-            write_manifest(d, settings)
-    return changed
 
 
 # ---------------------------------------------------------------------------------------------------- reader

@@ -11,8 +11,9 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import io
-import json
 import math
+import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,17 +100,33 @@ def bundled() -> Corpus:
 
 
 def folder(path: str | Path) -> Corpus:
-    """Every file with an image extension below ``path`` (recursive, sorted, hidden files skipped)."""
+    """Every regular file with an image extension below ``path`` (sorted; hidden files and folders skipped; links
+    to folders not followed; devices, FIFOs and sockets never listed, whatever their name), found without
+    recursion however deep the folders go."""
     root = Path(path).expanduser()
     if not root.is_dir():
         raise VizError(f"--images {str(path)[:60]!r} is not a directory (or use --images bundled)")
-    names = sorted(str(p.relative_to(root)) for p in root.rglob("*")
-                   if p.suffix.lower() in EXTENSIONS and not any(part.startswith(".") for part in
-                                                                p.relative_to(root).parts))
+    root = root.resolve()
+    names, stack = [], [root]
+    while stack:
+        here = stack.pop()
+        try:
+            entries = list(os.scandir(here))
+        except OSError:  # unreadable, or a path too long to open: its images cannot be read either
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(Path(entry.path))
+                elif Path(entry.name).suffix.lower() in EXTENSIONS and stat.S_ISREG(entry.stat().st_mode):
+                    names.append(str(Path(entry.path).relative_to(root)))
+            except OSError:  # a dangling link
+                continue
     if not names:
         raise VizError(f"no images ({', '.join(EXTENSIONS)}) found under {str(path)[:60]!r}")
-
-    return Corpus(safe_name(root.resolve().name) or "images", root.resolve(), tuple(names))
+    return Corpus(safe_name(root.name) or "images", root, tuple(sorted(names)))
 
 
 def resolve(spec: str) -> Corpus:
@@ -133,17 +150,19 @@ def load_photo(spec: str) -> np.ndarray:
 
 
 def load_rgb(path: Path) -> np.ndarray:
-    """An image file as RGB uint8 (H, W, 3), or :class:`VizError` saying in a few words why not."""
+    """An image file as RGB uint8 (H, W, 3), or :class:`VizError` saying in a few words why not. Only a regular
+    file is opened (a FIFO would block, a device never end), and never more than :data:`MAX_BYTES` is read."""
     try:
-        size = path.stat().st_size
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise VizError("not a regular file")
+        if st.st_size > MAX_BYTES:
+            raise VizError(f"file too large ({st.st_size >> 20} MB)")
+        with open(path, "rb") as f:
+            data = f.read(MAX_BYTES + 1)
     except OSError as exc:
         raise VizError(f"unreadable ({exc.strerror})") from None
-    if size > MAX_BYTES:
-        raise VizError(f"file too large ({size >> 20} MB)")
-    try:
-        return decode(path.read_bytes())
-    except OSError as exc:
-        raise VizError(f"unreadable ({exc.strerror})") from None
+    return decode(data)
 
 
 def decode(data: bytes, max_bytes: int = MAX_BYTES, max_side: int | None = None) -> np.ndarray:
@@ -213,7 +232,3 @@ def iter_images(corpus: Corpus, skip: set[str] | None = None) -> Iterator[tuple[
             yield i, name, load_rgb(corpus.path(name)), ""
         except VizError as exc:
             yield i, name, None, str(exc)
-
-
-def read_corpus_json(path: Path) -> Corpus:
-    return Corpus.from_json(json.loads(path.read_text()))

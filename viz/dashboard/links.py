@@ -38,8 +38,10 @@ def _first(value: object) -> object:
     return value
 
 
-def parse_link(params: Mapping[str, object], default_layer: str | None = None) -> Link:
-    """Read the link's parameters; bad values become one-line ``problems`` instead of exceptions."""
+def parse_link(params: Mapping[str, object], default_layer: str | None = None,
+               current_layer: str | None = None) -> Link:
+    """Read the link's parameters; bad values become one-line ``problems`` instead of exceptions. A channel without
+    a layer is read against ``current_layer`` (the layer the page shows), when the page has one."""
     link = Link(layer=default_layer)
 
     def read(name, parse):
@@ -56,8 +58,8 @@ def parse_link(params: Mapping[str, object], default_layer: str | None = None) -
     layer = read("layer", lambda raw: get_layer(raw).name)
     if layer is not None:
         link.layer = layer
-    if link.layer is not None:
-        link.channel = read("channel", lambda raw: parse_channel(get_layer(link.layer), raw))
+    if link.layer is not None or current_layer is not None:
+        link.channel = read("channel", lambda raw: parse_channel(get_layer(link.layer or current_layer), raw))
     link.page = read("page", lambda raw: parse_int("page", raw, 1, MAX_PAGE))
     link.size = read("size", lambda raw: parse_int("size", raw, MIN_SIZE, MAX_SIZE, " pixels"))
     link.steps = read("steps", lambda raw: parse_int("steps", raw, 1, MAX_STEPS))

@@ -113,8 +113,3 @@ def load_model(weights: str | None = None, device: torch.device | str = "cpu", c
         else:  # loading would have said it
             notice_fallback(weights, name, notice)
     return model
-
-
-def clear_model_cache() -> None:
-    with _cache_lock:
-        _cache.clear()

@@ -24,8 +24,8 @@ import io
 import json
 import os
 import pickle
+import socket
 import threading
-import time
 import zlib
 from collections import deque
 from collections.abc import Callable
@@ -52,6 +52,7 @@ ENV_ADDRESS = "VIZ_RAY_ADDRESS"
 ENV_WORKERS = "VIZ_RAY_WORKERS"
 ENV_DEVICE = "VIZ_RAY_DEVICE"
 ENV_CPUS = "VIZ_RAY_CPUS"
+CONNECT_SECONDS = 10.0  # how long an address may take to answer before it is called unreachable
 _connect_lock = threading.Lock()
 _started_here = False
 
@@ -71,10 +72,27 @@ def _ray():
     return ray
 
 
+def check_reachable(address: str, timeout: float = CONNECT_SECONDS) -> None:
+    """One TCP connection to the head named by ``address`` (``ray://host:port`` or ``host:port``) within ``timeout``
+    seconds, or :class:`VizError`: Ray itself would wait for an unreachable head for minutes."""
+    host_port = address.split("://", 1)[-1].rsplit("/", 1)[0]
+    host, _, port = host_port.rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto" and other forms Ray resolves itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        why = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or type(exc).__name__).lower()
+        raise VizError(f"cannot reach the Ray cluster at {address[:60]!r}: {why} within {timeout:g} s") from None
+
+
 def connect(address: str, num_cpus: int | None = None, notice: Callable[[str], None] | None = None):
     """Join the cluster at ``address`` (``local``: start one in this process); idempotent. Returns ``ray``."""
     global _started_here
     ray = _ray()
+    if address != "local" and not ray.is_initialized():
+        check_reachable(address)
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")  # a head that does not answer: one line, not a log
     with _connect_lock:
         if ray.is_initialized():
             return ray
@@ -403,12 +421,12 @@ def scan(address: str, weights: str | None, corpus, out, layers: list[str] | Non
     top = ex.TOP if top is None else top
     layers = [get_layer(n).name for n in (layers or LAYER_NAMES)]
     model = _Weights(load_weights(weights, notice=notice))
+    corpus = ex.own_corpus(out, model.weights_name, corpus, notice)
     d = ex.examples_dir(out, model.weights_name, corpus.name)
     d.mkdir(parents=True, exist_ok=True)
     states = {n: ex.LayerState(LAYERS[n].channels, top) for n in layers}
-    report = ex.ScanReport()
+    report = ex.ScanReport(out=d)
     done = ex.load_checkpoint(d, model, corpus, layers, top, states, report, notice)
-    start = time.perf_counter()
     todo = [n for n in corpus.images if n not in done and n not in report.skipped]
     index = {name: i for i, name in enumerate(corpus.images)}
     windows = _windows(todo, len(corpus.images) - len(todo), ex.CHECKPOINT_EVERY)
@@ -438,6 +456,7 @@ def scan(address: str, weights: str | None, corpus, out, layers: list[str] | Non
                         part.load(parts[n_])
                         merge_states(st, part)
                     done.update(json.loads(row["done"]))
+                    report.new += len(json.loads(row["done"]))
                     report.skipped.update(json.loads(row["skipped"]))
                     for name, why in json.loads(row["skipped"]).items():
                         if notice:
@@ -451,9 +470,9 @@ def scan(address: str, weights: str | None, corpus, out, layers: list[str] | Non
             raise
         except Exception as exc:
             raise _task_error(exc, "the examples scan") from None
-    report.images, report.seconds = len(done), time.perf_counter() - start
+    report.images, report.seconds = len(done), report.elapsed()
     ex.write_results(d, corpus, model, states, done, report, top)
-    (d / ".scan-state.pt").unlink(missing_ok=True)
+    ex.save_checkpoint(d, model, corpus, layers, top, states, done, report, finished=True)
     return report
 
 

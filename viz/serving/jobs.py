@@ -20,6 +20,7 @@ Finished results live in a :class:`~viz.serving.results.ResultCache` (memory LRU
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import io
 import json
@@ -151,6 +152,25 @@ class _Session:
     requests: dict[str, list[Job]] = field(default_factory=dict)  # tag -> the jobs of its latest request
 
 
+class PhotoLane:
+    """A visitor's photo passes (Your photo's forward pass, its groups and their gradients) run beside the render
+    queue, at most ``slots`` at once server-wide: two visitors uploading at once wait for each other instead of
+    doubling the memory. A pass that cannot enter within ``timeout`` seconds is refused with one line."""
+
+    def __init__(self, slots: int = 1):
+        self._free = threading.BoundedSemaphore(slots)
+        self.slots = slots
+
+    @contextlib.contextmanager
+    def enter(self, timeout: float = 60.0):
+        if not self._free.acquire(timeout=timeout):
+            raise VizError(f"the server is busy with other visitors' photos (over {timeout:g} s): try again soon")
+        try:
+            yield
+        finally:
+            self._free.release()
+
+
 class LocalExecutor:
     """Renders a job in the calling worker thread (the default executor of :class:`JobManager`).
 
@@ -187,6 +207,8 @@ class JobManager:
         the server can tell, says whether a session is still connected (None: cannot tell). ``executor`` renders
         the jobs (:class:`LocalExecutor` by default); one with a fixed number of ``slots`` sets ``max_running``."""
         self.executor = executor or LocalExecutor()
+        self.notice: str | None = None  # what the operator should know (a Ray address that could not be reached)
+        self.photo_lane = PhotoLane(1)
         if self.executor.slots:
             overrides["max_running"] = self.executor.slots
 
@@ -476,11 +498,19 @@ def get_manager(session_alive: Callable[[str], bool | None] | None = None) -> Jo
     global _manager
     with _manager_lock:
         if _manager is None:
+            notice = None
             if env_address():  # renders on Ray actors (Ray itself is imported only now)
-                _manager = JobManager(Limits.from_env(), disk_cache=cache_dir() / "results", session_alive=session_alive,
-                                      executor=RayJobExecutor(address=env_address()))
-                return _manager
+                try:
+                    executor = RayJobExecutor(address=env_address())
+                except VizError as exc:  # unreachable, or Ray missing: this process renders, and says so
+                    notice = f"{exc}; rendering in this process instead"
+                    print(f"viz: {notice}", file=sys.stderr)
+                else:
+                    _manager = JobManager(Limits.from_env(), disk_cache=cache_dir() / "results",
+                                          session_alive=session_alive, executor=executor)
+                    return _manager
             _manager = JobManager(Limits.from_env(), disk_cache=cache_dir() / "results", session_alive=session_alive)
+            _manager.notice = notice
             # generations running at once share the cores instead of each claiming all of them
             threads = max(1, setup_threads() // _manager.limits.max_running)
             torch.set_num_threads(threads)

@@ -1,13 +1,17 @@
 """Finished generator results: a memory LRU (bounded by count and bytes) over a disk cache bounded by bytes.
 
-On disk, one result is ``<key>.json`` (history, activation, seconds, natural-photo maximum, snapshot steps),
-``<key>.png`` (the image) and ``<key>.s<step>.png`` per snapshot: PNGs, not hex inside JSON. A hit refreshes the
-files' modification time; once the cache holds more than ``disk_bytes``, the least recently used results go.
+On disk, one result is ``<key>.json`` (history, activation, seconds, natural-photo maximum, snapshot steps, and
+each PNG's length, SHA-256 and pixel size), ``<key>.png`` (the image) and ``<key>.s<step>.png`` per snapshot: PNGs,
+not hex inside JSON. A file is used only if it is what the JSON says it is (length and digest checked before it is
+decoded): a PNG put in a result's place is a miss, rendered again, never decoded. A hit refreshes the files'
+modification time; once the cache holds more than ``disk_bytes``, the least recently used results go.
 """
 
 from __future__ import annotations
 
 import collections
+import hashlib
+import io
 import json
 import os
 import sys
@@ -21,7 +25,7 @@ from PIL import Image
 from ..base.files import atomic_write
 from ..base.images import png_bytes
 
-FORMAT = 2  # 1 stored snapshots as hex PNGs inside the JSON
+FORMAT = 3  # 1 stored snapshots as hex PNGs inside the JSON; 2 did not record what each PNG is
 
 
 @dataclass
@@ -42,8 +46,22 @@ class Result:
         return int(self.image.nbytes + sum(s.nbytes for s in self.snapshots.values()) + 8 * len(self.history) + extra)
 
 
-def _read_png(path: Path) -> np.ndarray:
-    with Image.open(path) as im:
+def _describe(data: bytes, image: np.ndarray) -> dict:
+    return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "size": [image.shape[1], image.shape[0]]}
+
+
+def _read_png(path: Path, claim: object) -> np.ndarray:
+    """The PNG at ``path`` if it is the one ``claim`` describes (length, digest, pixel size), else ValueError."""
+    if not isinstance(claim, dict) or not isinstance(claim.get("bytes"), int):
+        raise ValueError("no description")
+    if path.stat().st_size != claim["bytes"]:
+        raise ValueError("length differs")
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != claim.get("sha256"):
+        raise ValueError("digest differs")
+    with Image.open(io.BytesIO(data)) as im:
+        if list(im.size) != claim.get("size"):
+            raise ValueError("pixel size differs")
         return np.asarray(im.convert("RGB"))
 
 
@@ -91,14 +109,15 @@ class ResultCache:
         if self.directory is None or self.disk_bytes <= 0:
             return
         try:
-            atomic_write(self.directory / f"{key}.png", png_bytes(r.image))
-            for step, snap in r.snapshots.items():
-                atomic_write(self.directory / f"{key}.s{step}.png", png_bytes(snap))
-            if r.attribution is not None:
-                atomic_write(self.directory / f"{key}.a.png", png_bytes(r.attribution))
+            files = {}
+            for name, image in [("png", r.image), *((f"s{step}.png", snap) for step, snap in r.snapshots.items()),
+                                *([("a.png", r.attribution)] if r.attribution is not None else [])]:
+                data = png_bytes(image)
+                atomic_write(self.directory / f"{key}.{name}", data)
+                files[name] = _describe(data, image)
             meta = {"format": FORMAT, "history": r.history, "final_activation": r.final_activation,
                     "seconds": r.seconds, "natural": r.natural, "snapshots": sorted(r.snapshots),
-                    "attribution": r.attribution is not None}
+                    "attribution": r.attribution is not None, "files": files}
             atomic_write(self.directory / f"{key}.json", json.dumps(meta, allow_nan=False).encode())  # last
             self.evict()
         except (OSError, ValueError) as exc:
@@ -112,16 +131,19 @@ class ResultCache:
             meta = json.loads(meta_path.read_text())
             if not isinstance(meta, dict) or meta.get("format") != FORMAT:
                 return None
-            natural = meta.get("natural")
+            natural, files = meta.get("natural"), meta["files"]
+
+            def png(name: str) -> np.ndarray:
+                return _read_png(self.directory / f"{key}.{name}", files.get(name))
+
             result = Result(
-                _read_png(self.directory / f"{key}.png"), [float(v) for v in meta["history"]],
-                float(meta["final_activation"]), float(meta["seconds"]),
-                None if natural is None else float(natural),
-                {int(s): _read_png(self.directory / f"{key}.s{int(s)}.png") for s in meta["snapshots"]},
-                _read_png(self.directory / f"{key}.a.png") if meta.get("attribution") is True else None)
+                png("png"), [float(v) for v in meta["history"]], float(meta["final_activation"]),
+                float(meta["seconds"]), None if natural is None else float(natural),
+                {int(s): png(f"s{int(s)}.png") for s in meta["snapshots"]},
+                png("a.png") if meta.get("attribution") is True else None)
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, KeyError, TypeError, RecursionError, Image.DecompressionBombError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError, Image.DecompressionBombError):
             return None  # unreadable or hostile: rendered again and overwritten
         now = None
         for path in self._files(key):  # a hit is a use: least recently used goes first
