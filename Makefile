@@ -5,7 +5,7 @@ PY      = $(VENV)/bin/python
 PIP     = $(PY) -m pip install --quiet --disable-pip-version-check
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run test test-fast test-load bench gallery chromium clean
+.PHONY: run test test-fast test-integration test-browser test-load bench gallery chromium clean
 
 # torch's Linux wheels bring their CUDA libraries: 6.4 GB installed, 9 GB on disk at the peak of the install.
 NEED_GB ?= 10
@@ -33,11 +33,19 @@ chromium:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
 test: $(VENV)/.dev chromium
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=10
 
 # the unit tier: tensors, images and files only, no subprocess or server (under a minute)
 test-fast: $(VENV)/.dev
 	$(PY) -m pytest -q -m unit
+
+# the middle tier: CLI processes, renders and AppTest (no browser, no Ray)
+test-integration: $(VENV)/.dev
+	$(PY) -m pytest -q -m integration
+
+# the browser tier (tests/browser/, the load test included): a real server and Debian's Chromium
+test-browser: $(VENV)/.dev chromium
+	$(PY) -m pytest -q -m browser
 
 # only the load test: 8 browser sessions against a real server (about 1 min; also part of `make test`)
 test-load: $(VENV)/.dev chromium

@@ -9,8 +9,8 @@ from app_pages._forms import PERSIST, link_state
 from app_pages._results import legend, linked_picture, plain, show_examples, show_kernel, show_metrics
 from app_pages._server import gallery
 from viz import LAYERS, VizError
-from viz.atlas.gallery import recipe_note
 from viz.atlas.metrics import versus_photos
+from viz.atlas.records import recipe_note
 from viz.base.images import decode_image, zoom_png
 from viz.dashboard.figures import NO_TOOLBAR, OCTAVE_NOTE, curve_figure, octave_marks
 from viz.dashboard.sheets import contact_sheet, layer_zip

@@ -17,7 +17,7 @@ os.environ["VIZ_CACHE_DIR"] = str(SESSION_CACHE)
 WEIGHT_FILES = ("oxford_vgg16_features.pt", "oxford_vgg16_features.json")
 
 from tests.helpers import TINY, serve_gallery  # noqa: E402
-from viz.atlas.gallery import precompute  # noqa: E402
+from viz.atlas.precompute import precompute
 from viz.engine.model import load_model  # noqa: E402
 from viz.engine.weights import load_weights  # noqa: E402
 from viz.serving.jobs import reset_manager  # noqa: E402
@@ -71,3 +71,17 @@ def tiny_gallery(tmp_path_factory):
     root = tmp_path_factory.mktemp("gallery")
     precompute(root, TINY, {"conv1_1": [0, 1, 2, 3]}, device="cpu", retries=0)
     yield from serve_gallery(root)
+
+
+TESTS = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items):
+    """The tiers: ``unit`` is marked by hand (no subprocess, no server); everything in tests/browser/ is
+    ``browser`` (a real server and Chromium); the rest, unless ``ray``, is ``integration`` (CLI processes, renders,
+    Streamlit's AppTest)."""
+    for item in items:
+        if Path(str(item.fspath)).resolve().relative_to(TESTS).parts[0] == "browser":
+            item.add_marker(pytest.mark.browser)
+        elif not any(item.get_closest_marker(m) for m in ("unit", "ray", "load")):
+            item.add_marker(pytest.mark.integration)

@@ -28,7 +28,7 @@ def require_chromium() -> None:
 def tiny_gallery(root: Path) -> Path:
     """Four conv1_1 channels at 32 px, 4 steps: enough for the pages to have something to show."""
     from viz import make_settings
-    from viz.atlas.gallery import precompute
+    from viz.atlas.precompute import precompute
 
     precompute(root, make_settings("conv1_1", "fourier", size=32, steps=4), {"conv1_1": [0, 1, 2, 3]},
                device="cpu", retries=0)

@@ -11,8 +11,6 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.unit
-
 VIZ = Path(__file__).resolve().parent.parent / "viz"
 RANK = {"base": 0, "engine": 1, "atlas": 2, "serving": 3, "dashboard": 4, "bench": 4}
 TOP = {"viz": 2, "viz.cli": 5, "viz.__main__": 6}  # the public API (base and engine names), the CLI, `python -m viz`
@@ -72,12 +70,14 @@ def _viz_edges():
             if target == "viz" or target.startswith("viz.")]
 
 
+@pytest.mark.unit
 def test_every_module_belongs_to_a_package():
     loose = [p.name for p in VIZ.glob("*.py") if p.stem not in ("__init__", "__main__", "cli")]
     assert loose == [], f"modules outside the packages: {loose}"
     assert all(_rank(_module_name(p)) is not None for p in VIZ.rglob("*.py"))
 
 
+@pytest.mark.unit
 def test_imports_point_down_the_layers():
     wrong = []
     for me, target, _, _, line in _viz_edges():
@@ -90,6 +90,7 @@ def test_imports_point_down_the_layers():
     assert wrong == [], "\n".join(wrong)
 
 
+@pytest.mark.unit
 def test_no_import_cycles():
     graph: dict[str, set[str]] = {}
     for me, target, _, _, _ in _viz_edges():
@@ -115,12 +116,14 @@ def test_no_import_cycles():
     assert cycles == [], "\n".join(cycles)
 
 
+@pytest.mark.unit
 def test_functions_import_only_the_optional_extras():
     inside = [f"{me}:{line} imports {target}" for me, target, fn, _, line in _imports()
               if fn and target.split(".")[0] not in LAZY]
     assert inside == [], "imports inside functions (move them to the top):\n" + "\n".join(inside)
 
 
+@pytest.mark.unit
 def test_no_private_names_across_modules():
     private = [f"{me}:{line} takes {names} from {target}" for me, target, _, names, line in _viz_edges()
                if names and target != me]

@@ -16,8 +16,9 @@ import numpy as np
 from .atlas.circuits import circuit, contribution_table, table_ready
 from .atlas.examples import examples_dir, scan
 from .atlas.factors import check_k, group_picture, photo_factors
-from .atlas.gallery import config_name, layer_channels, precompute
 from .atlas.metrics import naturalness
+from .atlas.precompute import layer_channels, precompute
+from .atlas.records import config_name
 from .base.corpus import load_photo, resolve
 from .base.errors import VizError
 from .base.files import check_output_dir, check_output_file, safe_name

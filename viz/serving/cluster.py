@@ -7,7 +7,7 @@ CLI never import it). One switch turns it on: ``--ray ADDRESS|local`` on the CLI
 (``py_modules``) and need the same Python packages (``requirements.txt`` + ``requirements-cluster.txt``).
 
 - :func:`precompute`: the channels of a gallery spread over :class:`RenderWorker` actors (each holds the model) as
-  batches; the driver writes every record and manifest exactly as :func:`viz.atlas.gallery.precompute` does in one
+  batches; the driver writes every record and manifest exactly as :func:`viz.atlas.precompute.precompute` does in one
   process (it *is* that function, with :class:`RayExecutor` rendering the batches). A worker that dies mid-batch
   loses only that batch: it is rendered again on the others and the run finishes.
 - :func:`scan`: :func:`viz.atlas.examples.scan` as a Ray Data pipeline: windows of the corpus are read and decoded by
@@ -37,7 +37,7 @@ import torch
 from ..atlas import examples as ex
 from ..atlas.examples import Batcher, LayerState
 from ..atlas.extremes import merge_states
-from ..atlas.gallery import precompute as gallery_precompute
+from ..atlas.precompute import precompute as gallery_precompute
 from ..base.corpus import Corpus, load_rgb
 from ..base.errors import VizError
 from ..base.images import strip
@@ -230,7 +230,7 @@ def _task_error(exc: BaseException, what: str) -> VizError:
 
 # -------------------------------------------------------------------------------------------- precompute
 class RayExecutor:
-    """Renders :func:`viz.atlas.gallery.precompute`'s batches on Ray actors, one batch per actor at a time, and hands
+    """Renders :func:`viz.atlas.precompute.precompute`'s batches on Ray actors, one batch per actor at a time, and hands
     each result back to the driver (which writes it). A batch whose actor dies is rendered again on another one;
     the run fails only when no worker is left. ``events(kind, info)`` sees ``dispatch``, ``done`` and ``lost``
     (with the actor's pid; tests kill a worker with it)."""
@@ -317,7 +317,7 @@ class RayExecutor:
 def precompute(address: str, root, settings, layers: dict[str, list[int]], batch: int = 8, device: str = "auto",
                retries: int = 1, workers: int | None = None, progress=None, cancel=None, notice=None,
                events=None, cpus_per_worker: float = 1.0):
-    """:func:`viz.atlas.gallery.precompute` with its batches rendered on ``workers`` Ray actors (default: one per CPU of
+    """:func:`viz.atlas.precompute.precompute` with its batches rendered on ``workers`` Ray actors (default: one per CPU of
     the cluster, or one per GPU with ``device`` cuda). Returns its report with ``workers``, ``lost_workers`` and
     ``requeued`` added."""
     ray = connect(address, notice=notice)

@@ -21,9 +21,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import hashlib
-import io
-import json
 import os
 import sys
 import threading
@@ -36,114 +33,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from ..atlas.examples import reference, reference_available
-from ..base.corpus import to_rgb
 from ..base.errors import VizError
 from ..base.images import strip
 from ..engine.device import setup_threads
 from ..engine.model import load_model
-from ..engine.optimize import StepInfo
-from ..engine.render import RenderResult, render
 from ..engine.settings import RenderSettings
 from ..engine.weights import cache_dir
 from . import budget
 from .budget import Limits, fmt_seconds
 from .cluster import RayJobExecutor, env_address  # imports no Ray: RayJobExecutor does, when it is made
+from .executor import LocalExecutor
+from .job import ANONYMOUS, Job, JobSpec, attribution_image
 from .results import Result, ResultCache
-
-ANONYMOUS = ""  # the subscriber of a job submitted without a session (scripts, tests): never times out
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    """One render of one channel, as asked for."""
-
-    settings: RenderSettings
-    channel: int
-    device: str = "cpu"
-    snapshot_steps: tuple[int, ...] = ()
-    start: bytes = b""  # the accent view's photo as PNG bytes (its digest is in the settings' view)
-    direction: tuple[float, ...] = ()  # a direction view's vector (its digest is in the settings' view)
-
-    @property
-    def key(self) -> str:
-        blob = json.dumps([self.settings.to_dict(), self.channel, self.device, sorted(self.snapshot_steps)],
-                          sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:24]
-
-    def direction_vector(self) -> np.ndarray | None:
-        return np.asarray(self.direction, dtype=np.float32) if self.direction else None
-
-    def start_image(self) -> np.ndarray | None:
-        if not self.start:
-            return None
-
-        with Image.open(io.BytesIO(self.start)) as im:
-            return to_rgb(im)
-
-
-def attribution_image(attribution: np.ndarray | None) -> np.ndarray | None:
-    """A render's attribution maps (B, H, W) in [0, 1] as one grey uint8 strip like its images, or None."""
-    if attribution is None:
-        return None
-    grey = np.round(np.clip(attribution, 0, 1) * 255).astype(np.uint8)
-    return strip(np.repeat(grey[..., None], 3, axis=-1))
-
-
-@dataclass
-class Job:
-    """A render in the queue, running, or finished; the worker thread updates its progress fields."""
-
-    id: str
-    spec: JobSpec
-    estimate: float = 0.0  # seconds, predicted before it ran
-    state: str = "queued"  # queued, running, done, cancelled, error
-    step: int = 0
-    elapsed: float = 0.0
-    eta: float | None = None
-    history: list[float] = field(default_factory=list)
-    preview: np.ndarray | None = None
-    snapshots: dict[int, np.ndarray] = field(default_factory=dict)  # step -> image, as they are taken
-    result: Result | None = None
-    error: str | None = None
-    stopped: str | None = None  # why a cancelled job stopped ("time limit", "nobody is waiting for it")
-    cached: bool = False
-    subscribers: set[str] = field(default_factory=set)
-    cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
-
-    @property
-    def key(self) -> str:
-        return self.spec.key
-
-    @property
-    def settings(self) -> RenderSettings:
-        return self.spec.settings
-
-    @property
-    def channel(self) -> int:
-        return self.spec.channel
-
-    @property
-    def device(self) -> str:
-        return self.spec.device
-
-    @property
-    def steps(self) -> int:
-        return self.spec.settings.steps
-
-    @property
-    def finished(self) -> bool:
-        return self.state in ("done", "cancelled", "error")
-
-    @property
-    def image(self) -> np.ndarray | None:
-        return None if self.result is None else self.result.image
-
-    @property
-    def label(self) -> str:
-        return f"{self.settings.layer}:{self.channel} ({self.settings.method})"
 
 
 @dataclass
@@ -169,35 +72,6 @@ class PhotoLane:
             yield
         finally:
             self._free.release()
-
-
-class LocalExecutor:
-    """Renders a job in the calling worker thread (the default executor of :class:`JobManager`).
-
-    An executor runs one job at a time per slot: :meth:`execute` renders ``job`` until it ends or ``stop()`` says so,
-    keeping the job's step, ETA, curve, preview (every ``preview_every`` steps) and snapshots up to date, and returns
-    the :class:`~viz.engine.render.RenderResult`. ``slots`` is how many jobs it can run at once (None: as many as
-    the manager's ``max_running``). :class:`viz.serving.cluster.RayJobExecutor` renders on Ray actors instead."""
-
-    slots: int | None = None
-
-    def execute(self, job: Job, stop: Callable[[], bool], preview_every: int) -> RenderResult:
-        snaps = set(job.spec.snapshot_steps)
-
-        def cb(info: StepInfo) -> None:
-            job.step, job.elapsed, job.eta = info.step, info.elapsed, info.eta
-            job.history.append(float(info.activation[0]))
-            if info.step in snaps or info.step % preview_every == 0 or info.step == info.steps:
-                img = strip(info.images())
-                job.preview = img
-                if info.step in snaps:
-                    job.snapshots[info.step] = img
-
-        return render(job.settings, [job.channel], job.device, callback=cb, every=1, cancel=stop,
-                      start=job.spec.start_image(), direction=job.spec.direction_vector())
-
-    def shutdown(self) -> None:
-        """Nothing to release: the worker threads are the manager's."""
 
 
 class JobManager:

@@ -19,7 +19,7 @@ from viz.atlas.examples import committed_dir, examples_dir, read_layer, referenc
 from viz.base.corpus import bundled, load_rgb
 from viz.serving.jobs import JobManager, wait
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def photo(seed: int, size=(96, 128)) -> Image.Image:

@@ -12,7 +12,9 @@ import torch
 
 from tests.helpers import run_cli
 from viz import VizError, make_settings
-from viz.atlas.gallery import Gallery, LayerDir, config_name, load_valid_record, precompute
+from viz.atlas.gallery import Gallery
+from viz.atlas.precompute import precompute
+from viz.atlas.records import LayerDir, config_name, load_valid_record
 from viz.dashboard.links import parse_link
 from viz.engine.weights import check_state_dict
 from viz.serving.budget import Limits

@@ -8,7 +8,7 @@ import pytest
 
 from tests.streamlit_server import BROWSER_ARGS, CHROMIUM, browser_page, require_chromium, streamlit_server
 
-SHOTS = Path(__file__).resolve().parent.parent / "test-output" / "visitor"
+SHOTS = Path(__file__).resolve().parents[2] / "test-output" / "visitor"
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,11 @@ from streamlit.testing.v1 import AppTest
 
 from tests.helpers import TINY, serve_gallery
 from viz import LAYERS, make_settings
-from viz.atlas.gallery import config_name, precompute
+from viz.atlas.precompute import precompute
+from viz.atlas.records import config_name
 from viz.serving.jobs import get_manager, wait
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
 
 
 def open_page(page: str, **params) -> AppTest:
@@ -129,7 +130,8 @@ def test_a_gallery_of_an_older_recipe_says_so(tmp_path, monkeypatch):
     """A layer made by an older recipe version than today's is labelled, not passed off as what renders make."""
     import shutil
 
-    from viz.atlas.gallery import LayerDir, write_manifest
+    from viz.atlas.precompute import write_manifest
+    from viz.atlas.records import LayerDir
 
     root = tmp_path / "g"
     precompute(root, TINY, {"conv1_1": [0, 1]}, device="cpu", retries=0)

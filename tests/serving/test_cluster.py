@@ -19,7 +19,8 @@ ray = pytest.importorskip("ray", reason="Ray is an optional extra (requirements-
 
 from viz import make_settings, render
 from viz.atlas.examples import examples_dir, scan
-from viz.atlas.gallery import LayerDir, config_name, load_valid_record, precompute, validate_manifest
+from viz.atlas.precompute import precompute
+from viz.atlas.records import LayerDir, config_name, load_valid_record, validate_manifest
 from viz.base.corpus import bundled
 from viz.serving import cluster
 from viz.serving.jobs import JobManager, get_manager, reset_manager
@@ -175,7 +176,7 @@ def ray_managers(ray_actors):
         m.shutdown()
 
 
-from tests import test_jobs as J  # noqa: E402  (the job rules' own tests, run against the Ray backend)
+from tests.serving import test_jobs as J  # noqa: E402  (the job rules' own tests, run against the Ray backend)
 
 JOB_TESTS = [J.test_fifo_queue_positions_and_results, J.test_same_request_is_shared_then_instant,
              J.test_cancel_is_per_visitor_and_the_job_stops_when_nobody_is_left,
@@ -222,14 +223,14 @@ def test_the_app_uses_ray_when_asked(app_on_ray):
 
 
 def test_generator_page_on_ray(app_on_ray, tiny_gallery):
-    from tests import test_app
+    from tests.dashboard import test_app
 
     test_app.test_generator_runs_and_shows_result(tiny_gallery)
     assert isinstance(get_manager().executor, cluster.RayJobExecutor)
 
 
 def test_compare_page_on_ray(app_on_ray, tiny_gallery):
-    from tests import test_app
+    from tests.dashboard import test_app
 
     test_app.test_compare_renders_both_methods(tiny_gallery)
 

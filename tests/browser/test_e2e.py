@@ -11,7 +11,7 @@ import pytest
 from tests.streamlit_server import browser_page, require_chromium, streamlit_server, tiny_gallery
 from viz import LAYER_NAMES
 
-SHOTS = Path(__file__).resolve().parent.parent / "test-output" / "e2e"
+SHOTS = Path(__file__).resolve().parents[2] / "test-output" / "e2e"
 
 
 HOSTILE = "noise: ![pixel](http://127.0.0.1:9/pixel.png) [click](http://127.0.0.1:9/) **loud**"
@@ -22,7 +22,7 @@ def plant_hostile_evidence(root: Path) -> None:
     import json
 
     from viz import make_settings
-    from viz.atlas.gallery import LayerDir, config_name
+    from viz.atlas.records import LayerDir, config_name
 
     d = LayerDir(root, "oxford", config_name(make_settings("conv1_1", "fourier", size=32, steps=4)), "conv1_1")
     rec = json.loads(d.record(3).read_text())

@@ -44,7 +44,7 @@ def test_estimates_scale_with_the_counted_work():
     linearly, the per-step compute grows with the pixels, a view of N images costs N images, coarse-to-fine
     octaves cost their pixel share, the learnt speed divides it all, and deeper layers (more FLOPs per pixel)
     never cost less."""
-    from viz.bench.benchmark import forward_flops
+    from viz.bench.sections import forward_flops
     from viz.serving.budget import START_SECONDS, STEP_OVERHEAD, STEP_SECONDS_128, full_step_seconds
 
     def est(layer="conv4_2", method="fourier", size=128, steps=64, view="channel", speed=1.0):

@@ -10,7 +10,7 @@ import torch
 from tests.helpers import run_cli
 from viz import make_settings
 from viz.atlas.factors import attribution, factorize, group_picture, photo_factors, upsampled
-from viz.atlas.gallery import config_name
+from viz.atlas.records import config_name
 from viz.base.corpus import load_photo
 from viz.base.errors import VizError
 from viz.engine.objectives import as_direction, direction, direction_cossim, direction_digest, read_direction
@@ -315,7 +315,7 @@ def test_your_photo_page_groups(tmp_path):
 
     from viz.serving.jobs import get_manager
 
-    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=180)
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "app.py"), default_timeout=180)
     at.run()
     at.switch_page("app_pages/photo.py")
     at.run()
@@ -367,7 +367,7 @@ def test_generator_direction_view():
 
     from viz.serving.jobs import get_manager
 
-    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=120)
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "app.py"), default_timeout=120)
     at.query_params["layer"], at.query_params["channel"] = "conv2_1", "3"
     at.run()
     at.switch_page("app_pages/generator.py")

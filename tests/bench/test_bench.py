@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from viz.bench.benchmark import BenchConfig, forward_flops, peer_summary, run_bench
+from viz.bench.benchmark import run_bench
+from viz.bench.config import BenchConfig
+from viz.bench.report import peer_summary
+from viz.bench.sections import forward_flops
 
 
 def test_forward_flops_by_hand():

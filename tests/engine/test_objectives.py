@@ -254,7 +254,7 @@ def test_the_readmes_custom_objective_runs(model):
 
     from viz import render_vis
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     code = re.search(r"## Engine API.*?```python\n(.*?)```", readme, re.S).group(1)
     assert len(code.strip().splitlines()) <= 16
     scope: dict = {}

@@ -8,10 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.dashboard.test_app import _submit, open_page
 from tests.helpers import run_cli
-from tests.test_app import _submit, open_page
 from viz import make_settings
-from viz.atlas.gallery import config_name
+from viz.atlas.records import config_name
 from viz.base.corpus import load_photo
 from viz.base.errors import VizError
 from viz.engine.layers import get_layer
@@ -280,7 +280,7 @@ def test_compare_any_two_views(tiny_gallery):
 
 
 def test_a_gallery_takes_one_image_per_channel(tmp_path):
-    from viz.atlas.gallery import precompute
+    from viz.atlas.precompute import precompute
 
     with pytest.raises(VizError, match="one image per channel"):
         precompute(tmp_path, settings("diversity(n=2,w=1)"), {LAYER: [1]})

@@ -12,18 +12,18 @@ import torch
 from PIL import Image
 
 from viz import LAYERS, METHODS, VizError, channel_activation, get_layer, make_settings
-from viz.atlas.gallery import (
-    Gallery,
+from viz.atlas.gallery import Gallery
+from viz.atlas.metrics import natural_crops, quality_flags, strength, versus_photos
+from viz.atlas.precompute import precompute
+from viz.atlas.records import (
     GalleryError,
     LayerDir,
     config_name,
     load_valid_record,
-    precompute,
     recipe_note,
     validate_manifest,
     validate_record,
 )
-from viz.atlas.metrics import natural_crops, quality_flags, strength, versus_photos
 
 TINY = dict(size=32, steps=6)
 
@@ -217,7 +217,7 @@ COMMITTED_RECIPE = 3
 def test_the_committed_gallery_is_whole_and_current():
     """What a clean clone serves: every listed layer complete, every image intact, made by one recipe of the
     default method (today's, or the one before while the new gallery is rendered), never a mix."""
-    g = Gallery(Path(__file__).resolve().parent.parent / "gallery")  # the app's default gallery
+    g = Gallery(Path(__file__).resolve().parents[2] / "gallery")  # the app's default gallery
     config = config_name(make_settings("conv1_1", "fourier", size=96, steps=128))
     assert g.layers("oxford", config) == list(LAYERS)  # all 13 conv layers
     assert METHODS["fourier"].version - 1 <= COMMITTED_RECIPE <= METHODS["fourier"].version
