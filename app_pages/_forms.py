@@ -10,8 +10,10 @@ import streamlit as st
 from app_pages._chrome import server_line
 from app_pages._server import app_words, device, manager, session_alive, session_id
 from viz import LAYER_NAMES, LAYERS, VizError
+from viz.base.progress import fmt_time
 from viz.dashboard.links import parse_link
 from viz.engine.settings import MAX_SIZE, MIN_SIZE
+from viz.serving.budget import fmt_seconds
 
 
 def link_state(default_layer: str | None = "conv5_1", current_layer: str | None = None):
@@ -164,8 +166,6 @@ def settle(jobs, deadline: float = 3.0) -> None:
 
 def job_progress(job, position: int) -> None:
     """Queue position, or a progress bar with ETA, for a job that is not finished."""
-    from viz.base.progress import fmt_time
-    from viz.serving.budget import fmt_seconds
 
     if job.state == "queued":
         st.info(f"Queued: position {position} — starts when the server has a free slot (this render: about "
@@ -185,15 +185,13 @@ def size_help() -> str:
 def estimate_line(specs) -> bool:
     """Under a generation form: the request's estimated time on this server, or why it would be refused.
     Returns whether the request fits."""
-    from viz.serving.budget import fmt_seconds
-
     m = manager()
     try:
-        seconds = sum(m.check_budget(spec) for spec in specs)
+        seconds = m.check_request(specs)
     except VizError as exc:
         st.warning(app_words(exc), icon=":material/timer_off:")
         return False
     lim = m.limits
     st.caption(f"Estimated time on this server: {'instant (cached)' if seconds == 0 else 'about ' + fmt_seconds(seconds)}"
-               f" · limits here: {fmt_seconds(lim.max_job_seconds)} and {min(lim.size_cap, 1024)} px per render")
+               f" · limits here: {fmt_seconds(lim.max_job_seconds)} per request and {min(lim.size_cap, 1024)} px")
     return True

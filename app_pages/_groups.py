@@ -10,7 +10,7 @@ import numpy as np
 import streamlit as st
 
 from app_pages._forms import PERSIST, defaults_for, estimate_line, job_progress
-from app_pages._server import app_words, load_model_for, manager, session_alive, session_id
+from app_pages._server import app_words, load_model_for, manager, session_alive, session_id, visitor_id
 from viz import DEFAULT_METHOD, VizError, make_settings
 from viz.atlas.factors import (
     DEFAULT_K,
@@ -168,7 +168,7 @@ def show_groups(image: np.ndarray, source: str, layer: str, weights: str, dev: s
     if b[0].button(f"Render the {f.k} groups", type="primary", icon=":material/play_arrow:", key="grp_go",
                    disabled=not specs or not fits or dev is None):
         try:
-            jobs = manager().submit_many(specs, session=session_id(), tag="groups")
+            jobs = manager().submit_many(specs, session=session_id(), visitor=visitor_id(), tag="groups")
             ours = ss["grp_jobs"] = {"here": here, "ids": [j.id for j in jobs]}
         except VizError as exc:
             st.error(app_words(exc))
@@ -217,7 +217,7 @@ def _accent(f, i: int, layer: str, method: str, size, steps, weights: str, dev: 
         view = make_view("accent", layer, start=digest, direction=direction_digest(vec))
         spec = JobSpec(make_settings(layer, method, size, steps, None, 0, weights, view=view), top_channel(vec),
                        dev, start=png, direction=tuple(vec.tolist()))
-        job = manager().submit_many([spec], session=session_id(), tag="groups_accent")[0]
+        job = manager().submit_many([spec], session=session_id(), visitor=visitor_id(), tag="groups_accent")[0]
     except VizError as exc:
         st.error(app_words(exc))
         return None

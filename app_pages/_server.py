@@ -4,6 +4,7 @@ for one-pass pages, the chosen device, and the app's wording of engine messages 
 from __future__ import annotations
 
 import gc
+import hashlib
 import os
 from pathlib import Path
 
@@ -49,6 +50,23 @@ def session_id() -> str:
 
     ctx = get_script_run_ctx()
     return ctx.session_id if ctx is not None else "no-session"
+
+
+def visitor_id() -> str:
+    """This visitor's browser, the same in all its tabs: a digest of the token in Streamlit's XSRF cookie (one per
+    browser; each page load masks it anew, so the mask is taken off first), else the session. Limits per visitor
+    count every tab of one browser."""
+    try:
+        cookie = st.context.cookies.get("_streamlit_xsrf") or ""
+    except Exception:  # outside a running server (AppTest)
+        cookie = ""
+    parts = cookie.split("|")
+    try:  # tornado's version 2: "2|mask|masked token|time", the token XOR the 4-byte mask repeated
+        mask, masked = bytes.fromhex(parts[1]), bytes.fromhex(parts[2])
+        token = bytes(b ^ mask[i % 4] for i, b in enumerate(masked))
+    except (IndexError, ValueError):
+        return session_id()
+    return hashlib.sha256(token).hexdigest()[:16]
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)

@@ -19,7 +19,7 @@ from app_pages._forms import (
     write_url_form,
 )
 from app_pages._results import show_metrics
-from app_pages._server import app_words, manager, session_id
+from app_pages._server import app_words, manager, session_id, visitor_id
 from viz import DEFAULT_METHOD, METHODS, VizError, get_layer, make_settings, parse_channel
 from viz.atlas.metrics import summarize
 from viz.dashboard.figures import NO_TOOLBAR, curve_figure
@@ -77,7 +77,7 @@ go = st.button("Render both", type="primary", icon=":material/play_arrow:", key=
 
 if go and specs:
     try:
-        jobs = manager().submit_many(specs, session=session_id(), tag="compare")
+        jobs = manager().submit_many(specs, session=session_id(), visitor=visitor_id(), tag="compare")
         ss["cmp_jobs"] = {side: job.id for side, job in zip(choice, jobs)}
         s = specs[0].settings
         remember_link("cmp", layer=s.layer, channel=specs[0].channel, size=s.size, steps=s.steps)

@@ -22,7 +22,7 @@ from app_pages._forms import (
     write_url_form,
 )
 from app_pages._results import plain, show_attribution, show_metrics
-from app_pages._server import app_words, manager, session_id
+from app_pages._server import app_words, manager, session_id, visitor_id
 from viz import DEFAULT_METHOD, METHODS, VizError, get_layer, make_settings, parse_channel
 from viz.atlas.metrics import summarize
 from viz.base.corpus import BUNDLED, UPLOAD_SIDE, bundled, decode, load_rgb
@@ -143,7 +143,7 @@ go = st.button("Generate", type="primary", icon=":material/play_arrow:", key="ge
 
 if go and spec is not None:
     try:
-        job = manager().submit_many([spec], session=session_id(), tag="generator")[0]
+        job = manager().submit_many([spec], session=session_id(), visitor=visitor_id(), tag="generator")[0]
         ss["gen_job"] = job.id
         ss.pop("gen_partial", None)
         if kind == "accent":  # the result names its photo (the view itself only knows the photo's digest)

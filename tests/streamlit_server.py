@@ -93,7 +93,7 @@ def browser_page(width: int = 1400, height: int = 1000, shot: Path | None = None
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
-        pg = browser.new_page(viewport={"width": width, "height": height})
+        pg = browser.new_context(viewport={"width": width, "height": height}).new_page()  # more tabs: pg.context
         try:
             yield pg
         except BaseException:

@@ -290,3 +290,24 @@ def test_an_uploads_name_is_plain_text_and_a_strip_is_one_line(server, page):
                                    "buffer": png_bytes(np.zeros((8, 20000, 3), np.uint8))}])
     expect(page.get_by_text("strip.png: too thin (20000 x 8)")).to_be_visible(timeout=60_000)
     assert "Traceback" not in page.inner_text("body")
+
+
+def test_two_tabs_of_one_browser_are_one_visitor(server, page):
+    """Issue 24: the per-visitor limit counts the tabs of one browser: while one tab's render runs, a second tab of
+    the same browser is told it already has one (a different browser would not be)."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{server}/generator?layer=conv2_1&channel=2&size=32&steps=20000")
+    expect(page.get_by_role("spinbutton", name="Steps")).to_have_value("20000", timeout=60_000)
+    page.get_by_role("button", name=re.compile("Generate")).click()
+    expect(page.get_by_text(re.compile(r"step \d+/20000"))).to_be_visible(timeout=60_000)
+    other = page.context.new_page()
+    try:
+        other.goto(f"{server}/generator?layer=conv2_1&channel=3&size=32&steps=8")
+        expect(other.get_by_role("spinbutton", name="Steps")).to_have_value("8", timeout=60_000)
+        other.get_by_role("button", name=re.compile("Generate")).click()
+        expect(other.get_by_text(re.compile(r"you already have 1 render"))).to_be_visible(timeout=60_000)
+    finally:
+        other.close()
+        page.get_by_role("button", name=re.compile("Cancel")).click()
+        expect(page.get_by_text(re.compile(r"cancelled at step \d+"))).to_be_visible(timeout=30_000)

@@ -7,6 +7,7 @@ quickly, and its peak memory must stay under its ceiling."""
 import re
 import subprocess
 import sys
+import time
 from contextlib import contextmanager
 
 import pytest
@@ -140,25 +141,32 @@ def test_eight_concurrent_sessions(loaded_server):
                 pg.goto(f"{url}/generator?layer=conv2_1&channel={channel}")
                 pg.get_by_role("heading", name="Generator").wait_for(timeout=90_000)
                 fill(pg, 32, 2000 if i in shared else 24)
+            clicked = {}
             for i in (*shared, *small):  # submit all at once
                 pages[i].get_by_role("button", name=re.compile("Generate")).click()
-            saw_queue = False
+                clicked[i] = time.monotonic()
             for i in (*shared, *small):  # every session shows progress, a queue position or already its result
                 pages[i].wait_for_function(
                     "() => /Queued: position|step \\d+\\/(24|2000)|Final activation/.test(document.body.innerText)",
                     timeout=60_000)
-                saw_queue |= "Queued: position" in pages[i].inner_text("body")
             canceller = pages[shared[1]]
             canceller.get_by_role("button", name=re.compile("Cancel")).click()
             canceller.get_by_text("cancelled at step").wait_for(timeout=60_000)
+            waited = {}
             for i in (*small, shared[0]):  # and then its own result
                 pg = pages[i]
                 try:
                     pg.get_by_text("Final activation", exact=True).first.wait_for(timeout=240_000)
                 except Exception:  # say what the stuck session shows instead
                     raise AssertionError(f"session {i} got no result; it shows: {body(pg)[-600:]}") from None
+                waited[i] = time.monotonic() - clicked[i]
                 channel = 6 if i in shared else i
                 assert f"conv2_1 · channel {channel} · fourier" in body(pg)
+                if i == small[-1]:  # the tiny renders ran between the long ones' steps, not after them
+                    assert not re.search("Final activation|time limit", body(pages[big])), \
+                        "the tiny renders waited for the largest job to end"
+            print(f"tiny renders (24 steps) waited {min(waited[i] for i in small):.1f}-"
+                  f"{max(waited[i] for i in small):.1f} s for their results beside {largest}")
             assert "2000 steps" in body(pages[shared[0]]), "the other visitor's cancel stopped a shared render"
             # the largest job: its result, or stopped by the hard time limit with its image so far
             pages[big].wait_for_function(
@@ -169,7 +177,6 @@ def test_eight_concurrent_sessions(loaded_server):
         pages[0].goto(f"{url}/gallery?layer=conv1_1&channel=2")
         pages[0].get_by_text("conv1_1 · channel 2").wait_for(timeout=60_000)
         browser.close()
-    assert saw_queue, "with 2 slots and 8 sessions some session must have been shown its queue position"
     # Responsive: the health check answers nearly always within 1 s, never later than 5 s, on top of what the
     # machine itself costs (the control's latency at the same quantile). Measured here on 2 cores shared with
     # 8 browsers, 10 runs: server p95 0.06-0.32 s, slowest 0.77-1.98 s; control p95 <= 0.09 s, slowest <= 2.86 s.

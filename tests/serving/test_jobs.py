@@ -38,7 +38,7 @@ def managers():
 
 
 def test_fifo_queue_positions_and_results(managers, tmp_path):
-    m = managers(max_running=1, max_queued=8, disk_cache=tmp_path)
+    m = managers(max_running=1, max_queued=8, disk_cache=tmp_path, short_seconds=0)  # nothing runs between steps
     long = m.submit(s(2000, layer="conv3_1"), 0, "cpu")  # long enough to still run while we look
     short = [m.submit(s(40), c, "cpu") for c in (1, 2)]
     until(lambda: long.state == "running", what="the long job to start")
@@ -88,7 +88,7 @@ def test_cancel_is_per_visitor_and_the_job_stops_when_nobody_is_left(managers):
 
 
 def test_a_queued_job_nobody_wants_leaves_the_queue(managers):
-    m = managers(max_running=1)
+    m = managers(max_running=1, short_seconds=0)  # the second job waits in the queue, not between steps
     running = m.submit(s(3000, layer="conv3_1"), 0, "cpu")
     queued = m.submit(s(400, layer="conv3_1"), 1, "cpu", session="A")
     until(lambda: running.step >= 1, what="the first job to start")
@@ -277,3 +277,81 @@ def test_photo_passes_take_turns_server_wide():
     t.join(30)
     with lane.enter(timeout=5):
         pass
+
+
+def test_a_request_of_several_renders_fits_the_limit_together(managers):
+    """Issue 24: Compare's pair (or any request of several renders) is checked as a whole: two renders that each fit
+    but together take over the server's limit are refused before anything is queued; a pair under it runs."""
+    m = managers(max_job_seconds=20.0)
+    e = m.estimate(JobSpec(s(100, layer="conv3_1", size=64), 0, "cpu"))
+    steps = max(4, int(100 * 0.7 * 20.0 / e))  # each about 70 % of the limit
+    pair = [JobSpec(s(steps, layer="conv3_1", size=64), c, "cpu") for c in (0, 1)]
+    assert all(m.check_budget(spec) <= 20.0 for spec in pair)
+    with pytest.raises(VizError, match="these 2 renders would take about .* together"):
+        m.submit_many(pair, session="visitor", tag="compare")
+    assert m.stats()["queued"] == 0 and m.stats()["running"] == 0
+    small = [JobSpec(s(4, layer="conv3_1", size=32), c, "cpu") for c in (0, 1)]
+    assert all(wait(j, 120).state == "done" for j in m.submit_many(small, session="visitor", tag="compare"))
+
+
+def test_a_short_render_runs_between_a_long_ones_steps(managers):
+    """Issue 24: with one slot busy with a long render, a render estimated at a few seconds does not wait for it: it
+    runs between the long one's steps and finishes while the long one is still running (an order of events, not a
+    stopwatch); the long one then finishes whole, its time limit not charged for the pause."""
+    m = managers(max_running=1, max_job_seconds=600.0, short_seconds=10.0)
+    long_spec = JobSpec(s(3000, layer="conv3_1", size=64), 0, "cpu")
+    assert m.estimate(long_spec) > 10.0
+    long_job = m.submit_many([long_spec], session="a", tag="generator")[0]
+    until(lambda: long_job.step >= 2, 120, "the long render to start")
+    short = m.submit_many([JobSpec(s(4), 1, "cpu")], session="b", tag="generator")[0]
+    assert wait(short, 120).state == "done"
+    assert long_job.state == "running" and long_job.step < 3000 and long_job.paused > 0
+    m.cancel(long_job, "a")
+    assert wait(long_job, 120).state == "cancelled"
+
+
+def test_two_long_renders_take_turns_in_order(managers):
+    """Only short renders run in a long one's pauses: a second long render waits in the queue as before."""
+    m = managers(max_running=1, max_job_seconds=600.0, short_seconds=10.0)
+    first = m.submit_many([JobSpec(s(3000, layer="conv3_1", size=64), 0, "cpu")], session="a", tag="g")[0]
+    until(lambda: first.step >= 2, 120, "the first render to start")
+    second = m.submit_many([JobSpec(s(3000, layer="conv3_1", size=64), 1, "cpu")], session="b", tag="g")[0]
+    until(lambda: first.step >= 20, 120, "more steps of the first render")
+    assert second.state == "queued" and m.position(second) == 1
+    for job, sid in ((second, "b"), (first, "a")):
+        m.cancel(job, sid)
+    assert wait(first, 120).finished and wait(second, 120).finished
+
+
+def test_the_per_visitor_limit_counts_every_tab_of_a_browser(managers):
+    """Issue 24: ``max_per_session`` is per visitor (a browser), not per tab: a second tab of the same browser is
+    refused while the first tab's render runs; another browser is not."""
+    m = managers(max_running=1, max_per_session=1, max_job_seconds=600.0, short_seconds=0.0)
+    first = m.submit_many([JobSpec(s(3000, layer="conv3_1", size=64), 0, "cpu")], session="tab1", visitor="browserA",
+                          tag="generator")[0]
+    with pytest.raises(VizError, match="you already have 1 render"):
+        m.submit_many([JobSpec(s(4), 1, "cpu")], session="tab2", visitor="browserA", tag="generator")
+    other = m.submit_many([JobSpec(s(4), 2, "cpu")], session="tab3", visitor="browserB", tag="generator")[0]
+    assert other.state in ("queued", "running")
+    m.cancel(first, "tab1")
+    assert wait(other, 120).state == "done"
+
+
+def test_tiny_renders_cannot_teach_the_server_a_false_speed(managers):
+    """Issue 24: eight 16 px x 2000-step renders of conv1_1 that ran far faster than the model predicts (their time
+    is per-step overhead) leave the speed, and so the largest conv5_3 render the server allows, unchanged; a render
+    that is mostly the network's work does teach it, at most twofold per render."""
+    from viz.serving import budget
+    from viz.serving.job import Job
+
+    m = managers()
+    big = make_settings("conv5_3", "fourier", size=944, steps=500)
+    before = (m.speed, budget.largest_steps(big, m.limits.max_job_seconds, m.speed))
+    tiny = make_settings("conv1_1", "fourier", size=16, steps=2000)
+    for _ in range(8):
+        m._learn_speed(Job("t", JobSpec(tiny, 0, "cpu")), budget.render_seconds(tiny) / 10)
+    assert (m.speed, budget.largest_steps(big, m.limits.max_job_seconds, m.speed)) == before
+    heavy = make_settings("conv5_3", "fourier", size=256, steps=128)
+    assert budget.compute_seconds(heavy) > 0.5 * budget.render_seconds(heavy) >= 1.0
+    m._learn_speed(Job("h", JobSpec(heavy, 0, "cpu")), budget.render_seconds(heavy) / 10)
+    assert before[0] < m.speed <= before[0] * 2

@@ -75,6 +75,12 @@ def render_seconds(s: RenderSettings) -> float:
     return START_SECONDS + s.steps * per_step
 
 
+def compute_seconds(s: RenderSettings) -> float:
+    """The part of :func:`render_seconds` that is the network's work (what a device's speed scales), without the
+    per-step and start-up overheads."""
+    return s.steps * view_images(s) * full_step_seconds(s.layer, s.size) * pixel_share(s.method, s.steps)
+
+
 def natural_seconds(layer: str, size: int) -> float:
     """Reference-CPU seconds for the natural-photo reference when the weights have none yet: one scan of the
     bundled photos, every layer at once, whatever the render's layer and size (measured: 4.1 s here)."""
@@ -167,6 +173,7 @@ class Limits:
     result_memory_mb: int = 256  # VIZ_RESULT_MEMORY_MB: ... and their bytes at most
     result_disk_mb: int = 512  # VIZ_RESULT_DISK_MB: disk cache of results, least recently used evicted first
     session_timeout: float = 10.0  # VIZ_SESSION_TIMEOUT: seconds without a heartbeat before a visitor is gone
+    short_seconds: float = 10.0  # VIZ_SHORT_SECONDS: renders estimated at most this run between a longer one's steps
 
     @classmethod
     def from_env(cls) -> "Limits":
@@ -182,6 +189,7 @@ class Limits:
             result_memory_mb=int(env_number("VIZ_RESULT_MEMORY_MB", d.result_memory_mb, 1, 1_000_000)),
             result_disk_mb=int(env_number("VIZ_RESULT_DISK_MB", d.result_disk_mb, 0, 10_000_000)),
             session_timeout=env_number("VIZ_SESSION_TIMEOUT", d.session_timeout, 1, 3600, integer=False),
+            short_seconds=env_number("VIZ_SHORT_SECONDS", d.short_seconds, 0, 3600, integer=False),
         )
 
     @property

@@ -511,7 +511,7 @@ class RayJobExecutor:
             self._free.append(actor)
             self._free_lock.notify()
 
-    def execute(self, job, stop: Callable[[], bool], preview_every: int) -> RenderResult:
+    def execute(self, job, stop: Callable[[], bool], preview_every: int, between_steps=None) -> RenderResult:
         from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError  # Ray: an optional extra
 
         ray = _ray()

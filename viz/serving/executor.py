@@ -16,11 +16,14 @@ class LocalExecutor:
     An executor runs one job at a time per slot: :meth:`execute` renders ``job`` until it ends or ``stop()`` says so,
     keeping the job's step, ETA, curve, preview (every ``preview_every`` steps) and snapshots up to date, and returns
     the :class:`~viz.engine.render.RenderResult`. ``slots`` is how many jobs it can run at once (None: as many as
-    the manager's ``max_running``). :class:`viz.serving.cluster.RayJobExecutor` renders on Ray actors instead."""
+    the manager's ``max_running``). :class:`viz.serving.cluster.RayJobExecutor` renders on Ray actors instead (and
+    lends no time to short jobs)."""
 
     slots: int | None = None
 
-    def execute(self, job: Job, stop: Callable[[], bool], preview_every: int) -> RenderResult:
+    def execute(self, job: Job, stop: Callable[[], bool], preview_every: int,
+                between_steps: Callable[[], None] | None = None) -> RenderResult:
+        """``between_steps()`` runs after every step: the manager lends the thread to short jobs there."""
         snaps = set(job.spec.snapshot_steps)
 
         def cb(info: StepInfo) -> None:
@@ -31,6 +34,8 @@ class LocalExecutor:
                 job.preview = img
                 if info.step in snaps:
                     job.snapshots[info.step] = img
+            if between_steps is not None and info.step < info.steps:
+                between_steps()
 
         return render(job.settings, [job.channel], job.device, callback=cb, every=1, cancel=stop,
                       start=job.spec.start_image(), direction=job.spec.direction_vector())

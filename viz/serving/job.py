@@ -66,6 +66,7 @@ class Job:
     state: str = "queued"  # queued, running, done, cancelled, error
     step: int = 0
     elapsed: float = 0.0
+    paused: float = 0.0  # seconds this job's thread spent on short jobs between its steps
     eta: float | None = None
     history: list[float] = field(default_factory=list)
     preview: np.ndarray | None = None

@@ -8,8 +8,11 @@ order with a visible position. Its rules keep one visitor from breaking the serv
   heartbeats (tab closed) is unsubscribed after ``session_timeout`` seconds.
 - **Budgets, before anything runs.** Each job's time is estimated (:mod:`viz.serving.budget`); a request over
   ``max_job_seconds`` or over the memory-derived size cap is refused with one line naming the estimate and what
-  fits. A running job is stopped at ``hard_seconds`` (its image so far is kept). Each session may have
-  ``max_per_session`` requests running or queued; a new request from the same page replaces its previous one.
+  fits; a request of several renders must fit as a whole. A running job is stopped at ``hard_seconds`` (its image
+  so far is kept). Each visitor (a browser: all its sessions, one per tab) may have ``max_per_session`` requests
+  running or queued; a new request from the same page replaces its previous one.
+- **Short renders do not wait for long ones.** A job estimated at most ``short_seconds`` (and at most
+  :data:`SHORT_SIZE` px) runs between a longer job's steps, which pauses meanwhile.
 - **One queue for all the work.** The natural-photo reference a result is compared with comes from the dataset
   examples (:mod:`viz.atlas.examples`); weights that have none yet get them scanned inside the job (same slot, priority
   and time limit), never in a page's thread.
@@ -53,6 +56,10 @@ from .results import Result, ResultCache
 class _Session:
     last_seen: float
     requests: dict[str, list[Job]] = field(default_factory=dict)  # tag -> the jobs of its latest request
+    visitor: str = ""  # the browser this session (a tab) belongs to: the per-visitor limit counts all its tabs
+
+
+SHORT_SIZE = 256  # a short job runs beside a paused long one: small enough that both fit in memory
 
 
 class PhotoLane:
@@ -83,6 +90,7 @@ class JobManager:
         self.executor = executor or LocalExecutor()
         self.notice: str | None = None  # what the operator should know (a Ray address that could not be reached)
         self.photo_lane = PhotoLane(1)
+        self._lending = threading.local()  # a worker thread running short jobs between a long job's steps
         if self.executor.slots:
             overrides["max_running"] = self.executor.slots
 
@@ -136,30 +144,47 @@ class JobManager:
                            + (f": {' or '.join(fits)}" if fits else ": choose fewer steps and a smaller size"))
         return seconds
 
+    def check_request(self, specs: list[JobSpec]) -> float:
+        """The request's estimate: each render within its own budget, and all of them together (Compare's pair,
+        a view's images) within this server's limit, which is per request; else :class:`VizError`."""
+        estimates = {spec.key: self.check_budget(spec) for spec in specs}  # a render asked twice runs once
+        total = sum(estimates.values())
+        if len(estimates) > 1 and total > self.limits.max_job_seconds:
+            raise VizError(f"these {len(estimates)} renders would take about {fmt_seconds(total)} together here, "
+                           f"over this server's limit of {fmt_seconds(self.limits.max_job_seconds)} per request: "
+                           "choose fewer steps or a smaller size")
+        return total
+
     # -------------------------------------------------------------------------------------------- public
     def submit(self, settings: RenderSettings, channel: int, device: str = "cpu",
                snapshot_steps: tuple[int, ...] = (), *, session: str | None = None, tag: str = "") -> Job:
         return self.submit_many([JobSpec(settings, channel, device, tuple(snapshot_steps))], session=session,
                                 tag=tag)[0]
 
-    def submit_many(self, specs: list[JobSpec], *, session: str | None = None, tag: str = "") -> list[Job]:
+    def submit_many(self, specs: list[JobSpec], *, session: str | None = None, tag: str = "",
+                    visitor: str | None = None) -> list[Job]:
         """Submit one request (one or more jobs) for ``session``; all of it is accepted or none.
 
-        A request replaces the same session's previous request with the same ``tag`` (a page asking again)."""
+        A request replaces the same session's previous request with the same ``tag`` (a page asking again).
+        ``visitor`` names the browser the session (a tab) belongs to: ``max_per_session`` counts the requests of
+        all its tabs (without it, each session is its own visitor)."""
         sid = ANONYMOUS if session is None else str(session)
-        estimates = [self.check_budget(spec) for spec in specs]  # before anything is queued
+        who = str(visitor) if visitor else sid
+        self.check_request(specs)  # before anything is queued
+        estimates = [self.estimate(spec) for spec in specs]
         hits = {spec.key: self.results.get(spec.key) for spec in specs}
         with self._lock:
             if self._closed:
                 raise VizError("the server is shutting down: try again in a minute")
             if sid != ANONYMOUS:
                 sess = self._sessions.setdefault(sid, _Session(time.monotonic()))
-                sess.last_seen = time.monotonic()
+                sess.last_seen, sess.visitor = time.monotonic(), who
                 old = sess.requests.pop(tag, None)
                 for job in old or ():
                     if job.key not in hits:  # asking again for the same render keeps it
                         self._unsubscribe(job, sid, "replaced by a newer request")
-                busy = [jobs for jobs in sess.requests.values() if any(not j.finished for j in jobs)]
+                busy = [jobs for other in self._sessions.values() if other.visitor == who
+                        for jobs in other.requests.values() if any(not j.finished for j in jobs)]
                 if len(busy) >= self.limits.max_per_session:
                     names = ", ".join(j.label for j in busy[0] if not j.finished)
                     raise VizError(f"you already have {len(busy)} render(s) running or queued ({names}): wait for "
@@ -308,34 +333,72 @@ class JobManager:
                 job = self._queue.popleft()
                 job.state = "running"
                 self._running += 1
-            state = "error"
-            try:
-                state = self._run(job)
-            except VizError as exc:
-                job.error = str(exc)
-            except Exception as exc:  # never kill the worker; the user sees one line, the log the traceback
-                traceback.print_exc(file=sys.stderr)
-                job.error = f"generation failed ({type(exc).__name__}): {str(exc)[:120]}"
-            finally:
-                # the terminal state is published last, once the result is cached on disk and in memory,
-                # so whoever sees "done" can also find the result from any manager
-                with self._lock:
-                    self._running -= 1
-                    self._active.pop(job.key, None)
-                    job.state = state
+            self._process(job)
+
+    def _process(self, job: Job, slot: bool = True) -> None:
+        """Run a job taken from the queue to its end, and publish its state. ``slot``: it holds one of the
+        ``max_running`` slots (a job run between another's steps shares that one's)."""
+        state = "error"
+        try:
+            state = self._run(job)
+        except VizError as exc:
+            job.error = str(exc)
+        except Exception as exc:  # never kill the worker; the user sees one line, the log the traceback
+            traceback.print_exc(file=sys.stderr)
+            job.error = f"generation failed ({type(exc).__name__}): {str(exc)[:120]}"
+        finally:
+            # the terminal state is published last, once the result is cached on disk and in memory,
+            # so whoever sees "done" can also find the result from any manager
+            with self._lock:
+                self._running -= slot
+                self._active.pop(job.key, None)
+                job.state = state
+
+    def _take_short(self) -> Job | None:
+        """The first queued job short enough to run between another job's steps, taken from the queue."""
+        with self._lock:
+            if self._closed:
+                return None
+            for job in self._queue:
+                if job.estimate <= self.limits.short_seconds and job.settings.size <= SHORT_SIZE:
+                    self._queue.remove(job)
+                    job.state = "running"
+                    return job
+        return None
+
+    def _lend(self, job: Job) -> Callable[[], None] | None:
+        """What ``job`` runs between its steps: the queued short jobs, one after another, so that a render of a few
+        seconds never waits for a long one (which pauses, its time limit and learnt speed not charged)."""
+        if job.estimate <= self.limits.short_seconds or getattr(self._lending, "active", False):
+            return None
+
+        def between_steps() -> None:
+            while (short := self._take_short()) is not None:
+                t0 = time.monotonic()
+                self._lending.active = True
+                try:
+                    self._process(short, slot=False)
+                finally:
+                    self._lending.active = False
+                    job.paused += time.monotonic() - t0
+
+        return between_steps
 
     def _run(self, job: Job) -> str:
         """Render the job and look up its natural-photo reference; return "done" or "cancelled" (unpublished)."""
         deadline = time.monotonic() + self.limits.hard_seconds
 
         def stop() -> bool:
-            if time.monotonic() > deadline and not job.cancel_event.is_set():
+            if time.monotonic() - job.paused > deadline and not job.cancel_event.is_set():
                 job.stopped = f"stopped at this server's time limit ({fmt_seconds(self.limits.hard_seconds)})"
                 job.cancel_event.set()
             return job.cancel_event.is_set()
 
         s = job.settings
-        result = self.executor.execute(job, stop, self.preview_every)
+        if isinstance(self.executor, LocalExecutor):
+            result = self.executor.execute(job, stop, self.preview_every, self._lend(job))
+        else:
+            result = self.executor.execute(job, stop, self.preview_every)
         natural = None
         if not result.cancelled and not budget.view_direction(s):  # the channel's strongest response in the bundled
             # photos (scanned once per weights); a direction is not its channel: no photo reference
@@ -346,16 +409,21 @@ class JobManager:
         job.history = job.result.history
         if result.cancelled:
             return "cancelled"
-        self._learn_speed(job, result.seconds)
+        self._learn_speed(job, result.seconds - job.paused)
         self.results.put(job.key, job.result)
         return "done"
 
     def _learn_speed(self, job: Job, seconds: float) -> None:
-        """Correct the speed factor with a finished render's measured time (the estimates learn this device)."""
+        """Correct the speed factor with a finished render's measured time (the estimates learn this device).
+
+        Only renders whose time is mostly the network's work (over half of at least 2 reference seconds) teach it:
+        a stream of tiny renders, whose time is per-step overhead the model does not scale, cannot talk the server
+        into accepting a huge one. Each lesson moves the factor at most twofold."""
         reference = budget.render_seconds(job.settings)
-        if seconds > 0.5 and reference > 0.5:
-            measured = reference / seconds
-            self.speed = float(np.clip(0.7 * self.speed + 0.3 * measured, 0.05, 1000.0))
+        if seconds <= 0.5 or reference < 2.0 or budget.compute_seconds(job.settings) < 0.5 * reference:
+            return
+        measured = float(np.clip(reference / seconds, self.speed / 2, self.speed * 2))
+        self.speed = float(np.clip(0.7 * self.speed + 0.3 * measured, 0.05, 1000.0))
 
     def _trim_jobs(self) -> None:
         finished = [j for j in self._jobs.values() if j.finished]
