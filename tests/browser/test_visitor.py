@@ -257,3 +257,28 @@ def test_links_open_in_new_tabs_and_reproduce_what_was_seen(server, page):
     expect(tab.get_by_role("combobox", name="Left: method")).to_have_value("maco", timeout=30_000)
     expect(tab.get_by_role("combobox", name="Right: view")).to_have_value(re.compile("negative"), timeout=30_000)
     tab.close()
+
+
+@pytest.mark.parametrize("path, ready", [("/", "Strongest photos"), ("/photo", "fire most on")])
+def test_a_phone_reads_the_overview_and_your_photo(server, path, ready):
+    """Issue 25: at 390 x 844 the Overview and Your photo scroll only down (nothing wider than the phone), and no
+    number, label, button or caption is cut short."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
+        phone = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True)
+        phone.goto(f"{server}{path}")
+        phone.get_by_text(ready).first.wait_for(timeout=120_000)
+        phone.wait_for_function("() => [...document.images].every(i => i.complete)", timeout=60_000)
+        phone.wait_for_timeout(1500)
+        wide = phone.evaluate("() => document.querySelector('.stMainBlockContainer').scrollWidth")
+        cut = phone.evaluate("""() => [...document.querySelectorAll(
+              '[data-testid="stMetricValue"] div, [data-testid="stMetricLabel"] p, button p, [data-testid="stCaptionContainer"], a p')]
+            .filter(e => e.offsetParent && e.scrollWidth > e.clientWidth + 1).map(e => e.innerText.slice(0, 40))""")
+        height = phone.evaluate("() => document.querySelector('.stMainBlockContainer').scrollHeight")
+        phone.screenshot(path=str(SHOTS / f"phone-{path.strip('/') or 'overview'}.png"), full_page=True)
+        browser.close()
+    assert wide <= 390, f"{path} is {wide} px wide on a 390 px phone"
+    assert not cut, f"cut short on a phone: {cut}"
+    print(f"{path}: {height} px tall on a phone")
