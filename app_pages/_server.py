@@ -57,9 +57,11 @@ def visitor_id() -> str:
     browser; each page load masks it anew, so the mask is taken off first), else the session. Limits per visitor
     count every tab of one browser."""
     try:
-        cookie = st.context.cookies.get("_streamlit_xsrf") or ""
-    except Exception:  # outside a running server (AppTest)
-        cookie = ""
+        cookie = st.context.cookies.get("_streamlit_xsrf")
+    except Exception:  # outside a running server
+        cookie = None
+    if not isinstance(cookie, str):  # AppTest has no browser: each session is its own visitor
+        return session_id()
     parts = cookie.split("|")
     try:  # tornado's version 2: "2|mask|masked token|time", the token XOR the 4-byte mask repeated
         mask, masked = bytes.fromhex(parts[1]), bytes.fromhex(parts[2])
