@@ -3,9 +3,10 @@
 - **Time.** :func:`estimate_seconds` predicts a render's wall time from its layer, size, steps and method with
   per-layer rates measured on this project's 2-core CPU (:data:`STEP_SECONDS_128`), times a speed factor that
   the job manager corrects with every finished job (a faster CPU or a GPU is learnt after its first render).
-- **Memory.** A render's resident memory grows with its pixels: :data:`TRAIN_BYTES_PER_PIXEL` (measured from peak
-  RSS at 256-1024 px) for the optimization. :func:`max_size` derives the largest side a server may accept from
-  its memory ceiling.
+- **Memory.** A job's resident memory grows with its pixels: :data:`BYTES_PER_PIXEL` per method (peak RSS of the
+  largest jobs run through the job manager, previews and result included), more per image for a view of several
+  images (:data:`BATCH_FACTOR`), with a :data:`MEMORY_MARGIN`. :func:`max_size` derives the largest side a server
+  may accept from its memory ceiling, for a method and a number of images.
 - **Limits.** :class:`Limits` reads every ``VIZ_*`` variable once; a bad value is named in one log line and the
   default is used (an operator's typo never breaks a page).
 """
@@ -34,7 +35,12 @@ STEP_SECONDS_128 = {
 REFERENCE_THREADS = 2  # torch threads when STEP_SECONDS_128 was measured
 START_SECONDS = 0.1  # a render's set-up in a warm process (a fresh process's first render adds ~0.5 s once)
 STEP_OVERHEAD = 0.004  # per step, whatever the size (transforms, optimizer, callback)
-TRAIN_BYTES_PER_PIXEL = 1650  # peak RSS growth per image pixel, conv5_3 fourier: 1.58 KB from 256 to 1024 px
+# Peak RSS growth per image pixel of the largest job a method may run (conv5_3, the deepest cut), measured through
+# the job manager (render, previews, result) in a process holding what the dashboard holds (base: 956 MiB):
+# fourier and maco (same image parameterization) at 944 px: 1,940 B; seed (pixels) at 944 px: 1,690 B.
+BYTES_PER_PIXEL = {"fourier": 1950, "maco": 1950, "seed": 1700}
+BATCH_FACTOR = 1.2  # a view of several images, per image pixel: diversity of 16 at 224 px measured 2,300 B
+MEMORY_MARGIN = 1.1  # what one run's peak does not show (allocator state after other jobs, longer runs)
 SERVER_BASE_GB = 1.0  # the dashboard's resident memory with torch, the model and the pages loaded
 SCAN_SECONDS = 6.0  # `python -m viz examples --images bundled` (11 photos, 2 scales, 13 layers): 4.1 s here
 
@@ -120,10 +126,17 @@ def _with(s: RenderSettings, **kw) -> RenderSettings:
     return replace(s, **kw)
 
 
-def max_size(memory_gb: float, slots: int, base_gb: float = SERVER_BASE_GB) -> int:
-    """Largest image side (a multiple of 16) whose render fits, ``slots`` at once, under ``memory_gb`` resident."""
+def job_bytes_per_pixel(method: str = "fourier", images: int = 1) -> float:
+    """Resident bytes a job of ``images`` images by ``method`` takes per pixel of its side squared."""
+    per_image = BYTES_PER_PIXEL.get(method, max(BYTES_PER_PIXEL.values()))
+    return images * per_image * (BATCH_FACTOR if images > 1 else 1.0) * MEMORY_MARGIN
+
+
+def max_size(memory_gb: float, slots: int, base_gb: float = SERVER_BASE_GB, method: str = "fourier",
+             images: int = 1) -> int:
+    """Largest image side (a multiple of 16) whose job fits, ``slots`` at once, under ``memory_gb`` resident."""
     per_job = (memory_gb - base_gb) * 1e9 / max(1, slots)
-    side = int(math.sqrt(max(per_job, 0) / TRAIN_BYTES_PER_PIXEL)) // 16 * 16
+    side = int(math.sqrt(max(per_job, 0) / job_bytes_per_pixel(method, images))) // 16 * 16
     return max(MIN_SIZE, side)
 
 
@@ -194,7 +207,12 @@ class Limits:
 
     @property
     def size_cap(self) -> int:
+        """The largest side of a one-image render by the default recipe (other methods and views: :meth:`cap`)."""
         return max_size(self.memory_gb, self.max_running)
+
+    def cap(self, s: RenderSettings) -> int:
+        """The largest side this server accepts for ``s``'s method and number of images (at most 1024)."""
+        return min(max_size(self.memory_gb, self.max_running, method=s.method, images=view_images(s)), 1024)
 
     @property
     def hard_seconds(self) -> float:

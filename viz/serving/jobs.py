@@ -124,7 +124,7 @@ class JobManager:
         """The estimate, or :class:`VizError` naming it and the largest size/steps that fit."""
         s, lim = spec.settings, self.limits
         n = budget.view_images(s)
-        cap = min(int(lim.size_cap / n ** 0.5) // 16 * 16, 1024)  # n images take n times the memory of one
+        cap = lim.cap(s)  # by method and number of images
         if s.size > cap:
             raise VizError(f"{s.size} px is more than this server renders{f' for {n} images' if n > 1 else ''} "
                            f"(at most {cap} px, from its {lim.memory_gb:g} GB memory limit shared by "
