@@ -40,6 +40,13 @@ SMALL_SCREENS = """<style>
   /* the Overview's strips (a layer's name and 8 pictures): the name and 5 pictures */
   .stMainBlockContainer [data-testid="stHorizontalBlock"]:has(> [data-testid="stColumn"]:nth-child(9):last-child)
       > [data-testid="stColumn"]:nth-child(n+7) { display: none !important; }
+  /* a link's label (captions on the Overview, its page links) wraps instead of being cut to "Browse prec…" */
+  .stMainBlockContainer [data-testid="stPageLink"] a, .stMainBlockContainer [data-testid="stPageLink"] a * {
+    white-space: normal !important; overflow: visible !important; text-overflow: clip !important; height: auto !important;
+  }
+  /* a row of links only (the Overview's "Browse…", "Generate…", "Compare…"): one per line, no word broken */
+  .stMainBlockContainer [data-testid="stHorizontalBlock"]:has([data-testid="stPageLink"]):not(:has(img))
+      > [data-testid="stColumn"] { min-width: 100% !important; flex-basis: 100% !important; }
   /* the numbers of a metric never cut to "4…" */
   .stMainBlockContainer [data-testid="stMetricValue"] { font-size: 1.6rem; }
 }

@@ -80,7 +80,8 @@ def _journey(server, page):
     steps.press("Tab")
     page.get_by_role("button", name=re.compile("Generate")).click()
     expect(page.get_by_text("Final activation", exact=True).first).to_be_visible(timeout=120_000)
-    expect(page.get_by_text("conv2_1 · channel 3 · fourier")).to_be_visible()
+    # .first: the live view's heading and the result's can both be on the page for a moment
+    expect(page.get_by_text("conv2_1 · channel 3 · fourier").first).to_be_visible()
     page.screenshot(path=str(SHOTS / "generator.png"), full_page=True)
 
     page.goto(f"{server}/gallery?layer=..%2F..%2Fetc&channel=abc")
