@@ -76,9 +76,7 @@ def view_direction(s: RenderSettings) -> str:
 
 def render_seconds(s: RenderSettings) -> float:
     """Reference-CPU seconds for the optimization itself (a view of N images costs N images' steps)."""
-    n = view_images(s)
-    per_step = STEP_OVERHEAD + n * full_step_seconds(s.layer, s.size) * pixel_share(s.method, s.steps)
-    return START_SECONDS + s.steps * per_step
+    return START_SECONDS + s.steps * STEP_OVERHEAD + compute_seconds(s)
 
 
 def compute_seconds(s: RenderSettings) -> float:

@@ -512,6 +512,8 @@ class RayJobExecutor:
             self._free_lock.notify()
 
     def execute(self, job, stop: Callable[[], bool], preview_every: int, between_steps=None) -> RenderResult:
+        """Render ``job`` on a free actor (``between_steps`` is not called: an actor's steps are not this thread's
+        to lend)."""
         from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError  # Ray: an optional extra
 
         ray = _ray()

@@ -93,7 +93,6 @@ class JobManager:
         self._lending = threading.local()  # a worker thread running short jobs between a long job's steps
         if self.executor.slots:
             overrides["max_running"] = self.executor.slots
-
         self.limits = replace(limits or Limits(), **overrides)
         self.preview_every = preview_every
         self.session_alive = session_alive
@@ -147,13 +146,17 @@ class JobManager:
     def check_request(self, specs: list[JobSpec]) -> float:
         """The request's estimate: each render within its own budget, and all of them together (Compare's pair,
         a view's images) within this server's limit, which is per request; else :class:`VizError`."""
-        estimates = {spec.key: self.check_budget(spec) for spec in specs}  # a render asked twice runs once
+        return sum(self._checked_estimates(specs).values())
+
+    def _checked_estimates(self, specs: list[JobSpec]) -> dict[str, float]:
+        """:meth:`check_request`'s estimates, by job key (a render asked twice runs once)."""
+        estimates = {spec.key: self.check_budget(spec) for spec in specs}
         total = sum(estimates.values())
         if len(estimates) > 1 and total > self.limits.max_job_seconds:
             raise VizError(f"these {len(estimates)} renders would take about {fmt_seconds(total)} together here, "
                            f"over this server's limit of {fmt_seconds(self.limits.max_job_seconds)} per request: "
                            "choose fewer steps or a smaller size")
-        return total
+        return estimates
 
     # -------------------------------------------------------------------------------------------- public
     def submit(self, settings: RenderSettings, channel: int, device: str = "cpu",
@@ -170,8 +173,8 @@ class JobManager:
         all its tabs (without it, each session is its own visitor)."""
         sid = ANONYMOUS if session is None else str(session)
         who = str(visitor) if visitor else sid
-        self.check_request(specs)  # before anything is queued
-        estimates = [self.estimate(spec) for spec in specs]
+        checked = self._checked_estimates(specs)  # before anything is queued
+        estimates = [checked[spec.key] for spec in specs]
         hits = {spec.key: self.results.get(spec.key) for spec in specs}
         with self._lock:
             if self._closed:
@@ -395,10 +398,7 @@ class JobManager:
             return job.cancel_event.is_set()
 
         s = job.settings
-        if isinstance(self.executor, LocalExecutor):
-            result = self.executor.execute(job, stop, self.preview_every, self._lend(job))
-        else:
-            result = self.executor.execute(job, stop, self.preview_every)
+        result = self.executor.execute(job, stop, self.preview_every, self._lend(job))
         natural = None
         if not result.cancelled and not budget.view_direction(s):  # the channel's strongest response in the bundled
             # photos (scanned once per weights); a direction is not its channel: no photo reference
