@@ -13,8 +13,10 @@ from PIL import Image
 
 from app_pages._server import app_words, gallery, load_model_for
 from viz import VizError
-from viz.atlas.circuits import COLOURS, INPUT, Circuit, Link, circuit, contribution_table, layer_above, table_ready
+from viz.atlas.circuits import Circuit, Link, circuit
+from viz.atlas.contributions import contribution_table, table_ready
 from viz.atlas.kernels import diverging_picture
+from viz.atlas.wiring import COLOURS, INPUT, layer_above
 
 MEASURE_WORDS = {"weight": "by weight", "contribution": "by contribution on photos"}
 MEASURE_HELP = ("**by weight**: the sum of the 3×3 kernel that connects two channels (what the weights allow); "

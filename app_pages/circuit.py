@@ -7,7 +7,8 @@ from app_pages._circuits import MEASURE_HELP, MEASURE_WORDS, data_uri, model_for
 from app_pages._forms import link_state
 from app_pages._server import app_words
 from viz import LAYER_NAMES, LAYERS, VizError
-from viz.atlas.circuits import COLOURS, INPUT, neighbourhood
+from viz.atlas.circuits import neighbourhood
+from viz.atlas.wiring import COLOURS, INPUT
 from viz.dashboard.figures import circuit_figure
 
 FAN = 4  # links followed from each node

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .atlas.circuits import circuit, contribution_table, table_ready
+from .atlas.circuits import circuit
+from .atlas.contributions import contribution_table, table_ready
 from .atlas.examples import examples_dir, scan
 from .atlas.factors import check_k, group_picture, photo_factors
 from .atlas.metrics import naturalness
@@ -36,8 +37,8 @@ from .engine.settings import DEFAULT_SIZE, DEFAULT_STEPS, MAX_BATCH, MAX_SIZE, M
 from .engine.views import KINDS as VIEW_KINDS
 from .engine.views import make_view, start_photo, top_channel
 from .engine.weights import resolve_weights_name
-from .serving.cluster import precompute as ray_precompute
-from .serving.cluster import scan as ray_scan
+from .serving.cluster_runs import precompute as ray_precompute
+from .serving.cluster_runs import scan as ray_scan
 
 
 class _Parser(argparse.ArgumentParser):
@@ -135,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# --- issue 14: Ray (viz/serving/cluster.py holds the Ray code; nothing here imports ray) ---------------------------
+# --- issue 14: Ray (viz/serving/cluster.py and cluster_runs.py hold the Ray code; nothing here imports ray) -------
 def _ray_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ray", default=None, metavar="ADDRESS|local", help="run on a Ray cluster: its address "
                    "(ray://head:10001 or head:6379) or local (start one here); unset: in this process")

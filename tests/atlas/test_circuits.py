@@ -1,4 +1,4 @@
-"""Circuits (viz/atlas/circuits.py): rankings exact on weights with a known structure, expanded weights equal to the
+"""Circuits (viz/atlas/wiring.py, contributions.py, circuits.py): rankings exact on weights with a known structure, expanded weights equal to the
 Jacobian of the linear path, the contribution measure equal to a brute-force convolution on the real weights and
 photos, the photos read once per weights, and one line for every bad request."""
 
@@ -12,6 +12,8 @@ import torch.nn.functional as F
 
 from viz import LAYERS, VizError
 from viz.atlas import circuits as C
+from viz.atlas import contributions as T
+from viz.atlas import wiring as W
 from viz.atlas.examples import resized
 from viz.base.corpus import bundled, load_rgb
 from viz.engine.model import load_model
@@ -41,10 +43,10 @@ def planted(model):
 
 @pytest.mark.unit
 def test_rank_orders_excitatory_then_inhibitory_links():
-    excite, inhibit = C.rank(np.array([0.5, -1.0, 2.0, 0.0, -0.2, np.nan, 0.5]), top=5)
+    excite, inhibit = W.rank(np.array([0.5, -1.0, 2.0, 0.0, -0.2, np.nan, 0.5]), top=5)
     assert excite == [2, 0, 6]  # ties keep their order; zero and NaN are neither
     assert inhibit == [1, 4]
-    assert C.rank(np.array([0.5, -1.0, 2.0]), top=1) == ([2], [1])
+    assert W.rank(np.array([0.5, -1.0, 2.0]), top=1) == ([2], [1])
 
 
 @pytest.mark.unit
@@ -68,7 +70,7 @@ def test_weight_rankings_are_exact_on_planted_kernels(planted):
 def test_expanded_weights_equal_the_jacobian_of_the_linear_path(pool_between, pool_below):
     torch.manual_seed(0)
     k2, k1 = torch.randn(3, 4, 3, 3), torch.randn(4, 5, 3, 3)
-    got = C.expanded(k2, k1, pool_between, pool_below).double()
+    got = W.expanded(k2, k1, pool_between, pool_below).double()
     # brute force: differentiate conv -> (avg-)pool -> conv at the centre, one output channel at a time
     x = torch.zeros(1, 5, 40, 40, dtype=torch.float64, requires_grad=True)
     t = F.avg_pool2d(x, 2) if pool_below else x
@@ -89,7 +91,7 @@ def test_peak_shares_split_each_peak_among_the_inputs():
     torch.manual_seed(1)
     x, w, b = torch.rand(6, 9, 11), torch.randn(4, 6, 3, 3), torch.randn(4)
     y = F.conv2d(x[None], w, b, padding=1)[0]
-    values, where, shares = C.peak_shares(x, y, w)
+    values, where, shares = W.peak_shares(x, y, w)
     for o in range(4):
         r, c = where[o].tolist()
         assert values[o] == y[o].max() == y[o, r, c]
@@ -132,11 +134,11 @@ def test_contribution_shares_equal_a_brute_force_convolution(model, layer, chann
     """The table's mean share of each input, recomputed at each of its recorded positions by convolving the
     photo's real input map (the previous layer after its ReLU and pool; the photo for conv1_1) one input channel at
     a time: the table, as committed or measured, is what the network does."""
-    table = C.contribution_table(model)
+    table = T.contribution_table(model)
     places = table.where[layer][channel]
     assert len(places) == table.counts[layer][channel] > 0
     lay = LAYERS[layer]
-    w = C.kernels(model, layer)[channel]  # (in, 3, 3)
+    w = W.kernels(model, layer)[channel]  # (in, 3, 3)
     shares = []
     for image, scale, row, col, value in places:
         x, _ = resized(load_rgb(bundled().path(image)), scale)
@@ -144,8 +146,8 @@ def test_contribution_shares_equal_a_brute_force_convolution(model, layer, chann
             if layer == "conv1_1":
                 inp = x
             else:
-                inp = model.cut(LAYERS[C.layer_below(layer)], relu=True)(x)
-                if C.pooled_before(layer):
+                inp = model.cut(LAYERS[W.layer_below(layer)], relu=True)(x)
+                if W.pooled_before(layer):
                     inp = F.max_pool2d(inp, 2)
             y = model.cut(lay)(x)[0, channel]
         assert float(y.max()) == pytest.approx(value, rel=1e-3, abs=1e-3)  # the channel's strongest position
@@ -170,40 +172,40 @@ def test_the_photos_are_read_once_per_weights(model, monkeypatch, tmp_path):
     photos = tmp_path / "photos"
     photos.mkdir()
     Image.fromarray(load_rgb(bundled().path("skimage/chelsea.png"))[:120, :120]).save(photos / "cat.png")
-    monkeypatch.setattr(C, "committed_table", lambda weights: tmp_path / "none.npz")
-    monkeypatch.setattr(C, "bundled", lambda: folder(photos))
-    monkeypatch.setattr(C, "_tables", {})
-    assert not C.table_ready(model)
+    monkeypatch.setattr(T, "committed_table", lambda weights: tmp_path / "none.npz")
+    monkeypatch.setattr(T, "bundled", lambda: folder(photos))
+    monkeypatch.setattr(T, "_tables", {})
+    assert not T.table_ready(model)
     seen = []
-    table = C.contribution_table(model, progress=lambda done, total: seen.append((done, total)))
+    table = T.contribution_table(model, progress=lambda done, total: seen.append((done, total)))
     assert seen[-1] == (2, 2)  # one image at two scales
-    assert C.cached_table("oxford").is_file() and C.table_ready(model)
+    assert T.cached_table("oxford").is_file() and T.table_ready(model)
     assert "photos" in table.corpus
     for name in table.shares:
         assert table.shares[name].shape == (LAYERS[name].channels, LAYERS[name].in_channels)
         assert (table.counts[name] <= 2).all()
-    monkeypatch.setattr(C, "_tables", {})
+    monkeypatch.setattr(T, "_tables", {})
 
     def measured_again(*args, **kwargs):
         raise AssertionError("the photos were read a second time")
 
-    monkeypatch.setattr(C, "measure_contributions", measured_again)
-    again = C.contribution_table(model)
+    monkeypatch.setattr(T, "measure_contributions", measured_again)
+    again = T.contribution_table(model)
     assert np.allclose(again.shares["conv3_1"], table.shares["conv3_1"], atol=1e-3)
 
 
 def test_a_damaged_table_is_measured_again(model, monkeypatch, tmp_path):
-    real = C.ContributionTable.from_file(C.committed_table("oxford"))
+    real = T.ContributionTable.from_file(T.committed_table("oxford"))
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a table")
     with pytest.raises(VizError, match="unreadable"):
-        C.ContributionTable.from_file(bad)
-    monkeypatch.setattr(C, "committed_table", lambda weights: bad)
-    monkeypatch.setattr(C, "_tables", {})
+        T.ContributionTable.from_file(bad)
+    monkeypatch.setattr(T, "committed_table", lambda weights: bad)
+    monkeypatch.setattr(T, "_tables", {})
     calls = []
-    monkeypatch.setattr(C, "measure_contributions", lambda m, progress=None: calls.append(1) or real)
-    assert C.contribution_table(model) is real and calls == [1]
-    assert C.ContributionTable.from_file(C.cached_table("oxford")).top == real.top  # and cached for next time
+    monkeypatch.setattr(T, "measure_contributions", lambda m, progress=None: calls.append(1) or real)
+    assert T.contribution_table(model) is real and calls == [1]
+    assert T.ContributionTable.from_file(T.cached_table("oxford")).top == real.top  # and cached for next time
 
 
 @pytest.mark.unit

@@ -12,7 +12,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from ..atlas import circuits
+from ..atlas import circuits, contributions, wiring
 from ..atlas.examples import reference, scan_throughput
 from ..atlas.factors import DEFAULT_K, photo_factors
 from ..atlas.metrics import (
@@ -255,7 +255,7 @@ def circuits_section(b: Bench) -> dict:
     the photos for the table costs (in a subprocess, against one that only loads the model: peak memory)."""
     model = load_model(b.weights, "cpu")
     start = time.perf_counter()
-    table = circuits.contribution_table(model)
+    table = contributions.contribution_table(model)
     load_s = time.perf_counter() - start
     per_call: dict[str, list[float]] = {"weight": [], "contribution": []}
     worst = {"weight": ("", 0.0), "contribution": ("", 0.0)}
@@ -264,7 +264,7 @@ def circuits_section(b: Bench) -> dict:
         for ch in sample_channels(layer, n):
             for by in circuits.BY:
                 for direction in circuits.DIRECTIONS:
-                    if direction == "out" and circuits.layer_above(layer) is None:
+                    if direction == "out" and wiring.layer_above(layer) is None:
                         continue
                     t0 = time.perf_counter()
                     circuits.circuit(model, layer, ch, direction, by)
@@ -303,7 +303,7 @@ def _table_build_cost(weights: str) -> dict:
         return json.loads(done.stdout.strip().splitlines()[-1])
 
     base = run("pass")
-    built = run("from viz.atlas.circuits import measure_contributions\nmeasure_contributions(m)")
+    built = run("from viz.atlas.contributions import measure_contributions\nmeasure_contributions(m)")
     return {"seconds": built["s"], "peak_rss_mb": built["rss_mb"], "model_only_rss_mb": base["rss_mb"],
             "extra_mb": built["rss_mb"] - base["rss_mb"]}
 
