@@ -9,7 +9,7 @@ import streamlit as st
 
 from app_pages._chrome import server_line
 from app_pages._server import app_words, device, manager, session_alive, session_id
-from viz import LAYER_NAMES, LAYERS, VizError
+from viz import DEFAULT_METHOD, LAYER_NAMES, LAYERS, METHODS, VizError
 from viz.base.progress import fmt_time
 from viz.dashboard.links import parse_link
 from viz.engine.settings import MAX_SIZE, MIN_SIZE
@@ -176,10 +176,18 @@ def job_progress(job, position: int) -> None:
     st.progress(frac, text=f"step {job.step}/{job.steps} · {fmt_time(job.elapsed)} elapsed · ETA {eta}")
 
 
-def size_help() -> str:
-    """The size field's help: the sizes any request may ask for, and the largest this server renders."""
-    cap = min(MAX_SIZE, manager().limits.size_cap)
-    return f"{MIN_SIZE}-{MAX_SIZE} px" + (f"; this server renders at most {cap} px" if cap < MAX_SIZE else "")
+def size_help(*requests: tuple[str, int]) -> str:
+    """The size field's help: the sizes any request may ask for, and the largest this server renders for the
+    ``(method, images)`` the form asks for (the smallest cap of them; the default recipe's when none)."""
+    lim = manager().limits
+    caps = {method: min(MAX_SIZE, lim.side_cap(method, images)) for method, images in requests or [(None, 1)]
+            if method in METHODS} or {DEFAULT_METHOD: min(MAX_SIZE, lim.size_cap)}
+    method = min(caps, key=caps.get)
+    if caps[method] >= MAX_SIZE:
+        return f"{MIN_SIZE}-{MAX_SIZE} px"
+    images = dict(requests).get(method, 1)
+    what = f"{method}" + (f", {images} images at once" if images > 1 else "")
+    return f"{MIN_SIZE}-{MAX_SIZE} px; this server renders at most {caps[method]} px ({what})"
 
 
 def estimate_line(specs) -> bool:

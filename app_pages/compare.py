@@ -36,12 +36,15 @@ dev, _, _ = generation_page(
     "(pixel noise, MSE to an unreachable target, post-ReLU); right: the modern default (Fourier, decorrelated "
     "colour, transformation robustness). Pick any method and view on either side.", "cmp")
 
+SIDES = {"left": ("seed", "channel"), "right": (DEFAULT_METHOD, "channel")}
+
 c = st.columns([1.4, 1, 1, 1])
 layer = layer_picker("Layer", key="cmp_layer", container=c[0])
 channel = c[1].number_input("Channel", step=1, key="cmp_channel", **PERSIST)
-size = c[2].number_input("Size (px)", step=16, key="cmp_size", help=size_help(), **PERSIST)
+size = c[2].number_input("Size (px)", step=16, key="cmp_size", help=size_help(
+    *((ss.get(f"cmp_{side}_method", SIDES[side][0]), 4 if ss.get(f"cmp_{side}_view") == "diversity" else 1)
+      for side in SIDES)), **PERSIST)
 steps = c[3].number_input("Steps", step=32, key="cmp_steps", help=f"1-{MAX_STEPS}", **PERSIST)
-SIDES = {"left": ("seed", "channel"), "right": (DEFAULT_METHOD, "channel")}
 
 
 # both sides live in the URL: a link reproduces the comparison

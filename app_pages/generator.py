@@ -51,6 +51,19 @@ VIEW_FIELDS = {
 
 
 url_form("gen", VIEW_FIELDS)
+
+
+def view_count() -> int:
+    """Images the chosen view renders at once, as far as the form says yet (the size cap shrinks with them)."""
+    view = ss.get("gen_view")
+    n = ss.get("gen_count", 4) if view == "diversity" else (
+        ss.get("gen_icount", 5) if view == "mix" and "~" in str(ss.get("gen_mix", "")) else 1)
+    try:
+        return min(max(int(n), 1), 16)
+    except (TypeError, ValueError):
+        return 1
+
+
 # No min/max on the numbers: an out-of-range value gets a sentence below instead of a silently red field.
 c = st.columns([1.4, 1, 1.2])
 layer = layer_picker("Layer", key="gen_layer", container=c[0])
@@ -61,7 +74,7 @@ channel = c[1].number_input("Channel", step=1, key="gen_channel", disabled=own_c
                             **PERSIST)
 method = c[2].selectbox("Method", list(METHODS), key="gen_method", **PERSIST)
 c = st.columns(4)
-size = c[0].number_input("Size (px)", step=16, key="gen_size", help=size_help(), **PERSIST)
+size = c[0].number_input("Size (px)", step=16, key="gen_size", help=size_help((method, view_count())), **PERSIST)
 steps = c[1].number_input("Steps", step=32, key="gen_steps", help=f"1-{MAX_STEPS}", **PERSIST)
 lr = c[2].number_input("Learning rate", value=METHODS[method].lr, step=0.01, format="%.3f", key="gen_lr",
                        help="above 0, at most 10", **PERSIST)

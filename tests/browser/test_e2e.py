@@ -312,3 +312,59 @@ def test_two_tabs_of_one_browser_are_one_visitor(server, page):
         other.close()
         page.get_by_role("button", name=re.compile("Cancel")).click()
         expect(page.get_by_text(re.compile(r"cancelled at step \d+"))).to_be_visible(timeout=30_000)
+
+
+def _generate(page, server, query: str):
+    """Open the Generator on ``query``, ask for 32 px x 16 steps and wait for the finished result."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{server}/generator?{query}")
+    expect(page.get_by_role("heading", name="Generator")).to_be_visible(timeout=60_000)
+    page.get_by_role("spinbutton", name="Size (px)").fill("32")
+    steps = page.get_by_role("spinbutton", name="Steps")
+    steps.fill("16")
+    steps.press("Tab")
+    page.get_by_text("Estimated time on this server").wait_for(timeout=60_000)
+    page.get_by_role("button", name=re.compile("Generate")).click()
+    expect(page.get_by_text("Final activation", exact=True).first).to_be_visible(timeout=120_000)
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000)
+
+
+def _y_title(page) -> str:
+    return page.locator(".js-plotly-plot .g-ytitle").last.text_content()
+
+
+def test_the_generators_views_say_what_they_show(server, page):
+    """Issue 25, walked: a view of several images captions each image and downloads each under its own name and
+    all in one zip; the curve of a negative view is labelled with what it plots, and the octaves are marked on
+    it; an accent names its photo (never a digest) and shows the photo beside the result."""
+    from playwright.sync_api import expect
+
+    _generate(page, server, "layer=conv2_1&channel=3&view=diversity&n=2")
+    for words in ("image 1 of 2 (pushed apart from the others)", "image 2 of 2 (pushed apart from the others)"):
+        expect(page.get_by_text(words)).to_be_visible()
+    names = []
+    for button in page.get_by_role("button", name="PNG", exact=True).all():
+        with page.expect_download(timeout=30_000) as got:
+            button.click()
+        names.append(got.value.suggested_filename)
+    with page.expect_download(timeout=30_000) as got:
+        page.get_by_role("button", name="Download all 2 (zip)").click()
+    names.append(got.value.suggested_filename)
+    assert len(names) == 3 and len(set(names)) == 3, names
+    assert names[0].endswith("diversity-0.png") and names[2].endswith(".zip"), names
+    assert _y_title(page) == "channel mean + diversity term"
+    page.screenshot(path=str(SHOTS / "diversity.png"), full_page=True)
+
+    _generate(page, server, "layer=conv2_1&channel=3&view=negative")
+    assert _y_title(page) == "minus the channel's mean activation"  # not "channel activation"
+    marks = page.locator(".js-plotly-plot").last.locator("text", has_text=re.compile(r"^(\d+% size|full size)$"))
+    assert marks.count() == 3, marks.all_text_contents()  # fourier grows through three octaves
+    expect(page.get_by_text("Dotted lines: where the image grows to a finer scale")).to_be_visible()
+
+    _generate(page, server, "layer=conv2_1&channel=3&view=accent&photo=skimage/astronaut.png")
+    expect(page.get_by_text("conv2_1 · channel 3 · fourier · accentuates astronaut.png").first).to_be_visible()
+    expect(page.get_by_text("the start photo (astronaut.png)")).to_be_visible()
+    body = page.inner_text("body")
+    assert not re.search(r"accent\([0-9a-f]{8,}", body), "the accent shows its photo's digest"
+    page.screenshot(path=str(SHOTS / "accent.png"), full_page=True)

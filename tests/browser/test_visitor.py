@@ -215,8 +215,8 @@ def test_the_gallery_walks_like_a_website(server, page):
 
 
 def test_a_phone_reads_a_channel_detail_whole(server):
-    """At 390 x 844 the detail's picture and curve stack, its numbers and buttons are never cut short ("4…",
-    "Back to th…"), and the curve has no toolbar over it."""
+    """At 390 x 844 the detail's picture and curve stack, its numbers, buttons and links are never cut short
+    ("4…", "Back to th…", "Render it bigger…"), and the curve has no toolbar over it."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -224,9 +224,10 @@ def test_a_phone_reads_a_channel_detail_whole(server):
         phone = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True)
         phone.goto(f"{server}/gallery?layer=conv5_1&channel=104")
         phone.get_by_text("Colour distance").first.wait_for(timeout=90_000)
+        phone.get_by_text(re.compile(r"Render it bigger")).wait_for(timeout=30_000)
         phone.wait_for_timeout(1500)
         cut = phone.evaluate("""() => [...document.querySelectorAll(
-              '[data-testid="stMetricValue"] div, [data-testid="stMetricLabel"] p, button p')]
+              '[data-testid="stMetricValue"] div, [data-testid="stMetricLabel"] p, button p, a p')]
             .filter(e => e.offsetParent && e.scrollWidth > e.clientWidth + 1).map(e => e.innerText)""")
         toolbars = phone.locator(".modebar-container .modebar").count()
         phone.screenshot(path=str(SHOTS / "phone-detail.png"), full_page=True)

@@ -305,6 +305,14 @@ def test_the_generators_view_and_options_are_a_link(tiny_gallery):
     again = open_page("app_pages/generator.py", layer="conv3_1", channel="7", view="diversity", n="6")
     assert again.segmented_control(key="gen_view").value == "diversity"
     assert again.number_input(key="gen_count").value == 6
+    # the size field's help gives this server's cap for the method and the six images, not the one-image cap
+    from viz.serving.jobs import get_manager
+
+    lim = get_manager().limits
+    cap, one = lim.side_cap("fourier", 6), lim.side_cap("fourier", 1)
+    assert cap < one
+    assert again.number_input(key="gen_size").proto.help == f"16-1024 px; this server renders at most {cap} px " \
+                                                            "(fourier, 6 images at once)"
     mix = open_page("app_pages/generator.py", layer="conv5_1", view="mix", mix="104+0.5*25")
     assert mix.text_input(key="gen_mix").value == "104+0.5*25"
     assert mix.number_input(key="gen_channel").proto.disabled  # the mix names its own channels

@@ -208,9 +208,13 @@ class Limits:
         """The largest side of a one-image render by the default recipe (other methods and views: :meth:`cap`)."""
         return max_size(self.memory_gb, self.max_running)
 
+    def side_cap(self, method: str, images: int = 1) -> int:
+        """The largest side this server accepts for ``method`` rendering ``images`` images at once (at most 1024)."""
+        return min(max_size(self.memory_gb, self.max_running, method=method, images=images), 1024)
+
     def cap(self, s: RenderSettings) -> int:
         """The largest side this server accepts for ``s``'s method and number of images (at most 1024)."""
-        return min(max_size(self.memory_gb, self.max_running, method=s.method, images=view_images(s)), 1024)
+        return self.side_cap(s.method, view_images(s))
 
     @property
     def hard_seconds(self) -> float:
