@@ -22,7 +22,7 @@ from viz.atlas.examples import examples_dir, scan
 from viz.atlas.precompute import precompute
 from viz.atlas.records import LayerDir, config_name, load_valid_record, validate_manifest
 from viz.base.corpus import bundled
-from viz.serving import cluster
+from viz.serving import cluster, cluster_runs, executor
 from viz.serving.jobs import JobManager, get_manager, reset_manager
 
 pytestmark = pytest.mark.ray
@@ -57,6 +57,7 @@ def gallery_state(root, s, layers):
 
 def test_nothing_imports_ray_unless_asked(tmp_path):
     code = ("import sys, viz, viz.cli, viz.serving.jobs, viz.atlas.gallery, viz.atlas.examples, viz.serving.cluster\n"
+            "import viz.serving.cluster_runs, viz.serving.executor\n"
             "from viz.cli import main\n"
             f"rc = main(['precompute', '--layers', 'conv1_1', '--channels', '0', '--size', '32', '--steps', '2',\n"
             f"           '--retries', '0', '--weights', 'oxford', '--out', {str(tmp_path)!r}])\n"
@@ -78,12 +79,12 @@ def test_precompute_on_two_workers_matches_one_process(tmp_path, local_cluster):
     layers = {"conv1_1": [0, 1, 2, 3, 4, 5], "conv2_1": [7, 9]}
     local = precompute(tmp_path / "local", s, layers, batch=2, device="cpu", retries=0)
     seen = []
-    rep = cluster.precompute("local", tmp_path / "ray", s, layers, batch=2, device="cpu", retries=0, workers=2,
+    rep = cluster_runs.precompute("local", tmp_path / "ray", s, layers, batch=2, device="cpu", retries=0, workers=2,
                              events=lambda kind, info: seen.append((kind, info["pid"])))
     assert rep.rendered == local.rendered == 8 and rep.workers == 2 and rep.lost_workers == 0
     assert len({pid for kind, pid in seen if kind == "done"}) == 2  # both workers rendered
     assert gallery_state(tmp_path / "ray", s, layers) == gallery_state(tmp_path / "local", s, layers)
-    again = cluster.precompute("local", tmp_path / "ray", s, layers, batch=2, device="cpu", retries=0, workers=2)
+    again = cluster_runs.precompute("local", tmp_path / "ray", s, layers, batch=2, device="cpu", retries=0, workers=2)
     assert again.rendered == 0 and again.skipped == 8  # resumable: the same files, nothing left to do
 
 
@@ -103,7 +104,7 @@ def test_a_worker_killed_mid_batch_loses_only_its_batch(tmp_path, local_cluster)
                 killed.append((pid, chans))
                 os.kill(pid, signal.SIGKILL)
 
-    rep = cluster.precompute("local", tmp_path, s, layers, batch=2, device="cpu", retries=0, workers=2,
+    rep = cluster_runs.precompute("local", tmp_path, s, layers, batch=2, device="cpu", retries=0, workers=2,
                              events=events)
     assert killed and rep.lost_workers == 1 and rep.requeued == 1
     assert rep.rendered == 8 and not rep.cancelled
@@ -131,7 +132,7 @@ def test_examples_scan_as_ray_data_matches_one_process(tmp_path, local_cluster, 
     layers = ["conv1_1", "conv3_3", "conv5_3"]
     corpus = bundled()
     one = scan(model, corpus, tmp_path / "one", layers)
-    two = cluster.scan("local", "oxford", corpus, tmp_path / "ray", layers, workers=2)
+    two = cluster_runs.scan("local", "oxford", corpus, tmp_path / "ray", layers, workers=2)
     assert two.images == one.images == 11 and two.skipped == one.skipped == {}
     a, b = examples_dir(tmp_path / "one", "oxford", "bundled"), examples_dir(tmp_path / "ray", "oxford", "bundled")
     for layer in layers:
@@ -167,7 +168,7 @@ def ray_managers(ray_actors):
     def make(**kw):
         kw.setdefault("disk_cache", None)
         n = kw.pop("max_running", 1)
-        m = JobManager(executor=cluster.RayJobExecutor(actors=ray_actors[:n], poll=0.05), **kw)
+        m = JobManager(executor=executor.RayJobExecutor(actors=ray_actors[:n], poll=0.05), **kw)
         made.append(m)
         return m
 
@@ -219,14 +220,14 @@ def app_on_ray(local_cluster, monkeypatch):
 
 def test_the_app_uses_ray_when_asked(app_on_ray):
     m = get_manager()
-    assert isinstance(m.executor, cluster.RayJobExecutor) and m.limits.max_running == 2
+    assert isinstance(m.executor, executor.RayJobExecutor) and m.limits.max_running == 2
 
 
 def test_generator_page_on_ray(app_on_ray, tiny_gallery):
     from tests.dashboard import test_app
 
     test_app.test_generator_runs_and_shows_result(tiny_gallery)
-    assert isinstance(get_manager().executor, cluster.RayJobExecutor)
+    assert isinstance(get_manager().executor, executor.RayJobExecutor)
 
 
 def test_compare_page_on_ray(app_on_ray, tiny_gallery):

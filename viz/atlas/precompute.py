@@ -1,5 +1,5 @@
 """Precompute a gallery: resumable, batched and crash-safe (the files are :mod:`viz.atlas.records`'); the
-renders run here (:class:`InProcess`) or on Ray (:class:`viz.serving.cluster.RayExecutor`)."""
+renders run here (:class:`InProcess`) or on Ray (:class:`viz.serving.cluster_runs.RayExecutor`)."""
 
 from __future__ import annotations
 
@@ -158,7 +158,7 @@ class InProcess:
     An executor's ``run(take, done, on_step, cancel)`` renders every batch ``take()`` hands out until it returns
     None, giving each result to ``done(batch, result)`` in this (the calling) thread; ``take()`` may hand out more
     batches after a ``done`` (the retries of flagged channels). It returns True when ``cancel()`` stopped it (the
-    batches not done are lost, the ones done are written). :class:`viz.serving.cluster.RayExecutor` is the other one."""
+    batches not done are lost, the ones done are written). :class:`viz.serving.cluster_runs.RayExecutor` is the other one."""
 
     def __init__(self, device, notice: Callable[[str], None] | None = None):
         self.device = device
@@ -193,7 +193,7 @@ def precompute(
     One precompute at a time per gallery root (:func:`gallery_lock`). ``progress(done, total, text)`` is called
     in image-steps across the whole job. The report's ``flagged`` lists every requested channel that stays
     flagged, rendered in this run or before. ``executor`` renders the batches (default :class:`InProcess`;
-    :mod:`viz.serving.cluster` spreads them over Ray workers); records and manifests are written here either way.
+    :mod:`viz.serving.cluster_runs` spreads them over Ray workers); records and manifests are written here either way.
     """
     view = parse_view(settings.view, settings.layer)
     if view.images_per_channel() > 1 or view.kind in ("mix", "accent", "direction"):

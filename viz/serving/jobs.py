@@ -46,8 +46,8 @@ from ..engine.settings import RenderSettings
 from ..engine.weights import cache_dir
 from . import budget
 from .budget import Limits, fmt_seconds
-from .cluster import RayJobExecutor, env_address  # imports no Ray: RayJobExecutor does, when it is made
-from .executor import LocalExecutor
+from .cluster import env_address
+from .executor import LocalExecutor, RayJobExecutor  # imports no Ray: RayJobExecutor does, when it is made
 from .job import ANONYMOUS, Job, JobSpec, attribution_image
 from .results import Result, ResultCache
 
