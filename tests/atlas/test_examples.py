@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import run_cli
+from tests.helpers import cli
 from viz import make_settings
 from viz.atlas.examples import committed_dir, examples_dir, read_layer, reference
 from viz.base.corpus import bundled, load_rgb
@@ -66,7 +66,7 @@ def test_a_users_folder_with_every_format_and_broken_files(tmp_path):
     for name in ("gray.png", "cmyk.jpg", "alpha.png", "sixteen.png"):
         arr = load_rgb(corpus_dir / name)
         assert arr.dtype == np.uint8 and arr.shape[2] == 3 and arr.std() > 5, name
-    p = run_cli("examples", "--images", str(corpus_dir), "--layers", "conv1_1,conv3_1", "--top", "4",
+    p = cli("examples", "--images", str(corpus_dir), "--layers", "conv1_1,conv3_1", "--top", "4",
                 "--weights", "oxford", "--out", str(tmp_path / "g"))
     assert p.returncode == 0, p.stderr[-1500:]
     summary = json.loads(p.stdout.strip().splitlines()[-1])
@@ -100,7 +100,7 @@ def test_the_strongest_example_is_where_the_network_says(tmp_path, model):
     corpus_dir.mkdir()
     for i in range(3):
         photo(10 + i).save(corpus_dir / f"{i}.png")
-    p = run_cli("examples", "--images", str(corpus_dir), "--layers", "conv2_1", "--top", "3", "--weights", "oxford",
+    p = cli("examples", "--images", str(corpus_dir), "--layers", "conv2_1", "--top", "3", "--weights", "oxford",
                 "--out", str(tmp_path / "g"))
     assert p.returncode == 0, p.stderr[-1000:]
     ex = read_layer(examples_dir(tmp_path / "g", "oxford", "c"), "conv2_1")
@@ -116,8 +116,8 @@ def test_the_strongest_example_is_where_the_network_says(tmp_path, model):
 def test_kill_9_mid_scan_resumes_to_the_same_result(tmp_path):
     corpus_dir = tmp_path / "many"
     corpus_dir.mkdir()
-    for i in range(40):
-        photo(100 + i, size=(160, 160)).save(corpus_dir / f"{i:02d}.png")
+    for i in range(24):
+        photo(100 + i, size=(128, 128)).save(corpus_dir / f"{i:02d}.png")
     args = ["examples", "--images", str(corpus_dir), "--layers", "conv4_3", "--top", "4", "--weights", "oxford"]
     state = examples_dir(tmp_path / "killed", "oxford", "many") / ".scan-state.pt"
     proc = subprocess.Popen([sys.executable, "-m", "viz", *args, "--out", str(tmp_path / "killed")],
@@ -131,11 +131,11 @@ def test_kill_9_mid_scan_resumes_to_the_same_result(tmp_path):
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(30)
-    resumed = run_cli(*args, "--out", str(tmp_path / "killed"))
+    resumed = cli(*args, "--out", str(tmp_path / "killed"))
     assert resumed.returncode == 0, resumed.stderr[-1000:]
     summary = json.loads(resumed.stdout.strip().splitlines()[-1])
-    assert summary["resumed_after"] >= 8 and summary["read"] == 40 and not state.exists()
-    whole = run_cli(*args, "--out", str(tmp_path / "whole"))
+    assert summary["resumed_after"] >= 8 and summary["read"] == 24 and not state.exists()
+    whole = cli(*args, "--out", str(tmp_path / "whole"))
     assert whole.returncode == 0
     a = json.loads((examples_dir(tmp_path / "killed", "oxford", "many") / "conv4_3.json").read_text())
     b = json.loads((examples_dir(tmp_path / "whole", "oxford", "many") / "conv4_3.json").read_text())
@@ -144,7 +144,7 @@ def test_kill_9_mid_scan_resumes_to_the_same_result(tmp_path):
 
 def test_bad_corpus_arguments_are_one_line(tmp_path):
     for images, msg in ((str(tmp_path / "nope"), "is not a directory"), (str(tmp_path), "no images")):
-        p = run_cli("examples", "--images", images, "--out", str(tmp_path / "g"), "--weights", "oxford")
+        p = cli("examples", "--images", images, "--out", str(tmp_path / "g"), "--weights", "oxford")
         assert p.returncode == 2 and msg in p.stderr and "Traceback" not in p.stderr
 
 
@@ -305,8 +305,8 @@ def test_a_hostile_folder_is_scanned_without_hanging_or_a_traceback(tmp_path):
     os.mkfifo(corpus_dir / "fifo.jpg")
     _nest(corpus_dir, 1500)
     try:
-        p = run_cli("examples", "--images", str(corpus_dir), "--layers", "conv1_1", "--top", "2", "--weights",
-                    "oxford", "--out", str(tmp_path / "g"), timeout=300)
+        p = cli("examples", "--images", str(corpus_dir), "--layers", "conv1_1", "--top", "2", "--weights",
+                    "oxford", "--out", str(tmp_path / "g"))
     finally:
         _unnest(corpus_dir, 1500)
     assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr[-1500:]
@@ -323,7 +323,7 @@ def test_two_folders_with_one_name_keep_their_own_examples(tmp_path):
         d.mkdir(parents=True)
         for s in seeds:
             photo(s).save(d / f"{side}{s}.jpg")
-        p = run_cli("examples", "--images", str(d), "--layers", "conv1_1", "--top", "2", "--weights", "oxford",
+        p = cli("examples", "--images", str(d), "--layers", "conv1_1", "--top", "2", "--weights", "oxford",
                     "--out", str(out))
         assert p.returncode == 0, p.stderr[-1000:]
         dirs.append(Path(json.loads(p.stdout.strip().splitlines()[-1])["out"]))
@@ -343,7 +343,7 @@ def test_a_finished_scan_is_extended_not_redone(tmp_path):
     args = ["examples", "--images", str(corpus_dir), "--layers", "conv2_1", "--top", "3", "--weights", "oxford"]
 
     def run(out: str) -> dict:
-        p = run_cli(*args, "--out", str(tmp_path / out))
+        p = cli(*args, "--out", str(tmp_path / out))
         assert p.returncode == 0, p.stderr[-1000:]
         return json.loads(p.stdout.strip().splitlines()[-1])
 

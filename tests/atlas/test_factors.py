@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import run_cli
+from tests.helpers import cli
 from viz import make_settings
 from viz.atlas.factors import attribution, factorize, group_picture, photo_factors, upsampled
 from viz.atlas.records import config_name
@@ -256,7 +256,7 @@ def test_cli_factors_writes_maps_directions_and_renders(tmp_path):
     photo = tmp_path / "cat.png"
     Image.fromarray(small_photo()).save(photo)
     out = tmp_path / "out"
-    p = run_cli("factors", "--image", str(photo), "--layer", "conv3_1", "--k", "2", "--render", "--size", "32",
+    p = cli("factors", "--image", str(photo), "--layer", "conv3_1", "--k", "2", "--render", "--size", "32",
                 "--steps", "4", "--weights", "oxford", "--out", str(out))
     assert p.returncode == 0, p.stderr
     lines = p.stdout.strip().splitlines()
@@ -275,7 +275,7 @@ def test_cli_factors_writes_maps_directions_and_renders(tmp_path):
             assert im.size == (32, 32)
     vec = tmp_path / "g0.npy"  # a group's direction rendered again from its file
     np.save(vec, dirs[0])
-    p = run_cli("render", "--layer", "conv3_1", "--objective", "direction", "--direction", str(vec), "--size", "32",
+    p = cli("render", "--layer", "conv3_1", "--objective", "direction", "--direction", str(vec), "--size", "32",
                 "--steps", "4", "--out", str(tmp_path / "d.png"))
     assert p.returncode == 0, p.stderr
     r = json.loads(p.stdout.strip().splitlines()[-1])
@@ -299,7 +299,7 @@ def test_cli_bad_arguments_one_line(tmp_path, args, msg):
     broken.write_bytes(b"not an image")
     args = [str(broken) if a == "BROKEN" else a for a in args]
     out = tmp_path / ("o.png" if args[0] == "render" else "o")
-    p = run_cli(*args, "--out", str(out), timeout=120)
+    p = cli(*args, "--out", str(out))
     assert p.returncode == 2, p.stderr
     assert "Traceback" not in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1 and msg in p.stderr, p.stderr

@@ -3,7 +3,7 @@ import json
 import pytest
 from PIL import Image
 
-from tests.helpers import run_cli
+from tests.helpers import cli, run_cli
 
 
 def test_render_writes_png_and_json(tmp_path):
@@ -23,7 +23,7 @@ def test_render_writes_png_and_json(tmp_path):
 def test_maco_writes_its_attribution_map(tmp_path):
     """MACO from the CLI: the image, its attribution map beside it, and the naturalness measures in the line."""
     out = tmp_path / "m.png"
-    p = run_cli("render", "--layer", "conv3_1", "--channel", "7", "--method", "maco", "--size", "32", "--steps", "6",
+    p = cli("render", "--layer", "conv3_1", "--channel", "7", "--method", "maco", "--size", "32", "--steps", "6",
                 "--out", str(out))
     assert p.returncode == 0, p.stderr
     rec = json.loads(p.stdout.strip().splitlines()[-1])
@@ -47,7 +47,7 @@ def test_maco_writes_its_attribution_map(tmp_path):
     (["--layer", "conv1_1"], "required"),
 ])
 def test_bad_arguments_one_line_no_traceback(tmp_path, args, msg):
-    p = run_cli("render", *args, "--out", str(tmp_path / "x.png"), timeout=120)
+    p = cli("render", *args, "--out", str(tmp_path / "x.png"))
     assert p.returncode == 2
     assert "Traceback" not in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1 and msg in p.stderr
@@ -55,7 +55,7 @@ def test_bad_arguments_one_line_no_traceback(tmp_path, args, msg):
 
 
 def test_circuit_prints_one_json_line_with_both_measures():
-    p = run_cli("circuit", "--layer", "conv5_1", "--channel", "104", "--top", "3", "--weights", "oxford")
+    p = cli("circuit", "--layer", "conv5_1", "--channel", "104", "--top", "3", "--weights", "oxford")
     assert p.returncode == 0, p.stderr
     rec = json.loads(p.stdout.strip())
     assert (rec["layer"], rec["channel"], rec["direction"], rec["by"], rec["other_layer"]) == \
@@ -64,13 +64,13 @@ def test_circuit_prints_one_json_line_with_both_measures():
     sums = [lk["weight_sum"] for lk in rec["excite"]]
     assert sums == sorted(sums, reverse=True) and sums[-1] > 0 > rec["inhibit"][0]["weight_sum"]
     assert len(rec["excite"][0]["kernel"]) == 3 and len(rec["excite"][0]["kernel"][0]) == 3
-    p = run_cli("circuit", "--layer", "conv5_1", "--channel", "104", "--by", "contribution", "--direction", "out",
+    p = cli("circuit", "--layer", "conv5_1", "--channel", "104", "--by", "contribution", "--direction", "out",
                 "--top", "2", "--weights", "oxford")
     assert p.returncode == 0, p.stderr
     rec = json.loads(p.stdout.strip())
     assert rec["other_layer"] == "conv5_2" and "share" in rec["measure"]
     assert all(lk["share"] == lk["strength"] for lk in rec["excite"])
-    p = run_cli("circuit", "--layer", "conv2_2", "--channel", "7", "--depth", "2", "--top", "1", "--weights", "oxford")
+    p = cli("circuit", "--layer", "conv2_2", "--channel", "7", "--depth", "2", "--top", "1", "--weights", "oxford")
     assert p.returncode == 0, p.stderr
     rec = json.loads(p.stdout.strip())
     assert rec["other_layer"] == "conv1_2" and len(rec["excite"][0]["kernel"]) == 10  # across conv1's pool
@@ -85,6 +85,6 @@ def test_circuit_prints_one_json_line_with_both_measures():
     ("--layer", "conv5_1"),
 ])
 def test_circuit_bad_arguments_are_one_line(args):
-    p = run_cli("circuit", *args, "--weights", "oxford")
+    p = cli("circuit", *args, "--weights", "oxford")
     assert p.returncode == 2 and p.stdout == ""
     assert len(p.stderr.strip().splitlines()) == 1 and p.stderr.startswith("error: "), p.stderr

@@ -101,6 +101,9 @@ def test_bad_settings_are_refused():
         (dict(layer="conv5_1", lr=-0.1), "learning rate"),
         (dict(layer="conv5_1", lr="nan"), "learning rate"),
         (dict(layer="conv5_1", precision="fp8"), "precision"),
+        (dict(layer="conv5_1", seed=2147483648), "seed must be between 0 and 2147483647, got 2147483648"),
+        (dict(layer="conv5_1", seed=-1), "seed must be between 0 and 2147483647"),
+        (dict(layer="conv5_1", seed="abc"), "seed must be a whole number"),
     ]:
         with pytest.raises(VizError, match=msg):
             make_settings(**kwargs)

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from tests.dashboard.test_app import _submit, open_page
-from tests.helpers import run_cli
+from tests.helpers import cli
 from viz import make_settings
 from viz.atlas.records import config_name
 from viz.base.corpus import load_photo
@@ -169,7 +169,7 @@ def test_a_diversity_job_shows_its_images_side_by_side():
 
 def test_cli_count_writes_one_file_per_image(tmp_path):
     out = tmp_path / "div.png"
-    p = run_cli("render", "--layer", "conv3_1", "--channel", "5", "--objective", "diversity", "--count", "2", "--size", "32",
+    p = cli("render", "--layer", "conv3_1", "--channel", "5", "--objective", "diversity", "--count", "2", "--size", "32",
                 "--steps", "4", "--out", str(out))
     assert p.returncode == 0, p.stderr
     rec = json.loads(p.stdout.strip().splitlines()[-1])
@@ -178,15 +178,15 @@ def test_cli_count_writes_one_file_per_image(tmp_path):
     for name in rec["outs"]:
         with Image.open(name) as im:
             assert im.size == (32, 32)
-    p = run_cli("render", "--layer", "conv3_1", "--channel", "5+0.5*7", "--objective", "mix", "--size", "32", "--steps", "3",
+    p = cli("render", "--layer", "conv3_1", "--channel", "5+0.5*7", "--objective", "mix", "--size", "32", "--steps", "3",
                 "--out", str(tmp_path / "mix.png"))
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout.strip().splitlines()[-1])["view"] == "mix(5+0.5*7)"
-    p = run_cli("render", "--layer", "conv3_1", "--channel", "5~7", "--objective", "mix", "--count", "2", "--size", "32",
+    p = cli("render", "--layer", "conv3_1", "--channel", "5~7", "--objective", "mix", "--count", "2", "--size", "32",
                 "--steps", "3", "--out", str(tmp_path / "lerp.png"))
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout.strip().splitlines()[-1])["channels"] == [5, 7]  # each image's own channel
-    p = run_cli("render", "--layer", "conv3_1", "--channel", "5", "--objective", "accent", "--start", "coffee", "--size", "32",
+    p = cli("render", "--layer", "conv3_1", "--channel", "5", "--objective", "accent", "--start", "coffee", "--size", "32",
                 "--steps", "3", "--out", str(tmp_path / "acc.png"))
     assert p.returncode == 0, p.stderr and (tmp_path / "acc.png").is_file()
 
@@ -217,7 +217,7 @@ def test_cli_bad_combinations_exit_2_with_one_line(tmp_path, args, msg):
     base = ["--layer", "conv3_1", "--size", "32", "--steps", "2", "--out", str(tmp_path / "x.png")]
     if "--channel" not in args:
         base += ["--channel", "5"]
-    p = run_cli("render", *base, *args)
+    p = cli("render", *base, *args)
     assert p.returncode == 2, p.stderr
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and msg in lines[0] and "Traceback" not in p.stderr
@@ -360,7 +360,7 @@ def test_objective_mistakes_are_one_line(model):
 
 def test_cli_checks_every_output_name_before_rendering_and_a_users_file_wins(tmp_path):
     (tmp_path / "y-1.png").mkdir()
-    p = run_cli("render", "--layer", "conv3_1", "--channel", "5", "--objective", "diversity", "--count", "2", "--size", "32",
+    p = cli("render", "--layer", "conv3_1", "--channel", "5", "--objective", "diversity", "--count", "2", "--size", "32",
                 "--steps", "200", "--out", str(tmp_path / "y.png"))
     assert p.returncode == 2 and "is a directory" in p.stderr and not (tmp_path / "y-0.png").exists()
     mine = np.zeros((40, 40, 3), np.uint8)

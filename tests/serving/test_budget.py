@@ -21,7 +21,7 @@ lim = Limits.from_env()
 view = f"diversity(n={count},w=1)" if count > 1 else "channel"
 size = lim.cap(make_settings("conv5_3", method, size=64, steps=4, view=view))
 m = JobManager(lim, disk_cache=None, short_seconds=0)
-spec = JobSpec(make_settings("conv5_3", method, size=size, steps=4, view=view), 0, "cpu")  # the last step: full size
+spec = JobSpec(make_settings("conv5_3", method, size=size, steps=2, view=view), 0, "cpu")  # the 2nd step: full size
 m.check_request([spec])  # the server accepts it
 job = wait(m.submit_many([spec])[0], 1200)
 print(json.dumps({"size": size, "state": job.state, "error": job.error,

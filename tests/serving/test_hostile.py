@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from tests.helpers import run_cli
+from tests.helpers import cli, run_cli
 from viz import VizError, make_settings
 from viz.atlas.gallery import Gallery
 from viz.atlas.precompute import precompute
@@ -34,7 +34,7 @@ def one_line_error(p, msg):
     (["--channel", "1", "--size", "٣٢"], "size must be a whole number"),  # Arabic-Indic digits
 ])
 def test_unicode_and_doubled_signs_are_not_numbers(tmp_path, args, msg):
-    p = run_cli("render", "--layer", "conv1_1", *args, "--out", str(tmp_path / "x.png"), timeout=120)
+    p = cli("render", "--layer", "conv1_1", *args, "--out", str(tmp_path / "x.png"))
     one_line_error(p, msg)
 
 
@@ -49,8 +49,8 @@ def test_deep_link_with_a_superscript_channel_is_a_problem_not_a_crash():
     ("/proc/nope/x.png", "cannot write in --out's directory"),
 ])
 def test_render_out_is_checked_before_rendering(tmp_path, out, msg):
-    p = run_cli("render", "--layer", "conv5_3", "--channel", "1", "--size", "256", "--steps", "500",
-                "--weights", "oxford", "--out", out if not out.startswith("x") else str(tmp_path / out), timeout=120)
+    p = cli("render", "--layer", "conv5_3", "--channel", "1", "--size", "256", "--steps", "500",
+                "--weights", "oxford", "--out", out if not out.startswith("x") else str(tmp_path / out))
     one_line_error(p, msg)
     # refused before a 500-step render: the render's progress bar (its first line comes at step 0) never started
     assert "step" not in p.stderr.replace("--steps", "") and "/500" not in p.stderr, p.stderr[-500:]
@@ -61,10 +61,10 @@ def test_precompute_out_is_checked_before_rendering(tmp_path):
     afile.write_text("x")
     base = ["precompute", "--layers", "conv5_3", "--channels", "0-7", "--size", "128", "--steps", "400",
             "--weights", "oxford"]
-    one_line_error(run_cli(*base, "--out", str(afile), timeout=120), "is a file, not a directory")
-    one_line_error(run_cli(*base, "--out", str(afile / "sub"), timeout=120), "a part of that path is a file")
-    one_line_error(run_cli(*base, "--out", "/proc/gallery", timeout=120), "cannot write in --out")
-    one_line_error(run_cli(*base, "--out", "", timeout=120), "--out must name a directory")
+    one_line_error(cli(*base, "--out", str(afile)), "is a file, not a directory")
+    one_line_error(cli(*base, "--out", str(afile / "sub")), "a part of that path is a file")
+    one_line_error(cli(*base, "--out", "/proc/gallery"), "cannot write in --out")
+    one_line_error(cli(*base, "--out", ""), "--out must name a directory")
 
 
 def _weights_file(tmp_path, oxford_state_dict, change):
@@ -85,8 +85,8 @@ def test_weights_without_data_or_with_absurd_values_are_refused(tmp_path, oxford
         path = _weights_file(tmp_path, oxford_state_dict, change)
     except (RuntimeError, NotImplementedError):
         pytest.skip("torch cannot save this tensor kind")
-    p = run_cli("render", "--layer", "conv1_1", "--channel", "0", "--size", "32", "--steps", "2",
-                "--weights", str(path), "--out", str(tmp_path / "x.png"), timeout=120)
+    p = cli("render", "--layer", "conv1_1", "--channel", "0", "--size", "32", "--steps", "2",
+                "--weights", str(path), "--out", str(tmp_path / "x.png"))
     if p.returncode == 2 and "not a loadable" in p.stderr:  # torch refused to load it: also one clear line
         one_line_error(p, "not a loadable")
     else:
@@ -108,12 +108,12 @@ def test_a_diverging_render_is_one_line_and_never_invalid_json(tmp_path, oxford_
             if k.endswith("weight"):
                 t.mul_(900 / float(t.abs().max()))
     path = _weights_file(tmp_path, oxford_state_dict, scale)
-    p = run_cli("render", "--layer", "conv5_3", "--channel", "0", "--size", "32", "--steps", "2",
-                "--weights", str(path), "--out", str(tmp_path / "x.png"), timeout=120)
+    p = cli("render", "--layer", "conv5_3", "--channel", "0", "--size", "32", "--steps", "2",
+                "--weights", str(path), "--out", str(tmp_path / "x.png"))
     one_line_error(p, "diverged")
     assert not (tmp_path / "x.png").exists() and "NaN" not in p.stdout
-    p = run_cli("precompute", "--layers", "conv5_3", "--channels", "0-1", "--size", "32", "--steps", "2",
-                "--weights", str(path), "--out", str(tmp_path / "g"), timeout=120)
+    p = cli("precompute", "--layers", "conv5_3", "--channels", "0-1", "--size", "32", "--steps", "2",
+                "--weights", str(path), "--out", str(tmp_path / "g"))
     one_line_error(p, "diverged")
     assert not list((tmp_path / "g").rglob("c*.json"))  # no record that would be invalid forever
 
@@ -177,51 +177,53 @@ PRE = ["precompute", "--layers", "conv5_1", "--channels", "104,116", "--method",
 
 def test_kill_9_in_the_retry_pass_resumes_the_retry_and_reports_the_flags(tmp_path):
     """seed leaves conv5_1:104 blank (flagged), so it is retried; kill -9 during that retry, then rerun."""
-    s = make_settings("conv5_1", "seed", size=32, steps=300)
+    s = make_settings("conv5_1", "seed", size=32, steps=150)
     d = LayerDir(tmp_path, "oxford", config_name(s), "conv5_1")
-    args = [*PRE, "--steps", "300", "--retries", "1", "--out", str(tmp_path)]
+    args = [*PRE, "--steps", "150", "--retries", "1", "--out", str(tmp_path)]
     proc = subprocess.Popen([sys.executable, "-m", "viz", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and not all(load_valid_record(d, c, s.to_dict()) for c in (104, 116)):
             assert proc.poll() is None, "precompute ended before its retry pass"
             time.sleep(0.01)
-        time.sleep(0.5)  # inside the retry (600 steps at conv5_1)
+        time.sleep(0.5)  # inside the retry (300 steps at conv5_1)
         assert proc.poll() is None, "the retry pass ended before it could be killed"
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(30)
     rec = load_valid_record(d, 104, s.to_dict())
     assert rec["flags"] and rec.get("tries", rec["attempts"]) == 1  # the retry never finished
-    p = run_cli(*args, timeout=300)
+    p = cli(*args)
     assert p.returncode == 0, p.stderr[-500:]
     report = json.loads(p.stdout.strip().splitlines()[-1])
     assert report["rendered"] == 0 and report["retried"] == 0  # the retry itself is attempt 2, not a new render
     rec = load_valid_record(d, 104, s.to_dict())
     assert rec["tries"] == 2  # the lost retry was run
     assert "conv5_1:104" in report["flagged"]["blank"]  # and the summary shows what stays flagged
-    again = json.loads(run_cli(*args, timeout=300).stdout.strip().splitlines()[-1])
+    again = json.loads(cli(*args).stdout.strip().splitlines()[-1])
     assert again["skipped"] == 2 and "conv5_1:104" in again["flagged"]["blank"]  # nothing left, flags still shown
 
 
 def test_a_second_precompute_on_the_same_out_is_refused_and_deletes_nothing(tmp_path):
-    s = make_settings("conv5_1", "seed", size=32, steps=2000)
-    args = [*PRE, "--steps", "2000", "--retries", "0", "--out", str(tmp_path)]
+    """The first run writes its first record (its start-up cleanup is over) with 31 channels of 200 steps still to
+    go; a second run on the same --out meanwhile is one line, and deletes nothing of the first's."""
+    s = make_settings("conv5_1", "seed", size=32, steps=200)
+    args = [*PRE[:4], "0-31", *PRE[5:], "--steps", "200", "--retries", "0", "--out", str(tmp_path)]
     first = subprocess.Popen([sys.executable, "-m", "viz", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         d = LayerDir(tmp_path, "oxford", config_name(s), "conv5_1")
         deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and not d.record(104).is_file():  # its start-up cleanup is long over
+        while time.monotonic() < deadline and not d.record(0).is_file():
             assert first.poll() is None, "the first precompute ended early"
             time.sleep(0.01)
-        assert d.record(104).is_file(), "the first precompute wrote nothing in 240 s"
+        assert d.record(0).is_file(), "the first precompute wrote nothing in 240 s"
         live = d.path / ".123-live.tmp"
         live.parent.mkdir(parents=True, exist_ok=True)
         live.write_text("the first run's file")
         second = run_cli(*args, timeout=120)
         one_line_error(second, f"another precompute (pid {first.pid}) is writing to")
         assert live.read_text() == "the first run's file"
-        assert first.poll() is None
+        assert first.poll() is None, "the first run ended before the second was refused: give it more channels"
     finally:
         first.kill()
         first.wait(30)

@@ -175,7 +175,7 @@ def test_hard_time_limit_stops_a_job_and_keeps_the_image(managers):
 
 
 def test_queue_limit_refuses_with_one_line(managers):
-    m = managers(max_running=1, max_queued=1)
+    m = managers(max_running=1, max_queued=1, short_seconds=0)  # the 300-step job waits whatever the speed
     first = m.submit(s(3000, layer="conv3_1"), 0, "cpu")
     until(lambda: first.state == "running", what="the first job to start")
     m.submit(s(300, layer="conv3_1"), 1, "cpu")

@@ -48,6 +48,7 @@ class BenchConfig:
     peer_size: int
     peer_steps: int
     peer_per_layer: int
+    factors_layers: tuple[str, ...] = tuple(LAYERS)  # a photo's groups timed at these layers
 
     @classmethod
     def full_run(cls) -> "BenchConfig":
@@ -57,7 +58,7 @@ class BenchConfig:
     @classmethod
     def quick_run(cls) -> "BenchConfig":
         few = ("conv1_1", "conv5_1")
-        return cls(True, 32, 2, 2, few, 4, (1, 2), 512, 2, few, 32, 8, 2, ("conv3_1",), 32, 8, 1)
+        return cls(True, 32, 2, 2, few, 4, (1, 2), 512, 2, few, 32, 8, 2, ("conv3_1",), 32, 8, 1, few)
 
 
 @dataclass

@@ -309,12 +309,12 @@ def _table_build_cost(weights: str) -> dict:
 
 
 def factors_section(b: Bench) -> dict:
-    """A photo's groups (:func:`viz.atlas.factors.photo_factors`, k=6) at every layer: the bundled astronaut at 224 px,
+    """A photo's groups (:func:`viz.atlas.factors.photo_factors`, k=6) at every layer (the quick run: two): the bundled astronaut at 224 px,
     the forward pass and the NMF together, the faster of two runs (the first run of all warms up)."""
     photo = thumbnail(load_photo("astronaut"), 224)
     photo_factors(b.model, photo, LAYER_NAMES[0], DEFAULT_K)
     per_layer = {}
-    for layer in LAYER_NAMES:
+    for layer in b.cfg.factors_layers:
         per_layer[layer] = _time(lambda lay=layer: photo_factors(b.model, photo, lay, DEFAULT_K), repeats=2, warmup=0)
     worst = max(per_layer, key=per_layer.get)
     b.log(f"factors of a 224 px photo: at most {per_layer[worst]:.2f} s ({worst})")
