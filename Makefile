@@ -32,8 +32,14 @@ chromium:
 	  SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
+# Everything but the load test on WORKERS processes (pytest-xdist: the longest first, a file with a server or a Ray
+# cluster on one worker, see tests/conftest.py; the workers wait on servers, browsers and subprocesses much of the
+# time, hence more workers than cores, each computing on one thread), then the load test alone, at the machine's
+# full thread count: it judges the server's latency against the machine's.
+WORKERS ?= 4
 test: $(VENV)/.dev chromium
-	$(PY) -m pytest -q --durations=10
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(WORKERS) --dist loadgroup --no-loadscope-reorder -m "not load" --durations=10
+	$(PY) -m pytest -q -m load --durations=1
 
 # the unit tier: tensors, images and files only, no subprocess or server (under a minute)
 test-fast: $(VENV)/.dev
@@ -47,7 +53,7 @@ test-integration: $(VENV)/.dev
 test-browser: $(VENV)/.dev chromium
 	$(PY) -m pytest -q -m browser
 
-# only the load test: 8 browser sessions against a real server (about 1 min; also part of `make test`)
+# only the load test: 8 browser sessions against a real server (about 3 min; also part of `make test`)
 test-load: $(VENV)/.dev chromium
 	$(PY) -m pytest -q -s -m load
 

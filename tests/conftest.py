@@ -1,6 +1,7 @@
 """Every test runs with its own ``VIZ_CACHE_DIR``: nothing reads or writes the user's cache, and no test's render
 can be satisfied by a result another test left behind. The oxford weights are converted once per session and
-copied into each test's cache."""
+linked into each test's cache (the engine replaces files whole, never in place; a test that changed the linked
+files anyway fails, naming them)."""
 
 import os
 import shutil
@@ -35,13 +36,24 @@ def viz_cache(tmp_path, monkeypatch):
     """This test's own cache directory (with a copy of the converted weights); a fresh job manager."""
     cache = tmp_path / "viz-cache"
     cache.mkdir()
-    for name in WEIGHT_FILES:
-        if (SESSION_CACHE / name).is_file():
-            shutil.copyfile(SESSION_CACHE / name, cache / name)  # a copy: tests may tamper with theirs
+    shared = {name: SESSION_CACHE / name for name in WEIGHT_FILES if (SESSION_CACHE / name).is_file()}
+    before = {name: _stamp(path) for name, path in shared.items()}
+    for name, path in shared.items():
+        try:
+            os.link(path, cache / name)  # 59 MB: a hard link, not a copy per test
+        except OSError:  # another file system
+            shutil.copyfile(path, cache / name)
     monkeypatch.setenv("VIZ_CACHE_DIR", str(cache))
     reset_manager()
     yield cache
     reset_manager()
+    changed = [name for name, path in shared.items() if _stamp(path) != before[name]]
+    assert not changed, f"this test changed the session's shared weight files in place: {changed} (copy them first)"
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
 
 
 @pytest.fixture(scope="session")
@@ -76,11 +88,30 @@ def tiny_gallery(tmp_path_factory):
 TESTS = Path(__file__).resolve().parent
 
 
+# `make test` spreads the tests over parallel workers (pytest-xdist, --dist loadgroup): each test on its own, except
+# the files whose module-scoped fixtures are a server or a Ray cluster (GROUPED: a whole file on one worker, so
+# its server starts once). Work is handed out in this order (longest first, measured in a clean-clone run), so that
+# no long test starts last and runs alone at the end; the rest keep their order.
+GROUPED = ("browser/", "serving/test_cluster.py")
+LONGEST_FIRST = ("browser/test_load.py", "serving/test_budget.py", "serving/test_cluster.py", "browser/test_visitor.py",
+                 "browser/test_e2e.py", "serving/test_hostile.py", "atlas/test_examples.py", "atlas/test_gallery.py",
+                 "bench/test_bench.py", "atlas/test_factors.py", "engine/test_views.py", "cli/test_cli.py")
+
+
 def pytest_collection_modifyitems(items):
     """The tiers: ``unit`` is marked by hand (no subprocess, no server); everything in tests/browser/ is
     ``browser`` (a real server and Chromium); the rest, unless ``ray``, is ``integration`` (CLI processes, renders,
-    Streamlit's AppTest)."""
+    Streamlit's AppTest). Then the parallel run's groups (:data:`GROUPED`) and order (:data:`LONGEST_FIRST`)."""
+    def where(item) -> str:
+        return Path(str(item.fspath)).resolve().relative_to(TESTS).as_posix()
+
+    def rank(item) -> int:
+        return LONGEST_FIRST.index(where(item)) if where(item) in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: within a file, and among the rest, the order is kept
     for item in items:
+        if where(item).startswith(GROUPED):
+            item.add_marker(pytest.mark.xdist_group(where(item)))
         if Path(str(item.fspath)).resolve().relative_to(TESTS).parts[0] == "browser":
             item.add_marker(pytest.mark.browser)
         elif not any(item.get_closest_marker(m) for m in ("unit", "ray", "load")):

@@ -17,6 +17,13 @@ CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/c
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
+try:  # an expectation without a timeout of its own waits 30 s, not Playwright's 5 s: the suite runs in parallel
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=30_000)
+except ImportError:  # the browser tests skip without Playwright
+    pass
+
 
 def require_chromium() -> None:
     if not Path(CHROMIUM).exists():
@@ -88,12 +95,15 @@ def streamlit_server(log_path: Path, **env_extra: str):
 
 @contextmanager
 def browser_page(width: int = 1400, height: int = 1000, shot: Path | None = None):
-    """A page of headless Debian Chromium; on a failure inside the block, a full-page screenshot to ``shot``."""
+    """A page of headless Debian Chromium (waits without a timeout of their own get 30 s); on a failure inside the
+    block, a full-page screenshot to ``shot``."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
-        pg = browser.new_context(viewport={"width": width, "height": height}).new_page()  # more tabs: pg.context
+        context = browser.new_context(viewport={"width": width, "height": height})  # more tabs: pg.context
+        context.set_default_timeout(30_000)
+        pg = context.new_page()
         try:
             yield pg
         except BaseException:

@@ -36,8 +36,10 @@ def server(tmp_path_factory):
     require_chromium()
     root = tiny_gallery(tmp_path_factory.mktemp("gallery"))
     plant_hostile_evidence(root)
+    # a generous time limit: the 20000-step renders that keep a slot busy are accepted however slow the machine is
     with streamlit_server(tmp_path_factory.mktemp("log") / "streamlit.log", VIZ_GALLERY=str(root),
-                          VIZ_CACHE_DIR=str(tmp_path_factory.mktemp("cache")), VIZ_SESSION_TIMEOUT="3") as (url, _):
+                          VIZ_CACHE_DIR=str(tmp_path_factory.mktemp("cache")), VIZ_SESSION_TIMEOUT="3",
+                          VIZ_MAX_JOB_SECONDS="3600") as (url, _):
         yield url
 
 
