@@ -69,7 +69,7 @@ def health_probe(health_url: str):
         control.communicate(timeout=10)
 
 
-MAX_JOB_SECONDS = 40  # the largest job this server accepts (the default is 120 s: the same rule, a shorter test)
+MAX_JOB_SECONDS = 30  # the largest job this server accepts (the default is 120 s: the same rule, a shorter test)
 TABS = 4  # tabs of one browser, each asking for a render
 
 
