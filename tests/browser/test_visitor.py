@@ -283,3 +283,25 @@ def test_a_phone_reads_the_overview_and_your_photo(server, path, ready):
     assert wide <= 390, f"{path} is {wide} px wide on a 390 px phone"
     assert not cut, f"cut short on a phone: {cut}"
     print(f"{path}: {height} px tall on a phone")
+
+
+def test_what_a_page_shows_is_what_it_says(server, page):
+    """Issue 25's smaller items, walked: the grid's pictures are the gallery's PNGs (never re-encoded as JPEG); the
+    Overview's "Browse precomputed layers" opens the layer it features; one Weights choice (the sidebar's), none on
+    the gallery page; the mix view names its channels itself, so its Channel box is disabled."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{server}/")
+    link = page.get_by_role("link", name="Browse precomputed layers")
+    expect(link).to_be_visible(timeout=90_000)
+    link.click()
+    expect(on_page(page, 1)).to_be_visible(timeout=60_000)
+    assert "layer=conv5_1" in page.url
+    expect(page.get_by_role("combobox", name="Layer")).to_have_value(re.compile("conv5_1"))
+    picture = page.locator("img[alt='conv5_1 channel 7']")
+    expect(picture).to_be_visible()
+    assert picture.get_attribute("src").startswith("data:image/png;base64,")
+    assert page.get_by_role("combobox", name="Weights").count() == 1  # the sidebar's, not a second one
+    page.goto(f"{server}/generator?layer=conv5_1&channel=5&view=mix&mix=104%2B0.5*25")
+    expect(page.get_by_role("textbox", name="Channels")).to_have_value("104+0.5*25", timeout=60_000)
+    expect(page.get_by_role("spinbutton", name="Channel", exact=True)).to_be_disabled()
