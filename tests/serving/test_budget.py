@@ -24,6 +24,14 @@ m = JobManager(lim, disk_cache=None, short_seconds=0)
 spec = JobSpec(make_settings("conv5_3", method, size=size, steps=2, view=view), 0, "cpu")  # the 2nd step: full size
 m.check_request([spec])  # the server accepts it
 job = wait(m.submit_many([spec])[0], 1200)
+if job.state == "done":  # and what the page computes from the result before showing it
+    import numpy as np
+    from viz.atlas.metrics import summarize
+    from viz.base.images import png_bytes, unstrip
+    from viz.engine.views import parse_view
+    r = job.result
+    summarize(r.image, np.array(r.history), r.final_activation, r.natural)
+    [png_bytes(im) for im in unstrip(r.image, parse_view(spec.settings.view, "conv5_3").images_per_channel())]
 print(json.dumps({"size": size, "state": job.state, "error": job.error,
                   "peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
 m.shutdown()
@@ -34,8 +42,9 @@ m.shutdown()
                                                   ("1", "fourier", 16)])
 def test_the_largest_accepted_job_of_each_kind_stays_under_the_memory_ceiling(slots, method, count):
     """Issue 24: the largest job the server accepts of each method and of a 16-image view, run through the job
-    manager in a process holding what the dashboard holds, peaks under the server's memory ceiling (its share of
-    it, where other slots run jobs of their own): a memory check, not a timing one."""
+    manager in a process holding what the dashboard holds, then the page's metrics and PNG downloads computed from
+    its result, peaks under the server's memory ceiling (its share of it, where other slots run jobs of their own):
+    a memory check, not a timing one."""
     env = {**__import__("os").environ, "VIZ_MAX_RUNNING": slots, "VIZ_MAX_JOB_SECONDS": "7200"}  # never cut short
     p = subprocess.run([sys.executable, "-c", MEMORY_PROBE, method, str(count)], capture_output=True, text=True,
                        timeout=1500, env=env)
