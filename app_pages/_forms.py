@@ -164,6 +164,18 @@ def settle(jobs, deadline: float = 3.0) -> None:
         time.sleep(0.05)
 
 
+def redraw_when_stopped(jobs, deadline: float = 120.0) -> None:
+    """At the end of the page after a Cancel: once the cancelled jobs nobody else waits for have stopped (on a busy
+    machine a step can outlast :func:`settle`), the sidebar's line is drawn again, so that its counts agree with
+    the page without a reload."""
+    end, sid = time.monotonic() + deadline, session_id()
+    while any(not j.finished and not j.subscribers for j in jobs) and time.monotonic() < end:
+        if session_alive(sid) is False:
+            return
+        time.sleep(0.2)
+    server_line()
+
+
 def job_progress(job, position: int) -> None:
     """Queue position, or a progress bar with ETA, for a job that is not finished."""
 

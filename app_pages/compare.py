@@ -12,6 +12,7 @@ from app_pages._forms import (
     job_progress,
     layer_picker,
     one_of,
+    redraw_when_stopped,
     remember_link,
     settle,
     size_help,
@@ -148,11 +149,14 @@ if any(not j.finished for j in current_jobs().values()):
             manager().cancel(job, session_id())
         ss.pop("cmp_jobs", None)
         settle(cancelled)
-        ss["cmp_cancelled"] = True
+        ss["cmp_cancelled"] = cancelled
         st.rerun()  # the page without Cancel
     elif follow(render_compare):
         st.rerun()
 else:
-    if ss.pop("cmp_cancelled", False):
+    cancelled = ss.pop("cmp_cancelled", None)
+    if cancelled:
         st.info("Cancelled.")
     render_compare()
+    if cancelled:  # the sidebar agrees once the renders have really stopped
+        redraw_when_stopped(cancelled)

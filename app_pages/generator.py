@@ -15,6 +15,7 @@ from app_pages._forms import (
     job_progress,
     layer_picker,
     one_of,
+    redraw_when_stopped,
     remember_link,
     settle,
     size_help,
@@ -267,7 +268,7 @@ if job is not None and not job.finished:
     if st.button("Cancel", icon=":material/stop:", key="gen_cancel"):
         manager().cancel(job, session_id())
         ss["gen_partial"] = {"title": f"{job.settings.layer} · channel {job.channel} · {job.settings.method}",
-                             "step": job.step, "image": job.preview if job.preview is not None else
+                             "job": job, "step": job.step, "image": job.preview if job.preview is not None else
                              np.zeros((job.settings.size, job.settings.size, 3), np.uint8)}
         ss.pop("gen_job", None)
         settle([job])
@@ -276,3 +277,5 @@ if job is not None and not job.finished:
         st.rerun()  # the finished page, without the Cancel button
 else:
     render_job()
+    if job is None and ss.get("gen_partial"):  # cancelled: the sidebar agrees once the render has really stopped
+        redraw_when_stopped([ss["gen_partial"]["job"]])
