@@ -305,3 +305,30 @@ def test_what_a_page_shows_is_what_it_says(server, page):
     page.goto(f"{server}/generator?layer=conv5_1&channel=5&view=mix&mix=104%2B0.5*25")
     expect(page.get_by_role("textbox", name="Channels")).to_have_value("104+0.5*25", timeout=60_000)
     expect(page.get_by_role("spinbutton", name="Channel", exact=True)).to_be_disabled()
+
+
+def test_the_picture_is_where_the_visitor_looks(server):
+    """Issue 25 at 1400 x 900: the Overview says whose the famous channels' words are; after Generate the result is
+    on screen without scrolling; Compare's two curves are drawn in two colours that cannot be confused."""
+    from playwright.sync_api import expect
+
+    with browser_page(1400, 900, shot=SHOTS / "failure-first-screen.png") as pg:
+        pg.goto(f"{server}/")
+        expect(pg.get_by_text("The quoted words are the original write-up's labels")).to_be_visible(timeout=90_000)
+        pg.goto(f"{server}/generator?layer=conv2_1&channel=3&size=32&steps=200")
+        expect(pg.get_by_role("spinbutton", name="Steps")).to_have_value("200", timeout=60_000)
+        pg.get_by_text("Estimated time on this server").wait_for(timeout=60_000)
+        pg.get_by_role("button", name=re.compile("Generate")).click()
+        expect(pg.get_by_text("200 steps", exact=True)).to_be_visible(timeout=120_000)
+        pg.wait_for_timeout(3500)  # the page brings the live view into sight (0.4, 1.5 and 3 s after the click)
+        box = pg.locator("[data-testid='stImage'] img").first.bounding_box()
+        assert box is not None and 0 <= box["y"] and box["y"] + box["height"] / 2 <= 900, box
+        pg.goto(f"{server}/compare?layer=conv2_1&channel=3&size=32&steps=8")
+        expect(pg.get_by_role("spinbutton", name="Steps")).to_have_value("8", timeout=60_000)
+        pg.get_by_text("Estimated time on this server").wait_for(timeout=60_000)
+        pg.get_by_role("button", name=re.compile("Render both")).click()
+        pg.wait_for_function("() => document.querySelectorAll('.js-plotly-plot .scatterlayer .trace').length >= 2",
+                             timeout=120_000)
+        colours = pg.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot .scatterlayer .trace path.js-line')]
+                                  .map(p => getComputedStyle(p).stroke)""")
+    assert len(set(colours)) >= 2, colours
