@@ -308,13 +308,17 @@ def test_what_a_page_shows_is_what_it_says(server, page):
 
 
 def test_the_picture_is_where_the_visitor_looks(server):
-    """Issue 25 at 1400 x 900: the Overview says whose the famous channels' words are; after Generate the result is
+    """Issue 25 at 1400 x 900: the Overview says whose the famous channels' words are and its layer table has its 13
+    rows and no empty one; after Generate the result is
     on screen without scrolling; Compare's two curves are drawn in two colours that cannot be confused."""
     from playwright.sync_api import expect
 
     with browser_page(1400, 900, shot=SHOTS / "failure-first-screen.png") as pg:
         pg.goto(f"{server}/")
         expect(pg.get_by_text("The quoted words are the original write-up's labels")).to_be_visible(timeout=90_000)
+        rows = pg.locator("[data-testid='stTable'] tbody tr")  # the layer table: 13 conv layers, no empty row
+        expect(rows).to_have_count(13)
+        assert all(r.strip() for r in rows.all_inner_texts())
         pg.goto(f"{server}/generator?layer=conv2_1&channel=3&size=32&steps=200")
         expect(pg.get_by_role("spinbutton", name="Steps")).to_have_value("200", timeout=60_000)
         pg.get_by_text("Estimated time on this server").wait_for(timeout=60_000)
