@@ -260,10 +260,14 @@ def test_links_open_in_new_tabs_and_reproduce_what_was_seen(server, page):
     tab.close()
 
 
-@pytest.mark.parametrize("path, ready", [("/", "Strongest photos"), ("/photo", "fire most on")])
-def test_a_phone_reads_the_overview_and_your_photo(server, path, ready):
-    """Issue 25: at 390 x 844 the Overview and Your photo scroll only down (nothing wider than the phone), and no
-    number, label, button or caption is cut short."""
+@pytest.mark.parametrize("path, ready", [("/", "Strongest photos"), ("/photo", "fire most on"),
+                                         ("/gallery?layer=conv5_1", "page 1 of 22"),
+                                         ("/generator?layer=conv5_1&channel=104", "Estimated time on this server"),
+                                         ("/compare?layer=conv5_1&channel=104", "Estimated time on this server"),
+                                         ("/circuit?layer=conv5_1&channel=104", "Built from")])
+def test_a_phone_reads_every_page(server, path, ready):
+    """Issue 25: at 390 x 844 every page (Overview, Your photo, gallery, Generator, Compare, circuit) scrolls only
+    down (nothing wider than the phone), and no number, label, button or caption is cut short."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -278,7 +282,7 @@ def test_a_phone_reads_the_overview_and_your_photo(server, path, ready):
               '[data-testid="stMetricValue"] div, [data-testid="stMetricLabel"] p, button p, [data-testid="stCaptionContainer"], a p')]
             .filter(e => e.offsetParent && e.scrollWidth > e.clientWidth + 1).map(e => e.innerText.slice(0, 40))""")
         height = phone.evaluate("() => document.querySelector('.stMainBlockContainer').scrollHeight")
-        phone.screenshot(path=str(SHOTS / f"phone-{path.strip('/') or 'overview'}.png"), full_page=True)
+        phone.screenshot(path=str(SHOTS / f"phone-{path.strip('/').split('?')[0] or 'overview'}.png"), full_page=True)
         browser.close()
     assert wide <= 390, f"{path} is {wide} px wide on a 390 px phone"
     assert not cut, f"cut short on a phone: {cut}"
