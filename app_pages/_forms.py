@@ -192,14 +192,14 @@ def size_help(*requests: tuple[str, int]) -> str:
     """The size field's help: the sizes any request may ask for, and the largest this server renders for the
     ``(method, images)`` the form asks for (the smallest cap of them; the default recipe's when none)."""
     lim = manager().limits
-    caps = {method: min(MAX_SIZE, lim.side_cap(method, images)) for method, images in requests or [(None, 1)]
-            if method in METHODS} or {DEFAULT_METHOD: min(MAX_SIZE, lim.size_cap)}
-    method = min(caps, key=caps.get)
-    if caps[method] >= MAX_SIZE:
+    caps = {(method, images): min(MAX_SIZE, lim.side_cap(method, images)) for method, images in requests
+            if method in METHODS} or {(DEFAULT_METHOD, 1): min(MAX_SIZE, lim.size_cap)}
+    method, images = min(caps, key=caps.get)
+    cap = caps[(method, images)]
+    if cap >= MAX_SIZE:
         return f"{MIN_SIZE}-{MAX_SIZE} px"
-    images = dict(requests).get(method, 1)
-    what = f"{method}" + (f", {images} images at once" if images > 1 else "")
-    return f"{MIN_SIZE}-{MAX_SIZE} px; this server renders at most {caps[method]} px ({what})"
+    what = method + (f", {images} images at once" if images > 1 else "")
+    return f"{MIN_SIZE}-{MAX_SIZE} px; this server renders at most {cap} px ({what})"
 
 
 def estimate_line(specs) -> bool:

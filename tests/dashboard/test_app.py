@@ -327,6 +327,14 @@ def test_compares_two_sides_are_a_link(tiny_gallery):
     assert _param(at, "right_method") == "fourier" and _param(at, "left_view") == "channel"
     at.selectbox(key="cmp_left_view").set_value("negative").run()
     assert _param(at, "left_view") == "negative"
+    # the size help gives the smaller cap of the two sides: a 4-image diversity on the left, one image on the right
+    from viz.serving.jobs import get_manager
+
+    at.selectbox(key="cmp_left_method").set_value("fourier").run()
+    at.selectbox(key="cmp_left_view").set_value("diversity").run()
+    cap = get_manager().limits.side_cap("fourier", 4)
+    assert at.number_input(key="cmp_size").proto.help == f"16-1024 px; this server renders at most {cap} px " \
+                                                          "(fourier, 4 images at once)"
     bad = open_page("app_pages/compare.py", left_method="magic")
     assert any("left_method" in w.value for w in bad.warning)
 
