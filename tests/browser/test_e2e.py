@@ -114,13 +114,7 @@ def test_a_closed_tab_stops_its_render(server, page):
     from playwright.sync_api import expect
 
     visitor = page.context.browser.new_page()
-    visitor.goto(f"{server}/generator?layer=conv3_1&channel=1")
-    expect(visitor.get_by_role("heading", name="Generator")).to_be_visible(timeout=60_000)
-    visitor.get_by_role("spinbutton", name="Size (px)").fill("32")
-    steps = visitor.get_by_role("spinbutton", name="Steps")
-    steps.fill("20000")
-    steps.press("Tab")
-    visitor.get_by_role("button", name=re.compile("Generate")).click()
+    _ask(visitor, server, "layer=conv3_1&channel=1", steps=20000)
     expect(visitor.get_by_text(re.compile(r"step \d+/20000"))).to_be_visible(timeout=60_000)
     visitor.close()
     page.goto(f"{server}/generator")  # a light page whose sidebar shows the server's state
@@ -316,18 +310,25 @@ def test_two_tabs_of_one_browser_are_one_visitor(server, page):
         expect(page.get_by_text(re.compile(r"cancelled at step \d+"))).to_be_visible(timeout=30_000)
 
 
-def _generate(page, server, query: str):
-    """Open the Generator on ``query``, ask for 32 px x 16 steps and wait for the finished result."""
+def _ask(page, server, query: str, steps: int) -> None:
+    """Open the Generator on ``query``, fill in 32 px x ``steps`` and click Generate once the estimate is shown."""
     from playwright.sync_api import expect
 
     page.goto(f"{server}/generator?{query}")
     expect(page.get_by_role("heading", name="Generator")).to_be_visible(timeout=60_000)
     page.get_by_role("spinbutton", name="Size (px)").fill("32")
-    steps = page.get_by_role("spinbutton", name="Steps")
-    steps.fill("16")
-    steps.press("Tab")
+    box = page.get_by_role("spinbutton", name="Steps")
+    box.fill(str(steps))
+    box.press("Tab")
     page.get_by_text("Estimated time on this server").wait_for(timeout=60_000)
     page.get_by_role("button", name=re.compile("Generate")).click()
+
+
+def _generate(page, server, query: str):
+    """Open the Generator on ``query``, ask for 32 px x 16 steps and wait for the finished result."""
+    from playwright.sync_api import expect
+
+    _ask(page, server, query, steps=16)
     expect(page.get_by_text("Final activation", exact=True).first).to_be_visible(timeout=120_000)
     page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000)
 
