@@ -36,6 +36,7 @@ from viz.engine.views import curve_words, make_view, parse_view, start_photo, to
 from viz.serving.jobs import JobSpec
 
 MAX_MB = 20
+DIVERSITY_IMAGES, MIX_IMAGES = 4, 5  # the Images boxes' defaults (the size cap shrinks with them)
 
 ss = st.session_state
 dev, _, _ = generation_page(
@@ -57,8 +58,8 @@ url_form("gen", VIEW_FIELDS)
 def view_count() -> int:
     """Images the chosen view renders at once, as far as the form says yet (the size cap shrinks with them)."""
     view = ss.get("gen_view")
-    n = ss.get("gen_count", 4) if view == "diversity" else (
-        ss.get("gen_icount", 5) if view == "mix" and "~" in str(ss.get("gen_mix", "")) else 1)
+    n = ss.get("gen_count", DIVERSITY_IMAGES) if view == "diversity" else (
+        ss.get("gen_icount", MIX_IMAGES) if view == "mix" and "~" in str(ss.get("gen_mix", "")) else 1)
     try:
         return min(max(int(n), 1), 16)
     except (TypeError, ValueError):
@@ -91,7 +92,8 @@ if kind == "neuron":
     options["y"] = c[1].slider("Position down", 0.0, 1.0, 0.5, 0.05, key="gen_y", **PERSIST)
 elif kind == "diversity":
     c = st.columns(2)
-    options["count"] = c[0].number_input("Images", value=4, step=1, key="gen_count", help="2-16", **PERSIST)
+    options["count"] = c[0].number_input("Images", value=DIVERSITY_IMAGES, step=1, key="gen_count", help="2-16",
+                                         **PERSIST)
     options["weight"] = c[1].number_input("Diversity weight", value=1.0, step=0.25, key="gen_dweight",
                                           help="how hard the images push each other apart", **PERSIST)
 elif kind == "mix":
@@ -100,7 +102,8 @@ elif kind == "mix":
                                      key="gen_mix", help="a weighted sum like 104+0.5*25, or A~B to interpolate",
                                      **PERSIST)
     if "~" in options["mix"]:
-        options["count"] = c[1].number_input("Images", value=5, step=1, key="gen_icount", help="2-16", **PERSIST)
+        options["count"] = c[1].number_input("Images", value=MIX_IMAGES, step=1, key="gen_icount", help="2-16",
+                                             **PERSIST)
 elif kind == "accent":
     c = st.columns([1.4, 1, 1])
     upload = c[0].file_uploader(f"Start from your photo (at most {MAX_MB} MB)", key="gen_upload",
