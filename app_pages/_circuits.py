@@ -17,6 +17,7 @@ from viz.atlas.circuits import Circuit, Link, circuit
 from viz.atlas.contributions import contribution_table, table_ready
 from viz.atlas.kernels import diverging_picture
 from viz.atlas.wiring import COLOURS, INPUT, layer_above
+from viz.base.images import image_mime
 
 MEASURE_WORDS = {"weight": "by weight", "contribution": "by contribution on photos"}
 MEASURE_HELP = ("**by weight**: the sum of the 3×3 kernel that connects two channels (what the weights allow); "
@@ -49,7 +50,7 @@ def png(image: np.ndarray) -> bytes:
 
 
 def data_uri(data: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(data).decode()
+    return f"data:{image_mime(data)};base64," + base64.b64encode(data).decode()
 
 
 def strength_text(lk: Link, by: str) -> str:

@@ -12,6 +12,7 @@ import streamlit as st
 
 from viz import VizError
 from viz.atlas.metrics import naturalness, photo_range, saturation_threshold, versus_photos
+from viz.base.images import image_mime
 
 FINAL_HELP = ("The channel's mean activation on the final image exactly as shown. The curve is measured during the "
               "optimization on randomly jittered, scaled and rotated copies (and, in the first steps, on a "
@@ -163,10 +164,10 @@ def plain(text: object) -> str:
 
 
 def linked_picture(container, data: bytes, page: str, params: dict, alt: str, title: str = "") -> None:
-    """A stored PNG as a real link (``<a href="page?params">``): click, middle-click, ctrl-click and "copy link"
-    all work; the picture is the file itself, never re-encoded, filling its column."""
+    """A stored image (PNG or JPEG) as a real link (``<a href="page?params">``): click, middle-click, ctrl-click
+    and "copy link" all work; the picture is the file itself, never re-encoded, filling its column."""
     container.markdown(
         f'<a href="{page}?{urlencode(params)}" target="_self" title="{escape(title)}">'
-        f'<img src="data:image/png;base64,{b64encode(data).decode()}" alt="{escape(alt)}" width="100%" '
+        f'<img src="data:{image_mime(data)};base64,{b64encode(data).decode()}" alt="{escape(alt)}" width="100%" '
         'style="display:block;width:100%;height:auto;max-width:none;object-fit:contain;border-radius:0.25rem"></a>',
         unsafe_allow_html=True)

@@ -11,7 +11,7 @@ from app_pages._server import gallery
 from viz import LAYERS, VizError
 from viz.atlas.metrics import versus_photos
 from viz.atlas.records import recipe_note
-from viz.base.images import decode_image, zoom_png
+from viz.base.images import as_png, decode_image, zoom_png
 from viz.dashboard.figures import NO_TOOLBAR, OCTAVE_NOTE, curve_figure, octave_marks
 from viz.dashboard.sheets import contact_sheet, layer_zip
 
@@ -134,7 +134,7 @@ if channel is not None:
         big, factor, side = zoom_png(data, 384)
         left.image(big, output_format="PNG",
                    caption=f"{side} px" + (f", shown {factor}× (each pixel a square)" if factor > 1 else ""))
-        left.download_button("Download PNG", data, f"{weights}_{layer}_c{channel:04d}.png", "image/png")
+        left.download_button("Download PNG", as_png(data), f"{weights}_{layer}_c{channel:04d}.png", "image/png")
     if layer == "conv1_1":
         show_kernel(left, weights, channel)
     marks = octave_marks(settings.get("method", ""), int(settings.get("steps", 0)))
@@ -232,7 +232,7 @@ for row in range(0, len(shown), COLUMNS):
         label = f"ch {ch} · {ratio}" + (" ⚠" if rec["flags"] else "")
         tip = (f"Flagged: {', '.join(rec['flags'])}" if rec["flags"] else why) + "; opens its detail"
         # picture and caption are real links to the channel's detail (click, middle-click, copy link all work);
-        # the picture is the stored PNG itself, never re-encoded
+        # the picture is the stored file itself, never re-encoded
         target = {"layer": layer, "channel": str(ch), **grid_state}
         linked_picture(col, data, "gallery", target, alt=f"{layer} channel {ch}", title=tip)
         col.page_link("app_pages/gallery.py", label=label, help=plain(tip), query_params=target, width="stretch")

@@ -23,7 +23,7 @@ from .atlas.records import config_name
 from .base.corpus import load_photo, resolve
 from .base.errors import VizError
 from .base.files import check_output_dir, check_output_file, safe_name
-from .base.images import save_png
+from .base.images import IMAGE_FORMATS, save_png
 from .base.progress import ProgressBar
 from .bench import benchmark
 from .bench.benchmark import run_bench
@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch", default="8", help="channels rendered together (default 8)")
     g.add_argument("--retries", default="1", help="retries for a flagged channel: new seed, twice the steps")
     g.add_argument("--out", default="gallery", help="gallery root (default gallery/)")
+    g.add_argument("--image-format", default="png", choices=list(IMAGE_FORMATS),
+                   help="how new images are stored: png (lossless, default) or jpeg (quality 95, full colour "
+                        "resolution: about 60 %% of the size, no visible difference at 4x)")
     _ray_args(g)  # issue 14: Ray
 
     e = sub.add_parser("examples", help="scan a folder of photos (or the bundled ones) for each channel's dataset "
@@ -298,10 +301,10 @@ def cmd_precompute(args: argparse.Namespace) -> int:
     if args.ray:  # issue 14
 
         report = ray_precompute(args.ray, out, settings, layers, batch=batch, device=args.device, retries=retries,
-                                workers=workers, progress=progress, notice=_notice)
+                                workers=workers, progress=progress, notice=_notice, image_format=args.image_format)
     else:
         report = precompute(out, settings, layers, batch=batch, device=str(device), retries=retries,
-                            progress=progress, notice=_notice)
+                            progress=progress, notice=_notice, image_format=args.image_format)
     if bar:
         bar[0].close()
     print(json.dumps({"rendered": report.rendered, "skipped": report.skipped, "retried": report.retried,

@@ -124,6 +124,44 @@ def test_corrupted_entries_are_reported_skipped_and_recomputed(tmp_path):
     assert view.channels() == [0, 1, 2, 3] and not view.problems and view.image_bytes(1)
 
 
+def test_a_jpeg_gallery_stores_smaller_files_and_measures_what_it_stores(tmp_path):
+    """``--image-format jpeg``: quality 95 with full-resolution colour. The records name .jpg files, the metrics are
+    those of the stored (decoded) image, the pictures are within a few levels of the lossless render, a rerun in
+    another format keeps them, and every reader (grid bytes, zoom, zip, contact sheet) takes them."""
+    import io
+    import zipfile
+
+    from viz.atlas.metrics import naturalness
+    from viz.base.images import as_png, decode_image, image_mime, zoom_png
+    from viz.dashboard.sheets import contact_sheet, layer_zip
+
+    s = tiny(size=64)
+    chans = {"conv2_1": [3, 9]}
+    precompute(tmp_path / "png", s, chans, batch=2, device="cpu", retries=0)
+    rep = precompute(tmp_path / "jpg", s, chans, batch=2, device="cpu", retries=0, image_format="jpeg")
+    assert rep.rendered == 2
+    lossless = Gallery(tmp_path / "png").layer("oxford", config_name(s), "conv2_1")
+    view = Gallery(tmp_path / "jpg").layer("oxford", config_name(s), "conv2_1")
+    for ch in (3, 9):
+        rec, data = view.records[ch], view.image_bytes(ch)
+        assert rec["image"] == f"c{ch:04d}.jpg" and image_mime(data) == "image/jpeg"
+        stored, exact = decode_image(data), decode_image(lossless.image_bytes(ch))
+        assert stored.shape == exact.shape == (64, 64, 3)
+        assert 0 < np.abs(stored.astype(int) - exact).mean() < 6  # lossy, and close
+        assert {k: rec["metrics"][k] for k in ("clipped", "colourfulness", "colour_distance")} == naturalness(stored)
+        assert len(data) < len(lossless.image_bytes(ch))
+        big, factor, side = zoom_png(data, 256)
+        assert image_mime(big) == "image/png" and (factor, side) == (4, 64)
+        assert np.array_equal(decode_image(as_png(data)), stored)
+    names = zipfile.ZipFile(io.BytesIO(layer_zip(view))).namelist()
+    assert sorted(names) == ["conv2_1/c0003.jpg", "conv2_1/c0009.jpg", "conv2_1/records.json"]
+    assert Image.open(io.BytesIO(contact_sheet(view))).format == "PNG"
+    again = precompute(tmp_path / "jpg", s, chans, batch=2, device="cpu", retries=0)  # png now: intact ones kept
+    assert again.rendered == 0 and again.skipped == 2
+    with pytest.raises(VizError, match="image format"):
+        precompute(tmp_path / "jpg", s, chans, device="cpu", image_format="webp")
+
+
 def test_schema_validation(tmp_path):
     s = tiny()
     precompute(tmp_path, s, {"conv1_1": [7]}, device="cpu", retries=0)
@@ -136,6 +174,8 @@ def test_schema_validation(tmp_path):
         (lambda r: r.update(channel=64), "channel"),
         (lambda r: r.update(final_activation="high"), "type"),
         (lambda r: r.update(image="../../etc/passwd"), "image"),
+        (lambda r: r.update(image="c0007.webp"), "image"),
+        (lambda r: r.update(image="c0008.jpg"), "image"),
         (lambda r: r.update(history=[1.0]), "history"),
     ]:
         bad = json.loads(json.dumps(good))

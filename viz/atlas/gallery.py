@@ -43,12 +43,13 @@ class LayerView:
         return chans
 
     def image_bytes(self, channel: int) -> bytes | None:
-        """The PNG of ``channel`` if present and intact (its sha256 matches the record), else None."""
+        """The stored image file (PNG or JPEG) of ``channel`` if present and intact (its sha256 matches the
+        record), else None."""
         rec = self.records.get(channel)
         if rec is None:
             return None
         try:
-            data = self.dir.image(int(channel)).read_bytes()
+            data = self.dir.stored_image(rec).read_bytes()
         except OSError:
             return None
         if sha256_hex(data) != rec["image_sha256"] or not _decodes(data):
@@ -57,10 +58,11 @@ class LayerView:
 
 
 def _decodes(data: bytes) -> bool:
-    """Whether ``data`` is a PNG that Pillow can decode (a matching hash alone does not make junk an image)."""
+    """Whether ``data`` is a PNG or JPEG that Pillow can decode (a matching hash alone does not make junk an
+    image)."""
     try:
         with Image.open(io.BytesIO(data)) as im:
-            if im.format != "PNG" or im.width * im.height > 4096 * 4096:
+            if im.format not in ("PNG", "JPEG") or im.width * im.height > 4096 * 4096:
                 return False
             im.load()
         return True

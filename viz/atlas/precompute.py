@@ -17,7 +17,7 @@ import numpy as np
 
 from ..base.errors import VizError
 from ..base.files import atomic_write, safe_name
-from ..base.images import png_bytes
+from ..base.images import IMAGE_FORMATS, decode_image, encode_image
 from ..engine.device import resolve_device
 from ..engine.layers import get_layer, parse_channels
 from ..engine.model import load_model
@@ -66,14 +66,16 @@ def _score(rec: dict) -> tuple[int, float]:
 
 def make_record(d: LayerDir, s: RenderSettings, channel: int, image: np.ndarray, history: np.ndarray,
                 final: float, natural: float | None, attempts: int, seconds: float, device: str,
-                weights_sha: str, config_settings: dict, png: bytes) -> dict:
-    summary = summarize(image, history, final, natural)
+                weights_sha: str, config_settings: dict, data: bytes, fmt: str = "png") -> dict:
+    """A channel's record; ``data`` is its image file as stored (``fmt``), and the image's metrics are taken on
+    what that file decodes to (for a JPEG, not on the render before compression)."""
+    summary = summarize(image if fmt == "png" else decode_image(data), history, final, natural)
     steps_idx, hist = downsample(history)
     return {
         "schema": RECORD_SCHEMA, "version": RECORD_VERSION, "layer": d.layer, "channel": channel,
         "weights": s.weights, "weights_sha256": weights_sha, "config": d.config, "settings": config_settings,
-        "seed": s.seed, "steps": s.steps, "attempts": attempts, "image": d.image(channel).name,
-        "image_sha256": sha256_hex(png), "final_activation": summary["final_activation"],
+        "seed": s.seed, "steps": s.steps, "attempts": attempts, "image": d.image(channel, fmt).name,
+        "image_sha256": sha256_hex(data), "final_activation": summary["final_activation"],
         "natural_max": summary["natural_max"], "activation_ratio": summary["activation_ratio"],
         "natural_reference": "examples:bundled:max", "history": hist, "history_steps": steps_idx,
         "seconds": round(seconds, 3), "device": device,
@@ -186,6 +188,7 @@ def precompute(
     cancel: Cancel = None,
     notice: Callable[[str], None] | None = None,
     executor=None,
+    image_format: str = "png",
 ) -> PrecomputeReport:
     """Render every missing or invalid channel of ``layers`` (name -> channels) into the gallery at ``root``, and
     retry every flagged one that has had fewer than ``1 + retries`` attempts (also after a killed run).
@@ -194,18 +197,23 @@ def precompute(
     in image-steps across the whole job. The report's ``flagged`` lists every requested channel that stays
     flagged, rendered in this run or before. ``executor`` renders the batches (default :class:`InProcess`;
     :mod:`viz.serving.cluster_runs` spreads them over Ray workers); records and manifests are written here either way.
+    ``image_format`` is how new images are stored (:data:`~viz.base.images.IMAGE_FORMATS`); intact channels stored
+    in another format are kept.
     """
+    if image_format not in IMAGE_FORMATS:
+        raise VizError(f"unknown image format {str(image_format)[:20]!r}: use {' or '.join(IMAGE_FORMATS)}")
     view = parse_view(settings.view, settings.layer)
     if view.images_per_channel() > 1 or view.kind in ("mix", "accent", "direction"):
         raise VizError(f"a gallery holds one image per channel: the {view.kind} view is rendered with "
                        "python -m viz render")
     root = Path(root)
     with gallery_lock(root):
-        return _precompute(root, settings, layers, batch, device, retries, progress, cancel, notice, executor)
+        return _precompute(root, settings, layers, batch, device, retries, progress, cancel, notice, executor,
+                           image_format)
 
 
 def _precompute(root, settings, layers, batch, device, retries, progress, cancel, notice,
-                executor=None) -> PrecomputeReport:
+                executor=None, image_format: str = "png") -> PrecomputeReport:
     # with another executor this process only writes: it needs the weights' hash and the photo reference
     dev = resolve_device(device if executor is None else "cpu")
     start = time.perf_counter()
@@ -266,15 +274,15 @@ def _precompute(root, settings, layers, batch, device, retries, progress, cancel
         per_image = result.seconds / len(chans)
         queue = next(q for qd, _, q in queues if qd == d)
         for i, ch in enumerate(chans):
-            png = png_bytes(result.images[i])
+            data = encode_image(result.images[i], image_format)
             rec = make_record(d, s, ch, result.images[i], result.history[:, i], result.final_activation[i],
                               float(natural[d.layer][ch]), attempt, per_image, result.device, model.weights.sha256,
-                              cfg_settings, png)
+                              cfg_settings, data, image_format)
             old = load_valid_record(d, ch, cfg_settings) if attempt > 1 else None
             best = rec if old is None or _score(rec) > _score(old) else old
             best["tries"] = attempt  # recorded with the kept image, so a rerun knows what was tried
             if best is rec:
-                atomic_write(d.image(ch), png)  # image first: a record always points at a whole image
+                atomic_write(d.stored_image(rec), data)  # image first: a record always points at a whole image
             report.rendered += attempt == 1
             atomic_write(d.record(ch), json.dumps(best, allow_nan=False).encode())
             if best["flags"] and attempt <= retries:

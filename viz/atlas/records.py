@@ -2,7 +2,7 @@
 
 On disk::
 
-    <root>/<weights>/<config>/<layer>/c0104.png     the image
+    <root>/<weights>/<config>/<layer>/c0104.png     the image (or c0104.jpg: a precompute's --image-format)
     <root>/<weights>/<config>/<layer>/c0104.json    its record (the source of truth; versioned schema)
     <root>/<weights>/<config>/<layer>/manifest.json the layer's index of records (rebuilt from the records)
 
@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..base.errors import GalleryError
 from ..base.files import read_json, safe_name
+from ..base.images import IMAGE_FORMATS
 from ..engine.layers import get_layer
 from ..engine.methods import METHODS
 from ..engine.settings import RenderSettings
@@ -79,8 +80,12 @@ class LayerDir:
     def path(self) -> Path:
         return self.root / self.weights / self.config / self.layer
 
-    def image(self, channel: int) -> Path:
-        return self.path / f"c{channel:04d}.png"
+    def image(self, channel: int, fmt: str = "png") -> Path:
+        return self.path / image_name(channel, fmt)
+
+    def stored_image(self, record: dict) -> Path:
+        """The image a (validated) record names: its file name was checked to be one of :func:`image_name`'s."""
+        return self.path / record["image"]
 
     def record(self, channel: int) -> Path:
         return self.path / f"c{channel:04d}.json"
@@ -88,6 +93,10 @@ class LayerDir:
     @property
     def manifest(self) -> Path:
         return self.path / "manifest.json"
+
+
+def image_name(channel: int, fmt: str = "png") -> str:
+    return f"c{channel:04d}{IMAGE_FORMATS[fmt]}"
 
 
 # ---------------------------------------------------------------------------------------------- validation
@@ -117,7 +126,7 @@ def validate_record(obj: object, layer: str | None = None, channel: int | None =
         raise GalleryError(f"record is for layer {obj['layer']}, not {layer}")
     if not 0 <= obj["channel"] < lay.channels or (channel is not None and obj["channel"] != channel):
         raise GalleryError(f"record channel {obj['channel']} does not belong here")
-    if obj["image"] != f"c{obj['channel']:04d}.png" or not re.fullmatch(r"[0-9a-f]{64}", obj["image_sha256"]):
+    if obj["image"] not in {image_name(obj["channel"], f) for f in IMAGE_FORMATS} or not re.fullmatch(r"[0-9a-f]{64}", obj["image_sha256"]):
         raise GalleryError("record names a wrong image file or hash")
     if len(obj["history"]) != len(obj["history_steps"]) or not all(
             isinstance(v, (int, float)) for v in obj["history"]):
@@ -154,7 +163,7 @@ def load_valid_record(d: LayerDir, channel: int, settings: dict | None = None) -
         rec = validate_record(read_json(d.record(channel)), d.layer, channel)
         if settings is not None and rec["settings"] != settings:
             return None
-        if sha256_hex(d.image(channel).read_bytes()) != rec["image_sha256"]:
+        if sha256_hex(d.stored_image(rec).read_bytes()) != rec["image_sha256"]:
             return None
         return rec
     except (OSError, GalleryError):

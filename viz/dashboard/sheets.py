@@ -14,12 +14,12 @@ from ..atlas.gallery import LayerView
 
 def layer_zip(view: LayerView) -> bytes:
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:  # PNGs do not compress further
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:  # PNGs, JPEGs do not compress further
         records = {}
         for ch in view.channels():
             data = view.image_bytes(ch)
             if data is not None:
-                zf.writestr(f"{view.layer}/c{ch:04d}.png", data)
+                zf.writestr(f"{view.layer}/{view.records[ch]['image']}", data)
                 records[str(ch)] = view.records[ch]
         zf.writestr(f"{view.layer}/records.json", json.dumps({"settings": view.settings, "channels": records}))
     return buf.getvalue()

@@ -124,7 +124,7 @@ class RayExecutor:
 
 def precompute(address: str, root, settings, layers: dict[str, list[int]], batch: int = 8, device: str = "auto",
                retries: int = 1, workers: int | None = None, progress=None, cancel=None, notice=None,
-               events=None, cpus_per_worker: float = 1.0):
+               events=None, cpus_per_worker: float = 1.0, image_format: str = "png"):
     """:func:`viz.atlas.precompute.precompute` with its batches rendered on ``workers`` Ray actors (default: one per CPU of
     the cluster, or one per GPU with ``device`` cuda). Returns its report with ``workers``, ``lost_workers`` and
     ``requeued`` added."""
@@ -134,7 +134,8 @@ def precompute(address: str, root, settings, layers: dict[str, list[int]], batch
     try:
         ex = RayExecutor(actors, device, notice, events)
         report = gallery_precompute(root, settings, layers, batch=batch, device=device, retries=retries,
-                                    progress=progress, cancel=cancel, notice=notice, executor=ex)
+                                    progress=progress, cancel=cancel, notice=notice, executor=ex,
+                                    image_format=image_format)
         report.workers, report.lost_workers, report.requeued = n, ex.lost_workers, ex.requeued
         return report
     finally:
