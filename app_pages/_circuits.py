@@ -27,20 +27,20 @@ STRIP = (5, 3)  # excitatory, inhibitory links shown
 
 
 def picture(weights: str, layer: str, channel: int) -> bytes | None:
-    """The gallery's PNG of a channel (the first gallery config that has its layer), or a colour swatch for the
-    photo's colour planes; None when there is none."""
+    """The gallery's image of a channel (from the config the gallery shows its layer from), or a colour swatch for
+    the photo's colour planes; None when there is none."""
     if layer == INPUT:
         swatch = np.zeros((48, 48, 3), np.uint8)
         swatch[..., channel] = 255
         return png(swatch)
     g = gallery()
-    for config in g.configs(weights):
-        if layer in g.layers(weights, config):
-            try:
-                return g.layer(weights, config, layer).image_bytes(channel)
-            except VizError:
-                return None
-    return None
+    config = g.config_for(weights, layer)
+    if config is None:
+        return None
+    try:
+        return g.layer(weights, config, layer).image_bytes(channel)
+    except VizError:
+        return None
 
 
 def png(image: np.ndarray) -> bytes:

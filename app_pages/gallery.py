@@ -56,20 +56,32 @@ if weights not in weights_list:
     st.info(f"No precomputed gallery for the {weights} weights (channel numbers differ between weights): showing "
             f"{weights_list[0]}'s.", icon=":material/info:")
     weights = weights_list[0]
-configs = g.configs(weights)
-config = c2.selectbox("Config (method, size, steps)", configs, key="gal_config", on_change=_to_page_one)
-layers = g.layers(weights, config)
+layers = g.all_layers(weights)
 # A new link (the URL's layer changed since it was last applied) chooses the layer; else the visitor's choice.
 if link.layer is not None and link.layer != ss.get("_gal_link_layer"):
     if link.layer in layers:
         ss["gal_layer"] = link.layer
         ss["gal_page"] = link.page or 1
     else:
-        st.warning(f"No gallery for {link.layer} in {weights}/{config}: showing "
+        st.warning(f"No gallery for {link.layer} in {weights}: showing "
                    f"{ss.get('gal_layer') if ss.get('gal_layer') in layers else layers[-1]}.")
 if ss.get("gal_layer") not in layers:
     ss["gal_layer"] = layers[-1]
-layer = c3.selectbox("Layer", layers, key="gal_layer", on_change=_to_page_one)
+layer = c2.selectbox("Layer", layers, key="gal_layer", on_change=_to_page_one)
+
+
+def _pick_config() -> None:
+    ss["_gal_config_pick"] = ss["gal_config"]  # the visitor's own choice (not a fallback made for another layer)
+    _to_page_one()
+
+
+# The configs holding this layer: the visitor's choice while it holds the layer, else the newest recipe's.
+configs = g.configs_with(weights, layer)
+ss["gal_config"] = ss.get("_gal_config_pick") if ss.get("_gal_config_pick") in configs else g.config_for(weights,
+                                                                                                          layer)
+config = c3.selectbox("Config (method, size, steps)", configs, key="gal_config", on_change=_pick_config,
+                      help="the galleries that hold this layer; a regenerated layer replaces the old one here as "
+                           "soon as it is complete")
 st.query_params["layer"] = layer
 ss["_gal_link_layer"] = layer
 

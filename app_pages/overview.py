@@ -26,13 +26,9 @@ c2.page_link("app_pages/generator.py", label="Generate one channel live", icon="
 c3.page_link("app_pages/compare.py", label="Compare naive vs modern", icon=":material/compare:")
 
 g = gallery()
-shown = None  # (weights, config) of the gallery the pictures come from
-for w in ("oxford", *g.weights()):
-    for c in g.configs(w):
-        if "conv5_1" in g.layers(w, c) or shown is None:
-            shown = (w, c)
-    if shown and "conv5_1" in g.layers(*shown):
-        break
+# the gallery the pictures come from: oxford's if there is one; each layer from the config the gallery page shows it
+# from (a regenerated layer replaces the old one as soon as it is complete)
+shown = next((w for w in ("oxford", *g.weights()) if g.all_layers(w)), None)
 
 
 def picture(col, view, channel: int, caption: str) -> None:
@@ -45,11 +41,11 @@ def picture(col, view, channel: int, caption: str) -> None:
 
 
 if shown is not None:
-    weights, config = shown
-    layers = g.layers(weights, config)
+    weights = shown
+    layers = g.all_layers(weights)
     if "conv5_1" in layers:
         st.subheader("Three famous channels of conv5_1")
-        view = g.layer(weights, config, "conv5_1")
+        view = g.layer(weights, g.config_for(weights, "conv5_1"), "conv5_1")
         cols = st.columns(6)
         examples = layer_examples(weights, "conv5_1")
         for col, (ch, what) in zip(cols, FAMOUS.items()):
@@ -63,10 +59,11 @@ if shown is not None:
                         "excite the channel most, to judge them by. The write-up's naive method left these blank "
                         "or as noise (see Compare).")
     st.subheader("Every layer at a glance")
-    st.caption(f"{STRIP} channels of each layer, evenly spread over its channel numbers ({weights}, {config}): "
-               "early layers see colours and edges, late ones textures, parts and objects. A layer's name opens "
-               "its grid.")
+    st.caption(f"{STRIP} channels of each layer, evenly spread over its channel numbers ({weights}; under each "
+               "layer's name, the gallery it comes from): early layers see colours and edges, late ones textures, "
+               "parts and objects. A layer's name opens its grid.")
     for name in layers:
+        config = g.config_for(weights, name)
         try:
             view = g.layer(weights, config, name)
         except VizError:
@@ -75,7 +72,7 @@ if shown is not None:
         best = usable[:: max(1, len(usable) // STRIP)][:STRIP]
         head, *cols = st.columns([1.1] + [1] * STRIP)
         head.page_link("app_pages/gallery.py", label=name, query_params={"layer": name})
-        head.caption(f"{LAYERS[name].channels} ch · RF {LAYERS[name].receptive_field} px")
+        head.caption(f"{LAYERS[name].channels} ch · RF {LAYERS[name].receptive_field} px · {config}")
         for col, ch in zip(cols, best):
             picture(col, view, ch, f"{ch}")
 

@@ -77,7 +77,7 @@ with st.spinner(f"Running {layer} of VGG16 ({weights}) over {source}…"):
         st.stop()
 
 g = gallery()
-config = next((c for c in g.configs(weights) if layer in g.layers(weights, c)), None)
+config = g.config_for(weights, layer)
 view = g.layer(weights, config, layer) if config else None
 st.subheader(f"The {SHOWN} channels of {layer} that fire most on {source}")
 left, right = st.columns([1, 3])

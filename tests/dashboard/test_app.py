@@ -147,6 +147,54 @@ def test_a_gallery_of_an_older_recipe_says_so(tmp_path, monkeypatch):
     shutil.rmtree(root)
 
 
+def test_a_regenerated_layer_replaces_the_old_one_as_soon_as_it_is_complete(tmp_path, monkeypatch):
+    """Issue 22: a gallery regenerated layer by layer (here: the old recipe's config holds conv1_1 and conv2_1, the
+    new one, in JPEG at another size, conv1_1 only). Every page shows each layer from the newest recipe's config
+    that holds it, the old config stays for the others, and a visitor's own choice of config sticks."""
+    import shutil
+
+    from viz.atlas.gallery import Gallery
+    from viz.atlas.precompute import write_manifest
+    from viz.atlas.records import LayerDir
+
+    root = tmp_path / "g"
+    precompute(root, TINY, {"conv1_1": [0, 1], "conv2_1": [0, 1]}, device="cpu", retries=0)
+    for layer in ("conv1_1", "conv2_1"):  # made by the recipe before today's
+        d = LayerDir(root, "oxford", config_name(TINY), layer)
+        for rec_path in d.path.glob("c*.json"):
+            rec = json.loads(rec_path.read_text())
+            rec["settings"]["recipe"] = TINY.recipe - 1
+            rec_path.write_text(json.dumps(rec))
+        write_manifest(d, {**TINY.to_dict(), "layer": layer, "recipe": TINY.recipe - 1})
+    new = make_settings("conv1_1", size=48, steps=4)
+    precompute(root, new, {"conv1_1": [0, 1]}, device="cpu", retries=0, image_format="jpeg")
+    old_cfg, new_cfg = config_name(TINY), config_name(new)
+    g = Gallery(root)
+    assert g.all_layers("oxford") == ["conv1_1", "conv2_1"]
+    assert g.config_for("oxford", "conv1_1") == new_cfg and g.config_for("oxford", "conv2_1") == old_cfg
+    monkeypatch.setenv("VIZ_GALLERY", str(root))
+
+    at = open_page("app_pages/gallery.py", layer="conv1_1")
+    assert at.selectbox(key="gal_config").value == new_cfg and at.selectbox(key="gal_config").options == sorted(
+        [old_cfg, new_cfg])
+    assert not at.info and any("data:image/jpeg;base64," in m.value for m in at.markdown)
+    at.selectbox(key="gal_layer").select("conv2_1").run()  # only the old config holds it: shown, and labelled
+    assert at.selectbox(key="gal_config").value == old_cfg and at.selectbox(key="gal_config").options == [old_cfg]
+    assert any(f"recipe version {TINY.recipe - 1}" in i.value for i in at.info)
+    at.selectbox(key="gal_layer").select("conv1_1").run()  # back: the new one again (the old was no one's choice)
+    assert at.selectbox(key="gal_config").value == new_cfg
+    at.selectbox(key="gal_config").select(old_cfg).run()  # the visitor's choice sticks while it holds the layer
+    at.selectbox(key="gal_layer").select("conv2_1").run()
+    at.selectbox(key="gal_layer").select("conv1_1").run()
+    assert not at.exception and at.selectbox(key="gal_config").value == old_cfg
+
+    at = open_page("app_pages/overview.py")
+    captions = [c.value for c in at.caption]
+    assert any(c.endswith(f"· {new_cfg}") and "64 ch" in c for c in captions), captions  # conv1_1 from the new one
+    assert any(c.endswith(f"· {old_cfg}") and "128 ch" in c for c in captions), captions  # conv2_1 from the old
+    shutil.rmtree(root)
+
+
 @pytest.mark.parametrize("page, prefix, button", [("generator", "gen", "Generate"), ("compare", "cmp", "Render both")])
 def test_generation_pages_reject_out_of_range_channel(tiny_gallery, page, prefix, button):
     at = open_page(f"app_pages/{page}.py")

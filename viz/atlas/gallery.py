@@ -98,6 +98,29 @@ class Gallery:
         present = set(self._subdirs(self.root / weights / config))
         return [name for name in LAYER_NAMES if name in present]
 
+    def all_layers(self, weights: str) -> list[str]:
+        """The layers any config of ``weights`` holds, in the network's order."""
+        held = {name for c in self.configs(weights) for name in self.layers(weights, c)}
+        return [name for name in LAYER_NAMES if name in held]
+
+    def configs_with(self, weights: str, layer: str) -> list[str]:
+        return [c for c in self.configs(weights) if layer in self.layers(weights, c)]
+
+    def config_for(self, weights: str, layer: str) -> str | None:
+        """The config a page shows ``layer`` from: of those holding it, the one made by the newest recipe, then the
+        one with the largest images (a regenerated gallery's layers replace the old ones as each is completed,
+        and the old config stays for the layers not yet redone); None when no config holds it."""
+        def rank(config: str) -> tuple[int, int]:
+            try:
+                settings = self.layer(weights, config, layer).settings
+            except GalleryError:
+                return (-1, -1)
+            recipe, size = settings.get("recipe"), settings.get("size")
+            return (recipe if isinstance(recipe, int) else -1, size if isinstance(size, int) else -1)
+
+        held = self.configs_with(weights, layer)
+        return max(held, key=rank) if held else None
+
     def layer(self, weights: str, config: str, layer: str) -> LayerView:
         """Read a layer (cached until its manifest changes). Unknown names raise :class:`GalleryError`."""
         check_name("weights", weights)
