@@ -1,14 +1,18 @@
 """A first-time visitor's path through the app, in a real headless Chromium against a real server with the
 committed gallery (the dashboard issue's items 1-5). Screenshots go to test-output/visitor/."""
 
+import base64
 import re
 from pathlib import Path
 
 import pytest
 
 from tests.streamlit_server import BROWSER_ARGS, CHROMIUM, browser_page, require_chromium, streamlit_server
+from viz.atlas.gallery import Gallery
+from viz.base.images import image_mime
 
 SHOTS = Path(__file__).resolve().parents[2] / "test-output" / "visitor"
+ROOT = Path(__file__).resolve().parents[2]  # the served gallery is the committed one
 
 
 @pytest.fixture(scope="module")
@@ -290,7 +294,8 @@ def test_a_phone_reads_every_page(server, path, ready):
 
 
 def test_what_a_page_shows_is_what_it_says(server, page):
-    """Issue 25's smaller items, walked: the grid's pictures are the gallery's PNGs (never re-encoded as JPEG); the
+    """Issue 25's smaller items, walked: the grid's pictures are the gallery's own files, byte for byte (never
+    re-encoded, e.g. by Streamlit as a JPEG of its own); the
     Overview's "Browse precomputed layers" opens the layer it features; one Weights choice (the sidebar's), none on
     the gallery page; the mix view names its channels itself, so its Channel box is disabled."""
     from playwright.sync_api import expect
@@ -304,7 +309,10 @@ def test_what_a_page_shows_is_what_it_says(server, page):
     expect(page.get_by_role("combobox", name="Layer")).to_have_value(re.compile("conv5_1"))
     picture = page.locator("img[alt='conv5_1 channel 7']")
     expect(picture).to_be_visible()
-    assert picture.get_attribute("src").startswith("data:image/png;base64,")
+    src = picture.get_attribute("src")
+    g = Gallery(ROOT / "gallery")
+    stored = g.layer("oxford", g.config_for("oxford", "conv5_1"), "conv5_1").image_bytes(7)
+    assert src == f"data:{image_mime(stored)};base64,{base64.b64encode(stored).decode()}"
     assert page.get_by_role("combobox", name="Weights").count() == 1  # the sidebar's, not a second one
     page.goto(f"{server}/generator?layer=conv5_1&channel=5&view=mix&mix=104%2B0.5*25")
     expect(page.get_by_role("textbox", name="Channels")).to_have_value("104+0.5*25", timeout=60_000)
