@@ -12,6 +12,17 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 
 from tests.streamlit_server import BROWSER_ARGS, CHROMIUM, streamlit_server  # noqa: E402
+from viz.atlas.gallery import Gallery  # noqa: E402
+from viz.engine.methods import METHODS  # noqa: E402
+
+
+def deepest_redone_layer() -> str | None:
+    """The deepest layer the committed gallery serves from today's recipe (the regeneration's front)."""
+    g = Gallery(HERE.parent.parent / "gallery")
+    redone = [layer for layer in g.all_layers("oxford")
+              if g.layer("oxford", g.config_for("oxford", layer), layer).settings.get("recipe")
+              == METHODS["fourier"].version]
+    return redone[-1] if redone else None
 
 
 def settle(pg, text: str, timeout: float = 120_000) -> None:
@@ -45,6 +56,10 @@ def main() -> None:
         pg.goto(f"{url}/gallery?layer=conv5_1")
         settle(pg, "page 1 of 22")
         shoot(pg, "gallery.png")
+        if (layer := deepest_redone_layer()) is not None:
+            pg.goto(f"{url}/gallery?layer={layer}")
+            settle(pg, "page 1 of")
+            shoot(pg, "gallery-redone.png")
         pg.goto(f"{url}/gallery?layer=conv5_1&channel=104")
         settle(pg, "Final activation")
         shoot(pg, "channel.png")

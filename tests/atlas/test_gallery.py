@@ -160,6 +160,15 @@ def test_a_jpeg_gallery_stores_smaller_files_and_measures_what_it_stores(tmp_pat
     assert again.rendered == 0 and again.skipped == 2
     with pytest.raises(VizError, match="image format"):
         precompute(tmp_path / "jpg", s, chans, device="cpu", image_format="webp")
+    from tests.helpers import cli  # and from the command line
+
+    args = ["precompute", "--layers", "conv1_1", "--channels", "5", "--size", "32", "--steps", "2", "--retries", "0",
+            "--out", str(tmp_path / "cli")]
+    p = cli(*args, "--image-format", "jpeg")
+    assert p.returncode == 0, p.stderr[-500:]
+    assert (tmp_path / "cli" / "oxford" / "fourier-32px-2st" / "conv1_1" / "c0005.jpg").is_file()
+    p = cli(*args, "--image-format", "webp")
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "--image-format" in p.stderr
 
 
 def test_schema_validation(tmp_path):
