@@ -5,11 +5,9 @@
 from __future__ import annotations
 
 import base64
-import io
 
 import numpy as np
 import streamlit as st
-from PIL import Image
 
 from app_pages._server import app_words, gallery, load_model_for
 from viz import VizError
@@ -17,7 +15,7 @@ from viz.atlas.circuits import Circuit, Link, circuit
 from viz.atlas.contributions import contribution_table, table_ready
 from viz.atlas.kernels import diverging_picture
 from viz.atlas.wiring import COLOURS, INPUT, layer_above
-from viz.base.images import image_mime
+from viz.base.images import image_mime, png_bytes
 
 MEASURE_WORDS = {"weight": "by weight", "contribution": "by contribution on photos"}
 MEASURE_HELP = ("**by weight**: the sum of the 3×3 kernel that connects two channels (what the weights allow); "
@@ -32,7 +30,7 @@ def picture(weights: str, layer: str, channel: int) -> bytes | None:
     if layer == INPUT:
         swatch = np.zeros((48, 48, 3), np.uint8)
         swatch[..., channel] = 255
-        return png(swatch)
+        return png_bytes(swatch, optimize=False)
     g = gallery()
     config = g.config_for(weights, layer)
     if config is None:
@@ -41,12 +39,6 @@ def picture(weights: str, layer: str, channel: int) -> bytes | None:
         return g.layer(weights, config, layer).image_bytes(channel)
     except VizError:
         return None
-
-
-def png(image: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def data_uri(data: bytes) -> str:

@@ -77,8 +77,8 @@ def _pick_config() -> None:
 
 # The configs holding this layer: the visitor's choice while it holds the layer, else the newest recipe's.
 configs = g.configs_with(weights, layer)
-ss["gal_config"] = ss.get("_gal_config_pick") if ss.get("_gal_config_pick") in configs else g.config_for(weights,
-                                                                                                          layer)
+picked = ss.get("_gal_config_pick")
+ss["gal_config"] = picked if picked in configs else g.config_for(weights, layer)
 config = c3.selectbox("Config (method, size, steps)", configs, key="gal_config", on_change=_pick_config,
                       help="the galleries that hold this layer; a regenerated layer replaces the old one here as "
                            "soon as it is complete")

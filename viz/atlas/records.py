@@ -126,7 +126,8 @@ def validate_record(obj: object, layer: str | None = None, channel: int | None =
         raise GalleryError(f"record is for layer {obj['layer']}, not {layer}")
     if not 0 <= obj["channel"] < lay.channels or (channel is not None and obj["channel"] != channel):
         raise GalleryError(f"record channel {obj['channel']} does not belong here")
-    if obj["image"] not in {image_name(obj["channel"], f) for f in IMAGE_FORMATS} or not re.fullmatch(r"[0-9a-f]{64}", obj["image_sha256"]):
+    names = {image_name(obj["channel"], fmt) for fmt in IMAGE_FORMATS}
+    if obj["image"] not in names or not re.fullmatch(r"[0-9a-f]{64}", obj["image_sha256"]):
         raise GalleryError("record names a wrong image file or hash")
     if len(obj["history"]) != len(obj["history_steps"]) or not all(
             isinstance(v, (int, float)) for v in obj["history"]):

@@ -53,8 +53,9 @@ def save_png(path: Path, image: np.ndarray) -> None:
 
 
 def zoom_png(data: bytes, target: int) -> tuple[bytes, int, int]:
-    """Enlarge an image file (PNG or JPEG) into a PNG by the largest whole factor that keeps it within ``target`` px, with nearest-neighbour
-    sampling (every source pixel becomes a sharp square); returns (PNG, factor, source side)."""
+    """Enlarge an image file (PNG or JPEG) into a PNG by the largest whole factor that keeps it within ``target``
+    px, with nearest-neighbour sampling (every source pixel becomes a sharp square); returns (PNG, factor, source
+    side)."""
     with Image.open(io.BytesIO(data)) as im:
         side = im.width
         factor = max(1, target // max(im.width, im.height))
