@@ -181,7 +181,7 @@ def test_one_reference_whatever_the_size_and_the_page(tmp_path, model):
 def test_your_photo_page(tmp_path):
     from streamlit.testing.v1 import AppTest
 
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
     at.run()
     at.switch_page("app_pages/photo.py")
     at.run()

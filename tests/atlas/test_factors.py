@@ -315,7 +315,7 @@ def test_your_photo_page_groups(tmp_path):
 
     from viz.serving.jobs import get_manager
 
-    at = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "app.py"), default_timeout=180)
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "app.py"), default_timeout=300)
     at.run()
     at.switch_page("app_pages/photo.py")
     at.run()
@@ -367,7 +367,7 @@ def test_generator_direction_view():
 
     from viz.serving.jobs import get_manager
 
-    at = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "app.py"), default_timeout=120)
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "app.py"), default_timeout=300)
     at.query_params["layer"], at.query_params["channel"] = "conv2_1", "3"
     at.run()
     at.switch_page("app_pages/generator.py")
