@@ -94,14 +94,15 @@ def streamlit_server(log_path: Path, **env_extra: str):
 
 
 @contextmanager
-def browser_page(width: int = 1400, height: int = 1000, shot: Path | None = None):
-    """A page of headless Debian Chromium (waits without a timeout of their own get 30 s); on a failure inside the
-    block, a full-page screenshot to ``shot``."""
+def browser_page(width: int = 1400, height: int = 1000, shot: Path | None = None, mobile: bool = False):
+    """A page of headless Debian Chromium (waits without a timeout of their own get 30 s), a phone's (its
+    viewport meta tag honoured) when ``mobile``; on a failure inside the block, a full-page screenshot to ``shot``."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
-        context = browser.new_context(viewport={"width": width, "height": height})  # more tabs: pg.context
+        context = browser.new_context(viewport={"width": width, "height": height},  # more tabs: pg.context
+                                      is_mobile=mobile)
         context.set_default_timeout(30_000)
         pg = context.new_page()
         try:

@@ -5,28 +5,12 @@ import base64
 import re
 from pathlib import Path
 
-import pytest
-
-from tests.streamlit_server import BROWSER_ARGS, CHROMIUM, browser_page, require_chromium, streamlit_server
+from tests.browser.conftest import SHOTS
+from tests.streamlit_server import browser_page
 from viz.atlas.gallery import Gallery
 from viz.base.images import image_mime
 
-SHOTS = Path(__file__).resolve().parents[2] / "test-output" / "visitor"
 ROOT = Path(__file__).resolve().parents[2]  # the served gallery is the committed one
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    require_chromium()
-    with streamlit_server(tmp_path_factory.mktemp("log") / "streamlit.log",
-                          VIZ_CACHE_DIR=str(tmp_path_factory.mktemp("cache"))) as (url, _):
-        yield url
-
-
-@pytest.fixture
-def page(server):
-    with browser_page(shot=SHOTS / "failure.png") as pg:
-        yield pg
 
 
 def on_page(pg, n):
@@ -119,55 +103,6 @@ def test_overview_link_has_no_page_not_found(server, page):
     expect(page.get_by_text("conv5_1 · channel 104")).to_be_visible(timeout=60_000)
 
 
-def test_a_phone_sees_the_first_image_without_scrolling(server):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
-        phone = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True)
-        phone.goto(f"{server}/gallery?layer=conv5_1")
-        phone.get_by_role("link", name=re.compile(r"^ch 23\b")).wait_for(timeout=60_000)
-        phone.wait_for_function("() => [...document.images].every(i => i.complete)", timeout=30_000)
-        top = phone.evaluate("() => document.querySelector('.stMainBlockContainer img').getBoundingClientRect().top")
-        height = phone.evaluate("() => document.querySelector('.stMainBlockContainer').scrollHeight")
-        phone.screenshot(path=str(SHOTS / "phone-gallery.png"))
-        browser.close()
-    assert top < 844, f"the first image starts at {top:.0f} px, below a 844 px screen"
-    assert height < 4000, f"a page of the grid is {height:.0f} px tall on a phone"
-
-
-def test_the_chosen_theme_sticks_to_pages_opened_by_url(server):
-    """Choose Dark in Streamlit's main menu on one page; a link opened in a new tab is dark too."""
-    from playwright.sync_api import sync_playwright
-
-    def background(pg) -> str:
-        return pg.evaluate("() => getComputedStyle(document.querySelector('.stApp')).backgroundColor")
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
-        context = browser.new_context(viewport={"width": 1400, "height": 1000})
-        first = context.new_page()
-        first.goto(f"{server}/overview")
-        first.get_by_role("heading", name="VGG16 Feature Atlas").wait_for(timeout=60_000)
-        light = background(first)
-        first.wait_for_function("() => window.vgg16AtlasTheme === true", timeout=30_000)  # the app's script is in
-        first.get_by_role("button", name="Main menu").click()
-        first.get_by_test_id("stMainMenuItem-theme-Dark").click()
-        first.keyboard.press("Escape")
-        first.wait_for_function(f"() => getComputedStyle(document.querySelector('.stApp')).backgroundColor "
-                                f"!= '{light}'", timeout=10_000)
-        dark = background(first)
-        first.wait_for_timeout(1500)  # the shared key follows within a second
-        second = context.new_page()
-        second.goto(f"{server}/gallery?layer=conv5_1")
-        second.get_by_role("heading", name="Layer gallery").wait_for(timeout=60_000)
-        second.wait_for_function(f"() => getComputedStyle(document.querySelector('.stApp')).backgroundColor "
-                                 f"== '{dark}'", timeout=20_000)
-        second.screenshot(path=str(SHOTS / "dark-gallery.png"))
-        browser.close()
-    assert light != dark
-
-
 def test_the_gallery_walks_like_a_website(server, page):
     """Pictures are links, Back and Forward walk every page seen down to page 1, the bottom pager shows the new
     page from its top, Next in the detail follows the grid's order, and Back to the grid opens the channel's page;
@@ -218,28 +153,6 @@ def test_the_gallery_walks_like_a_website(server, page):
     assert not outside, f"pages asked other hosts for {sorted(set(outside))[:5]}"
 
 
-def test_a_phone_reads_a_channel_detail_whole(server):
-    """At 390 x 844 the detail's picture and curve stack, its numbers, buttons and links are never cut short
-    ("4…", "Back to th…", "Render it bigger…"), and the curve has no toolbar over it."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
-        phone = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True)
-        phone.goto(f"{server}/gallery?layer=conv5_1&channel=104")
-        phone.get_by_text("Colour distance").first.wait_for(timeout=90_000)
-        phone.get_by_text(re.compile(r"Render it bigger")).wait_for(timeout=30_000)
-        phone.wait_for_timeout(1500)
-        cut = phone.evaluate("""() => [...document.querySelectorAll(
-              '[data-testid="stMetricValue"] div, [data-testid="stMetricLabel"] p, button p, a p')]
-            .filter(e => e.offsetParent && e.scrollWidth > e.clientWidth + 1).map(e => e.innerText)""")
-        toolbars = phone.locator(".modebar-container .modebar").count()
-        phone.screenshot(path=str(SHOTS / "phone-detail.png"), full_page=True)
-        browser.close()
-    assert not cut, f"cut short on a phone: {cut}"
-    assert toolbars == 0
-
-
 def test_links_open_in_new_tabs_and_reproduce_what_was_seen(server, page):
     """Ctrl-click on a grid picture opens its channel in a new tab; a Generator link with a view and its options,
     and a Compare link with its two sides, reproduce them in a fresh tab."""
@@ -262,35 +175,6 @@ def test_links_open_in_new_tabs_and_reproduce_what_was_seen(server, page):
     expect(tab.get_by_role("combobox", name="Left: method")).to_have_value("maco", timeout=30_000)
     expect(tab.get_by_role("combobox", name="Right: view")).to_have_value(re.compile("negative"), timeout=30_000)
     tab.close()
-
-
-@pytest.mark.parametrize("path, ready", [("/", "Strongest photos"), ("/photo", "fire most on"),
-                                         ("/gallery?layer=conv5_1", "page 1 of 22"),
-                                         ("/generator?layer=conv5_1&channel=104", "Estimated time on this server"),
-                                         ("/compare?layer=conv5_1&channel=104", "Estimated time on this server"),
-                                         ("/circuit?layer=conv5_1&channel=104", "Built from")])
-def test_a_phone_reads_every_page(server, path, ready):
-    """Issue 25: at 390 x 844 every page (Overview, Your photo, gallery, Generator, Compare, circuit) scrolls only
-    down (nothing wider than the phone), and no number, label, button or caption is cut short."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
-        phone = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True)
-        phone.goto(f"{server}{path}")
-        phone.get_by_text(ready).first.wait_for(timeout=120_000)
-        phone.wait_for_function("() => [...document.images].every(i => i.complete)", timeout=60_000)
-        phone.wait_for_timeout(1500)
-        wide = phone.evaluate("() => document.querySelector('.stMainBlockContainer').scrollWidth")
-        cut = phone.evaluate("""() => [...document.querySelectorAll(
-              '[data-testid="stMetricValue"] div, [data-testid="stMetricLabel"] p, button p, [data-testid="stCaptionContainer"], a p')]
-            .filter(e => e.offsetParent && e.scrollWidth > e.clientWidth + 1).map(e => e.innerText.slice(0, 40))""")
-        height = phone.evaluate("() => document.querySelector('.stMainBlockContainer').scrollHeight")
-        phone.screenshot(path=str(SHOTS / f"phone-{path.strip('/').split('?')[0] or 'overview'}.png"), full_page=True)
-        browser.close()
-    assert wide <= 390, f"{path} is {wide} px wide on a 390 px phone"
-    assert not cut, f"cut short on a phone: {cut}"
-    print(f"{path}: {height} px tall on a phone")
 
 
 def test_what_a_page_shows_is_what_it_says(server, page):
