@@ -187,6 +187,12 @@ if link.page is not None and "_gal_link_page" not in ss or (link.page or 1) != s
                                                                                      link.page or 1):
     ss["gal_page"] = link.page or 1
 ss["gal_page"] = min(max(1, int(ss.get("gal_page") or 1)), pages)
+# the page goes into the URL (a history entry) before anything on the screen names it: a visitor who turns again
+# as soon as the page shows (which stops this run) keeps every page seen in Back's history
+if ss["gal_page"] > 1:
+    st.query_params["page"] = str(ss["gal_page"])
+else:
+    st.query_params.pop("page", None)
 goto = f3.number_input(f"Go to channel (0-{LAYERS[layer].channels - 1})", value=None, step=1, key="gal_goto",
                        placeholder="#", help="opens its detail")
 if goto is not None:
@@ -223,10 +229,6 @@ if ss.pop("_gal_to_top", False):  # turned at the bottom: show the new page from
     st.html(f"<script>/* page {ss['gal_page']} */ document.querySelector('.stMain')?.scrollTo(0, 0)</script>",
             unsafe_allow_javascript=True)  # the page in it: each turn is a new element, so the script runs again
 page = pager("top") if pages > 1 else 1
-if page > 1:
-    st.query_params["page"] = str(page)
-else:
-    st.query_params.pop("page", None)
 ss["_gal_link_page"] = page
 
 shown = chans[(page - 1) * PER_PAGE: page * PER_PAGE]

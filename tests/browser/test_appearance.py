@@ -54,9 +54,8 @@ def test_a_phone_reads_every_page(server, path, ready):
         phone.wait_for_function("() => [...document.images].every(i => i.complete)", timeout=60_000)
         phone.wait_for_timeout(1500)
         wide = phone.evaluate("() => document.querySelector('.stMainBlockContainer').scrollWidth")
-        cut = phone.evaluate("""() => [...document.querySelectorAll(
-              '[data-testid="stMetricValue"] div, [data-testid="stMetricLabel"] p, button p,
-               [data-testid="stCaptionContainer"], a p')]
+        cut = phone.evaluate("""() => [...document.querySelectorAll('[data-testid="stMetricValue"] div, '
+              + '[data-testid="stMetricLabel"] p, button p, [data-testid="stCaptionContainer"], a p')]
             .filter(e => e.offsetParent && e.scrollWidth > e.clientWidth + 1).map(e => e.innerText.slice(0, 40))""")
         height = phone.evaluate("() => document.querySelector('.stMainBlockContainer').scrollHeight")
         phone.screenshot(path=str(SHOTS / f"phone-{path.strip('/').split('?')[0] or 'overview'}.png"), full_page=True)

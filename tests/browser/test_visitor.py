@@ -113,7 +113,7 @@ def test_the_gallery_walks_like_a_website(server, page):
     page.on("request", lambda r: outside.append(r.url) if not r.url.startswith((server, "data:", "blob:")) else None)
     page.goto(f"{server}/gallery?layer=conv5_1")
     expect(on_page(page, 1)).to_be_visible(timeout=60_000)
-    for n in (2, 3, 4):
+    for n in (2, 3, 4):  # at once, as a quick visitor turns: a page on the screen is a page in the history
         page.get_by_role("button", name="Next page ›").first.click()
         expect(on_page(page, n)).to_be_visible(timeout=30_000)
     for n in (3, 2, 1):  # the walk stopped at page 2
