@@ -151,7 +151,7 @@ def test_examples_scan_as_ray_data_matches_one_process(tmp_path, local_cluster, 
 @pytest.fixture(scope="module")
 def ray_actors(local_cluster):
     actors = cluster.start_workers(2, "oxford", "cpu", cpus=0.5, max_restarts=-1)  # half the cores: the app's own
-    # workers (test_the_app_uses_ray_when_asked and after) get the other half
+    # workers (test_the_app_renders_its_pages_on_ray_when_asked) get the other half
     try:
         yield actors
     finally:
@@ -223,20 +223,14 @@ def app_on_ray(local_cluster, monkeypatch):
     reset_manager()
 
 
-def test_the_app_uses_ray_when_asked(app_on_ray):
+def test_the_app_renders_its_pages_on_ray_when_asked(app_on_ray, tiny_gallery):
+    """One manager, built from the app's VIZ_RAY_* variables (its two workers start once): the Generator and Compare
+    pages' own tests pass on it."""
+    from tests.dashboard import test_app
+
     m = get_manager()
     assert isinstance(m.executor, executor.RayJobExecutor) and m.limits.max_running == 2
-
-
-def test_generator_page_on_ray(app_on_ray, tiny_gallery):
-    from tests.dashboard import test_app
-
     test_app.test_generator_runs_and_shows_result(tiny_gallery)
-    assert isinstance(get_manager().executor, executor.RayJobExecutor)
-
-
-def test_compare_page_on_ray(app_on_ray, tiny_gallery):
-    from tests.dashboard import test_app
-
     test_app.test_compare_renders_both_methods(tiny_gallery)
+    assert get_manager() is m  # the pages rendered on it, not on a manager of their own
 
