@@ -9,6 +9,13 @@ from tests.browser.conftest import SHOTS
 from tests.streamlit_server import browser_page
 
 PHONE = {"width": 390, "height": 844, "mobile": True}
+# what a phone's page shows cut short: numbers, labels, buttons (a segmented control's too), captions, links' labels
+# and a selectbox's value ("conv5_1 (5"), each narrower than its text or reaching past the screen's edge
+CUT_SHORT = """() => [...document.querySelectorAll('.stMainBlockContainer :is([data-testid="stMetricValue"] div, '
+    + '[data-testid="stMetricLabel"] p, button, button *, [data-testid="stButtonGroup"], '
+    + '[data-testid="stButtonGroup"] *, [data-testid="stCaptionContainer"], a p, [data-testid="stSelectbox"] input)')]
+  .filter(e => e.offsetParent && (e.scrollWidth > e.clientWidth + 1 || e.getBoundingClientRect().right > innerWidth + 1))
+  .map(e => (e.value || e.innerText || '').slice(0, 40))"""
 
 
 def test_a_phone_sees_the_first_image_without_scrolling(server):
@@ -31,9 +38,7 @@ def test_a_phone_reads_a_channel_detail_whole(server):
         phone.get_by_text("Colour distance").first.wait_for(timeout=90_000)
         phone.get_by_text(re.compile(r"Render it bigger")).wait_for(timeout=30_000)
         phone.wait_for_timeout(1500)
-        cut = phone.evaluate("""() => [...document.querySelectorAll(
-              '[data-testid="stMetricValue"] div, [data-testid="stMetricLabel"] p, button p, a p')]
-            .filter(e => e.offsetParent && e.scrollWidth > e.clientWidth + 1).map(e => e.innerText)""")
+        cut = phone.evaluate(CUT_SHORT)
         toolbars = phone.locator(".modebar-container .modebar").count()
         phone.screenshot(path=str(SHOTS / "phone-detail.png"), full_page=True)
     assert not cut, f"cut short on a phone: {cut}"
@@ -47,16 +52,14 @@ def test_a_phone_reads_a_channel_detail_whole(server):
                                          ("/circuit?layer=conv5_1&channel=104", "Built from")])
 def test_a_phone_reads_every_page(server, path, ready):
     """Issue 25: at 390 x 844 every page (Overview, Your photo, gallery, Generator, Compare, circuit) scrolls only
-    down (nothing wider than the phone), and no number, label, button or caption is cut short."""
+    down (nothing wider than the phone), and no number, label, button, choice or caption is cut short."""
     with browser_page(**PHONE, shot=SHOTS / "failure-phone.png") as phone:
         phone.goto(f"{server}{path}")
         phone.get_by_text(ready).first.wait_for(timeout=120_000)
         phone.wait_for_function("() => [...document.images].every(i => i.complete)", timeout=60_000)
         phone.wait_for_timeout(1500)
         wide = phone.evaluate("() => document.querySelector('.stMainBlockContainer').scrollWidth")
-        cut = phone.evaluate("""() => [...document.querySelectorAll('[data-testid="stMetricValue"] div, '
-              + '[data-testid="stMetricLabel"] p, button p, [data-testid="stCaptionContainer"], a p')]
-            .filter(e => e.offsetParent && e.scrollWidth > e.clientWidth + 1).map(e => e.innerText.slice(0, 40))""")
+        cut = phone.evaluate(CUT_SHORT)
         height = phone.evaluate("() => document.querySelector('.stMainBlockContainer').scrollHeight")
         phone.screenshot(path=str(SHOTS / f"phone-{path.strip('/').split('?')[0] or 'overview'}.png"), full_page=True)
     assert wide <= 390, f"{path} is {wide} px wide on a 390 px phone"
