@@ -60,7 +60,7 @@ if shown is not None:
                         "or as noise (see Compare).")
     st.subheader("Every layer at a glance")
     st.caption(f"{STRIP} channels of each layer, evenly spread over its channel numbers ({weights}; under each "
-               "layer's name, the gallery it comes from): early layers see colours and edges, late ones textures, "
+               "layer's name, the size and recipe version of the gallery it comes from): early layers see colours and edges, late ones textures, "
                "parts and objects. A layer's name opens its grid.")
     for name in layers:
         config = g.config_for(weights, name)
@@ -72,7 +72,8 @@ if shown is not None:
         best = usable[:: max(1, len(usable) // STRIP)][:STRIP]
         head, *cols = st.columns([1.1] + [1] * STRIP)
         head.page_link("app_pages/gallery.py", label=name, query_params={"layer": name})
-        head.caption(f"{LAYERS[name].channels} ch · RF {LAYERS[name].receptive_field} px · {config}")
+        head.caption(f"{LAYERS[name].channels} ch · RF {LAYERS[name].receptive_field} px  \n"
+                     f"{view.settings.get('size')} px · v{view.settings.get('recipe')}", help=config)
         for col, ch in zip(cols, best):
             picture(col, view, ch, f"{ch}")
 
