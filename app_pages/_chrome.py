@@ -40,23 +40,19 @@ SMALL_SCREENS = """<style>
   /* the Overview's strips (a layer's name and 8 pictures): the name and 5 pictures */
   .stMainBlockContainer [data-testid="stHorizontalBlock"]:has(> [data-testid="stColumn"]:nth-child(9):last-child)
       > [data-testid="stColumn"]:nth-child(n+7) { display: none !important; }
-  /* a page's Layer choice ("conv5_1 (512 ch, RF 212px)") and the circuit's "Rank the links" on a line of their own,
-     never cut to "conv5_1 (5" or "by contribu" */
-  .stMainBlockContainer [data-testid="stHorizontalBlock"]:has(> [data-testid="stColumn"] [class*="_layer"])
-      > [data-testid="stColumn"]:has(.st-key-gen_layer, .st-key-cmp_layer, .st-key-photo_layer, .st-key-cir_layer,
-                                     .st-key-cir_by) {
-    min-width: 100% !important; flex-basis: 100% !important;
-  }
-  /* the gallery's Show and Order on lines of their own, never cut to "flagg" or "str" */
-  .stMainBlockContainer [data-testid="stHorizontalBlock"]:has(> [data-testid="stColumn"] .st-key-gal_show)
-      > [data-testid="stColumn"]:has(.st-key-gal_show, .st-key-gal_order) {
+  /* on lines of their own, never cut short: a page's Layer choice ("conv5_1 (5"), the circuit's "Rank the links"
+     ("by contribu") and the gallery's Show and Order ("flagg", "str"); keyed widgets carry an st-key-KEY class */
+  .stMainBlockContainer [data-testid="stHorizontalBlock"]:has(> [data-testid="stColumn"] :is(.st-key-gen_layer,
+      .st-key-cmp_layer, .st-key-photo_layer, .st-key-cir_layer, .st-key-cir_by, .st-key-gal_show, .st-key-gal_order))
+      > [data-testid="stColumn"]:has(:is(.st-key-gen_layer, .st-key-cmp_layer, .st-key-photo_layer,
+      .st-key-cir_layer, .st-key-cir_by, .st-key-gal_show, .st-key-gal_order)) {
     min-width: 100% !important; flex-basis: 100% !important;
   }
   /* the gallery's pager: both buttons whole ("‹ Previous page"), the page between them narrow */
-  .stMainBlockContainer [data-testid="stHorizontalBlock"]:has(> [data-testid="stColumn"] :is(.st-key-next_top, .st-key-next_bottom))
-      > [data-testid="stColumn"] { min-width: 0 !important; flex: 1 1 38% !important; }
-  .stMainBlockContainer [data-testid="stHorizontalBlock"]:has(> [data-testid="stColumn"] :is(.st-key-next_top, .st-key-next_bottom))
-      > [data-testid="stColumn"]:nth-child(2) { flex: 0 0 18% !important; }
+  .stMainBlockContainer [data-testid="stHorizontalBlock"]:has(> [data-testid="stColumn"] :is(.st-key-next_top,
+      .st-key-next_bottom)) > [data-testid="stColumn"] { min-width: 0 !important; flex: 1 1 38% !important; }
+  .stMainBlockContainer [data-testid="stHorizontalBlock"]:has(> [data-testid="stColumn"] :is(.st-key-next_top,
+      .st-key-next_bottom)) > [data-testid="stColumn"]:nth-child(2) { flex: 0 0 18% !important; }
   /* a link's label (captions on the Overview, its page links) wraps instead of being cut to "Browse prec…" */
   .stMainBlockContainer [data-testid="stPageLink"] a, .stMainBlockContainer [data-testid="stPageLink"] a * {
     white-space: normal !important; overflow: visible !important; text-overflow: clip !important; height: auto !important;

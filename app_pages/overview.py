@@ -60,8 +60,8 @@ if shown is not None:
                         "or as noise (see Compare).")
     st.subheader("Every layer at a glance")
     st.caption(f"{STRIP} channels of each layer, evenly spread over its channel numbers ({weights}; under each "
-               "layer's name, the size and recipe version of the gallery it comes from): early layers see colours and edges, late ones textures, "
-               "parts and objects. A layer's name opens its grid.")
+               "layer's name, the size and recipe version of the gallery it comes from): early layers see colours "
+               "and edges, late ones textures, parts and objects. A layer's name opens its grid.")
     for name in layers:
         config = g.config_for(weights, name)
         try:
