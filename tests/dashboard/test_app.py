@@ -189,9 +189,10 @@ def test_a_regenerated_layer_replaces_the_old_one_as_soon_as_it_is_complete(tmp_
     assert not at.exception and at.selectbox(key="gal_config").value == old_cfg
 
     at = open_page("app_pages/overview.py")
-    captions = [c.value for c in at.caption]
-    assert any(c.endswith(f"· {new_cfg}") and "64 ch" in c for c in captions), captions  # conv1_1 from the new one
-    assert any(c.endswith(f"· {old_cfg}") and "128 ch" in c for c in captions), captions  # conv2_1 from the old
+    # under each layer's name: its gallery's size and recipe version, the config's name in the caption's help
+    captions = [(c.value, c.proto.help) for c in at.caption]
+    assert (f"64 ch · RF 3 px  \n{new.size} px · v{new.recipe}", new_cfg) in captions, captions  # conv1_1: the new
+    assert (f"128 ch · RF 10 px  \n{TINY.size} px · v{TINY.recipe - 1}", old_cfg) in captions, captions  # conv2_1
     shutil.rmtree(root)
 
 
