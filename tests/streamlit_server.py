@@ -17,10 +17,10 @@ CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/c
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
-try:  # an expectation without a timeout of its own waits 30 s, not Playwright's 5 s: the suite runs in parallel
+try:  # an expectation without a timeout of its own waits 60 s, not Playwright's 5 s: the suite runs in parallel
     from playwright.sync_api import expect
 
-    expect.set_options(timeout=30_000)
+    expect.set_options(timeout=60_000)
 except ImportError:  # the browser tests skip without Playwright
     pass
 
@@ -95,7 +95,7 @@ def streamlit_server(log_path: Path, **env_extra: str):
 
 @contextmanager
 def browser_page(width: int = 1400, height: int = 1000, shot: Path | None = None, mobile: bool = False):
-    """A page of headless Debian Chromium (waits without a timeout of their own get 30 s), a phone's (its
+    """A page of headless Debian Chromium (waits without a timeout of their own get 90 s), a phone's (its
     viewport meta tag honoured) when ``mobile``; on a failure inside the block, a full-page screenshot to ``shot``."""
     from playwright.sync_api import sync_playwright
 
@@ -103,7 +103,7 @@ def browser_page(width: int = 1400, height: int = 1000, shot: Path | None = None
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
         context = browser.new_context(viewport={"width": width, "height": height},  # more tabs: pg.context
                                       is_mobile=mobile)
-        context.set_default_timeout(30_000)
+        context.set_default_timeout(90_000)
         pg = context.new_page()
         try:
             yield pg

@@ -21,8 +21,8 @@ CUT_SHORT = """() => [...document.querySelectorAll('.stMainBlockContainer :is([d
 def test_a_phone_sees_the_first_image_without_scrolling(server):
     with browser_page(**PHONE, shot=SHOTS / "failure-phone.png") as phone:
         phone.goto(f"{server}/gallery?layer=conv5_1")
-        phone.get_by_role("link", name=re.compile(r"^ch 23\b")).wait_for(timeout=60_000)
-        phone.wait_for_function("() => [...document.images].every(i => i.complete)", timeout=30_000)
+        phone.get_by_role("link", name=re.compile(r"^ch 23\b")).wait_for(timeout=120_000)
+        phone.wait_for_function("() => [...document.images].every(i => i.complete)", timeout=90_000)
         top = phone.evaluate("() => document.querySelector('.stMainBlockContainer img').getBoundingClientRect().top")
         height = phone.evaluate("() => document.querySelector('.stMainBlockContainer').scrollHeight")
         phone.screenshot(path=str(SHOTS / "phone-gallery.png"))
@@ -36,7 +36,7 @@ def test_a_phone_reads_a_channel_detail_whole(server):
     with browser_page(**PHONE, shot=SHOTS / "failure-phone.png") as phone:
         phone.goto(f"{server}/gallery?layer=conv5_1&channel=104")
         phone.get_by_text("Colour distance").first.wait_for(timeout=90_000)
-        phone.get_by_text(re.compile(r"Render it bigger")).wait_for(timeout=30_000)
+        phone.get_by_text(re.compile(r"Render it bigger")).wait_for(timeout=90_000)
         phone.wait_for_timeout(1500)
         cut = phone.evaluate(CUT_SHORT)
         toolbars = phone.locator(".modebar-container .modebar").count()
@@ -56,7 +56,7 @@ def test_a_phone_reads_every_page(server, path, ready):
     with browser_page(**PHONE, shot=SHOTS / "failure-phone.png") as phone:
         phone.goto(f"{server}{path}")
         phone.get_by_text(ready).first.wait_for(timeout=120_000)
-        phone.wait_for_function("() => [...document.images].every(i => i.complete)", timeout=60_000)
+        phone.wait_for_function("() => [...document.images].every(i => i.complete)", timeout=120_000)
         phone.wait_for_timeout(1500)
         wide = phone.evaluate("() => document.querySelector('.stMainBlockContainer').scrollWidth")
         cut = phone.evaluate(CUT_SHORT)
@@ -74,20 +74,20 @@ def test_the_chosen_theme_sticks_to_pages_opened_by_url(server):
 
     with browser_page(shot=SHOTS / "failure-theme.png") as first:
         first.goto(f"{server}/overview")
-        first.get_by_role("heading", name="VGG16 Feature Atlas").wait_for(timeout=60_000)
+        first.get_by_role("heading", name="VGG16 Feature Atlas").wait_for(timeout=120_000)
         light = background(first)
-        first.wait_for_function("() => window.vgg16AtlasTheme === true", timeout=30_000)  # the app's script is in
+        first.wait_for_function("() => window.vgg16AtlasTheme === true", timeout=90_000)  # the app's script is in
         first.get_by_role("button", name="Main menu").click()
         first.get_by_test_id("stMainMenuItem-theme-Dark").click()
         first.keyboard.press("Escape")
         first.wait_for_function(f"() => getComputedStyle(document.querySelector('.stApp')).backgroundColor "
-                                f"!= '{light}'", timeout=10_000)
+                                f"!= '{light}'", timeout=30_000)
         dark = background(first)
         first.wait_for_timeout(1500)  # the shared key follows within a second
         second = first.context.new_page()
         second.goto(f"{server}/gallery?layer=conv5_1")
-        second.get_by_role("heading", name="Layer gallery").wait_for(timeout=60_000)
+        second.get_by_role("heading", name="Layer gallery").wait_for(timeout=120_000)
         second.wait_for_function(f"() => getComputedStyle(document.querySelector('.stApp')).backgroundColor "
-                                 f"== '{dark}'", timeout=20_000)
+                                 f"== '{dark}'", timeout=60_000)
         second.screenshot(path=str(SHOTS / "dark-gallery.png"))
     assert light != dark

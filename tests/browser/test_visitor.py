@@ -26,38 +26,38 @@ def test_gallery_pages_survive_a_channel_a_reload_and_reset_with_the_layer(serve
     from playwright.sync_api import expect
 
     page.goto(f"{server}/gallery?layer=conv5_1&page=5")  # item 2: the page is in the URL
-    expect(on_page(page, 5)).to_be_visible(timeout=60_000)
+    expect(on_page(page, 5)).to_be_visible(timeout=120_000)
     expect(page_box(page)).to_have_value("5")
     page.get_by_role("link", name=re.compile(r"^ch 96\b")).click()  # channel order: page 5 starts at 96
-    expect(page.get_by_text("conv5_1 · channel 96")).to_be_visible(timeout=30_000)
+    expect(page.get_by_text("conv5_1 · channel 96")).to_be_visible(timeout=90_000)
     page.get_by_role("button", name="Next ›").click()
-    expect(page.get_by_text("conv5_1 · channel 97")).to_be_visible(timeout=30_000)
-    expect(page.get_by_text("Real photos that make conv5_1:97 fire")).to_be_visible(timeout=30_000)
+    expect(page.get_by_text("conv5_1 · channel 97")).to_be_visible(timeout=90_000)
+    expect(page.get_by_text("Real photos that make conv5_1:97 fire")).to_be_visible(timeout=90_000)
     page.screenshot(path=str(SHOTS / "channel.png"), full_page=True)
     page.get_by_role("button", name="← Back to the grid").click()  # item 1: back to page 5, and the box says 5
-    expect(on_page(page, 5)).to_be_visible(timeout=30_000)
+    expect(on_page(page, 5)).to_be_visible(timeout=90_000)
     expect(page_box(page)).to_have_value("5")
     assert "page=5" in page.url and "channel" not in page.url
     page.get_by_role("button", name="Next page ›").first.click()
-    expect(on_page(page, 6)).to_be_visible(timeout=30_000)
+    expect(on_page(page, 6)).to_be_visible(timeout=90_000)
     expect(page.get_by_role("link", name=re.compile(r"^ch 120\b"))).to_be_visible()
     goto = page.get_by_role("spinbutton", name=re.compile("Go to channel"))  # item 6: straight to a channel
     goto.fill("300")
     goto.press("Enter")
-    expect(page.get_by_text("conv5_1 · channel 300")).to_be_visible(timeout=30_000)
+    expect(page.get_by_text("conv5_1 · channel 300")).to_be_visible(timeout=90_000)
     page.get_by_role("link", name=re.compile("Render it bigger")).click()  # with its settings filled in
-    expect(page.get_by_role("heading", name="Generator")).to_be_visible(timeout=60_000)
-    expect(page.get_by_role("spinbutton", name="Channel")).to_have_value("300", timeout=30_000)
+    expect(page.get_by_role("heading", name="Generator")).to_be_visible(timeout=120_000)
+    expect(page.get_by_role("spinbutton", name="Channel")).to_have_value("300", timeout=90_000)
     expect(page.get_by_role("spinbutton", name="Size (px)")).to_have_value("224")
     expect(page.get_by_role("spinbutton", name="Steps")).to_have_value("128")
     page.goto(f"{server}/gallery?layer=conv5_1&page=6")
-    expect(on_page(page, 6)).to_be_visible(timeout=60_000)
+    expect(on_page(page, 6)).to_be_visible(timeout=120_000)
     page.reload()  # item 2: a reload keeps the page
-    expect(on_page(page, 6)).to_be_visible(timeout=60_000)
+    expect(on_page(page, 6)).to_be_visible(timeout=120_000)
     page.screenshot(path=str(SHOTS / "gallery.png"), full_page=True)
     page.get_by_label("Layer", exact=True).click()
     page.get_by_role("option", name="conv4_3").click()  # a new layer starts at its first page
-    expect(on_page(page, 1)).to_be_visible(timeout=30_000)
+    expect(on_page(page, 1)).to_be_visible(timeout=90_000)
     assert "page=" not in page.url and "layer=conv4_3" in page.url
 
 
@@ -65,19 +65,19 @@ def test_forms_remember_and_bad_numbers_say_why(server, page):
     from playwright.sync_api import expect
 
     page.goto(f"{server}/generator?layer=conv3_3&channel=10")
-    expect(page.get_by_role("heading", name="Generator")).to_be_visible(timeout=60_000)
+    expect(page.get_by_role("heading", name="Generator")).to_be_visible(timeout=120_000)
     channel = page.get_by_role("spinbutton", name="Channel")
     channel.fill("12")
     channel.press("Tab")
     size = page.get_by_role("spinbutton", name="Size (px)")
     size.fill("64")
     size.press("Tab")
-    expect(page.get_by_text("Estimated time on this server")).to_be_visible(timeout=30_000)
+    expect(page.get_by_text("Estimated time on this server")).to_be_visible(timeout=90_000)
     page.get_by_role("link", name="Layer gallery").click()  # item 3: leave and come back through the sidebar
-    expect(page.get_by_role("heading", name="Layer gallery")).to_be_visible(timeout=60_000)
+    expect(page.get_by_role("heading", name="Layer gallery")).to_be_visible(timeout=120_000)
     page.get_by_role("link", name="Generator").click()
-    expect(page.get_by_role("heading", name="Generator")).to_be_visible(timeout=60_000)
-    expect(page.get_by_role("spinbutton", name="Channel")).to_have_value("12", timeout=30_000)
+    expect(page.get_by_role("heading", name="Generator")).to_be_visible(timeout=120_000)
+    expect(page.get_by_role("spinbutton", name="Channel")).to_have_value("12", timeout=90_000)
     expect(page.get_by_role("spinbutton", name="Size (px)")).to_have_value("64")
     layer = page.locator('[data-testid="stSelectbox"]').filter(has_text="Layer").first
     assert "conv3_3" in (layer.text_content() or "") + str(layer.locator("input").input_value()), \
@@ -85,7 +85,7 @@ def test_forms_remember_and_bad_numbers_say_why(server, page):
     size = page.get_by_role("spinbutton", name="Size (px)")  # item 5: out of range says why
     size.fill("5000")
     size.press("Tab")
-    expect(page.get_by_text("size must be between 16 and 1024 pixels, got 5000")).to_be_visible(timeout=30_000)
+    expect(page.get_by_text("size must be between 16 and 1024 pixels, got 5000")).to_be_visible(timeout=90_000)
     expect(page.get_by_role("button", name=re.compile("Generate"))).to_be_disabled()
     page.screenshot(path=str(SHOTS / "generator-bad-size.png"), full_page=True)
 
@@ -94,13 +94,13 @@ def test_overview_link_has_no_page_not_found(server, page):
     from playwright.sync_api import expect
 
     page.goto(f"{server}/overview")  # item 4
-    expect(page.get_by_role("heading", name="VGG16 Feature Atlas")).to_be_visible(timeout=60_000)
-    expect(page.get_by_text("Three famous channels of conv5_1")).to_be_visible(timeout=30_000)
+    expect(page.get_by_role("heading", name="VGG16 Feature Atlas")).to_be_visible(timeout=120_000)
+    expect(page.get_by_text("Three famous channels of conv5_1")).to_be_visible(timeout=90_000)
     page.wait_for_timeout(2000)
     assert "Page not found" not in page.inner_text("body") and page.url.endswith("/overview")
     page.screenshot(path=str(SHOTS / "overview.png"), full_page=True)
     page.get_by_role("link", name=re.compile(r"^conv5_1:104 · .faces.$")).click()  # a picture is a link to its channel
-    expect(page.get_by_text("conv5_1 · channel 104")).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("conv5_1 · channel 104")).to_be_visible(timeout=120_000)
 
 
 def test_the_gallery_walks_like_a_website(server, page):
@@ -112,41 +112,41 @@ def test_the_gallery_walks_like_a_website(server, page):
     outside = []
     page.on("request", lambda r: outside.append(r.url) if not r.url.startswith((server, "data:", "blob:")) else None)
     page.goto(f"{server}/gallery?layer=conv5_1")
-    expect(on_page(page, 1)).to_be_visible(timeout=60_000)
+    expect(on_page(page, 1)).to_be_visible(timeout=120_000)
     for n in (2, 3, 4):  # at once, as a quick visitor turns: a page on the screen is a page in the history
         page.get_by_role("button", name="Next page ›").first.click()
-        expect(on_page(page, n)).to_be_visible(timeout=30_000)
+        expect(on_page(page, n)).to_be_visible(timeout=90_000)
     for n in (3, 2, 1):  # the walk stopped at page 2
         page.go_back()
-        expect(on_page(page, n)).to_be_visible(timeout=30_000)
+        expect(on_page(page, n)).to_be_visible(timeout=90_000)
     page.go_forward()
-    expect(on_page(page, 2)).to_be_visible(timeout=30_000)
+    expect(on_page(page, 2)).to_be_visible(timeout=90_000)
     bottom = page.get_by_role("button", name="Next page ›").last
     bottom.scroll_into_view_if_needed()
     assert page.evaluate("() => document.querySelector('.stMain').scrollTop") > 200
     bottom.click()
-    expect(on_page(page, 3)).to_be_visible(timeout=30_000)
-    page.wait_for_function("() => document.querySelector('.stMain').scrollTop < 50", timeout=30_000)
+    expect(on_page(page, 3)).to_be_visible(timeout=90_000)
+    page.wait_for_function("() => document.querySelector('.stMain').scrollTop < 50", timeout=90_000)
     # a picture is a plain link to its channel's detail
     picture = page.locator("a:has(img[alt='conv5_1 channel 50'])")
     assert picture.get_attribute("href").startswith("gallery?layer=conv5_1&channel=50")
     picture.click()
-    expect(page.get_by_text("conv5_1 · channel 50")).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("conv5_1 · channel 50")).to_be_visible(timeout=120_000)
     # strongest first: Next is the next strongest, and the grid comes back on the channel's page
     page.goto(f"{server}/gallery?layer=conv5_1&order=strongest")
-    expect(on_page(page, 1)).to_be_visible(timeout=60_000)
+    expect(on_page(page, 1)).to_be_visible(timeout=120_000)
     captions = page.get_by_role("link", name=re.compile(r"^ch \d+ "))
-    expect(captions.nth(1)).to_be_visible(timeout=30_000)
+    expect(captions.nth(1)).to_be_visible(timeout=90_000)
     first, second = [int(t.split()[1]) for t in captions.all_inner_texts()[:2]]
     page.get_by_role("link", name=re.compile(rf"^ch {first} ")).click()
-    expect(page.get_by_text(f"conv5_1 · channel {first}")).to_be_visible(timeout=30_000)
+    expect(page.get_by_text(f"conv5_1 · channel {first}")).to_be_visible(timeout=90_000)
     page.get_by_role("button", name="Next ›").click()
-    expect(page.get_by_text(f"conv5_1 · channel {second}")).to_be_visible(timeout=30_000)
+    expect(page.get_by_text(f"conv5_1 · channel {second}")).to_be_visible(timeout=90_000)
     page.get_by_role("button", name="← Back to the grid").click()
-    expect(on_page(page, 1)).to_be_visible(timeout=30_000)
+    expect(on_page(page, 1)).to_be_visible(timeout=90_000)
     assert "order=strongest" in page.url
     page.get_by_test_id("stMainMenu").click()
-    expect(page.get_by_test_id("stMainMenuItem-theme-Dark")).to_be_visible(timeout=10_000)
+    expect(page.get_by_test_id("stMainMenuItem-theme-Dark")).to_be_visible(timeout=30_000)
     for tool in ("Deploy", "Rerun", "Clear cache", "Record screen"):
         expect(page.get_by_text(tool, exact=True)).to_be_hidden()
     page.keyboard.press("Escape")
@@ -159,21 +159,21 @@ def test_links_open_in_new_tabs_and_reproduce_what_was_seen(server, page):
     from playwright.sync_api import expect
 
     page.goto(f"{server}/gallery?layer=conv5_1")
-    expect(on_page(page, 1)).to_be_visible(timeout=60_000)
+    expect(on_page(page, 1)).to_be_visible(timeout=120_000)
     picture = page.locator("a:has(img[alt='conv5_1 channel 7'])")
-    expect(picture).to_be_visible(timeout=30_000)
-    with page.context.expect_page(timeout=30_000) as opened:
+    expect(picture).to_be_visible(timeout=90_000)
+    with page.context.expect_page(timeout=90_000) as opened:
         picture.click(modifiers=["Control"])
     tab = opened.value
     expect(tab.get_by_text("conv5_1 · channel 7")).to_be_visible(timeout=90_000)
     assert "channel=7" in tab.url and "channel=" not in page.url  # the first tab stays on its grid
     tab.goto(f"{server}/generator?layer=conv3_1&channel=7&view=neuron&x=0.25&y=0.75")
-    expect(tab.get_by_role("heading", name="Generator")).to_be_visible(timeout=60_000)
-    expect(tab.get_by_role("slider", name=re.compile("Position across"))).to_have_value("0.25", timeout=30_000)
+    expect(tab.get_by_role("heading", name="Generator")).to_be_visible(timeout=120_000)
+    expect(tab.get_by_role("slider", name=re.compile("Position across"))).to_have_value("0.25", timeout=90_000)
     tab.goto(f"{server}/compare?layer=conv3_1&channel=7&left_method=maco&right_view=negative")
-    expect(tab.get_by_role("heading", name="Compare")).to_be_visible(timeout=60_000)
-    expect(tab.get_by_role("combobox", name="Left: method")).to_have_value("maco", timeout=30_000)
-    expect(tab.get_by_role("combobox", name="Right: view")).to_have_value(re.compile("negative"), timeout=30_000)
+    expect(tab.get_by_role("heading", name="Compare")).to_be_visible(timeout=120_000)
+    expect(tab.get_by_role("combobox", name="Left: method")).to_have_value("maco", timeout=90_000)
+    expect(tab.get_by_role("combobox", name="Right: view")).to_have_value(re.compile("negative"), timeout=90_000)
     tab.close()
 
 
@@ -188,7 +188,7 @@ def test_what_a_page_shows_is_what_it_says(server, page):
     link = page.get_by_role("link", name="Browse precomputed layers")
     expect(link).to_be_visible(timeout=90_000)
     link.click()
-    expect(on_page(page, 1)).to_be_visible(timeout=60_000)
+    expect(on_page(page, 1)).to_be_visible(timeout=120_000)
     assert "layer=conv5_1" in page.url
     expect(page.get_by_role("combobox", name="Layer")).to_have_value(re.compile("conv5_1"))
     picture = page.locator("img[alt='conv5_1 channel 7']")
@@ -199,7 +199,7 @@ def test_what_a_page_shows_is_what_it_says(server, page):
     assert src == f"data:{image_mime(stored)};base64,{base64.b64encode(stored).decode()}"
     assert page.get_by_role("combobox", name="Weights").count() == 1  # the sidebar's, not a second one
     page.goto(f"{server}/generator?layer=conv5_1&channel=5&view=mix&mix=104%2B0.5*25")
-    expect(page.get_by_role("textbox", name="Channels")).to_have_value("104+0.5*25", timeout=60_000)
+    expect(page.get_by_role("textbox", name="Channels")).to_have_value("104+0.5*25", timeout=120_000)
     expect(page.get_by_role("spinbutton", name="Channel", exact=True)).to_be_disabled()
 
 
@@ -216,16 +216,16 @@ def test_the_picture_is_where_the_visitor_looks(server):
         expect(rows).to_have_count(13)
         assert all(r.strip() for r in rows.all_inner_texts())
         pg.goto(f"{server}/generator?layer=conv2_1&channel=3&size=32&steps=200")
-        expect(pg.get_by_role("spinbutton", name="Steps")).to_have_value("200", timeout=60_000)
-        pg.get_by_text("Estimated time on this server").wait_for(timeout=60_000)
+        expect(pg.get_by_role("spinbutton", name="Steps")).to_have_value("200", timeout=120_000)
+        pg.get_by_text("Estimated time on this server").wait_for(timeout=120_000)
         pg.get_by_role("button", name=re.compile("Generate")).click()
         expect(pg.get_by_text("200 steps", exact=True)).to_be_visible(timeout=120_000)
         pg.wait_for_timeout(3500)  # the page brings the live view into sight (0.4, 1.5 and 3 s after the click)
         box = pg.locator("[data-testid='stImage'] img").first.bounding_box()
         assert box is not None and 0 <= box["y"] and box["y"] + box["height"] / 2 <= 900, box
         pg.goto(f"{server}/compare?layer=conv2_1&channel=3&size=32&steps=8")
-        expect(pg.get_by_role("spinbutton", name="Steps")).to_have_value("8", timeout=60_000)
-        pg.get_by_text("Estimated time on this server").wait_for(timeout=60_000)
+        expect(pg.get_by_role("spinbutton", name="Steps")).to_have_value("8", timeout=120_000)
+        pg.get_by_text("Estimated time on this server").wait_for(timeout=120_000)
         pg.get_by_role("button", name=re.compile("Render both")).click()
         pg.wait_for_function("() => document.querySelectorAll('.js-plotly-plot .scatterlayer .trace').length >= 2",
                              timeout=120_000)
