@@ -214,8 +214,8 @@ def app_on_ray(local_cluster, monkeypatch):
     monkeypatch.setenv("VIZ_RAY_WORKERS", "2")
     monkeypatch.setenv("VIZ_RAY_CPUS", "0.5")
     reset_manager()
-    # the app's own manager, built here: its workers start under start_workers' deadline, not under the
-    # 120 s that AppTest gives one script run (on a busy machine two workers loading the model take longer)
+    # the app's own manager, built here: its workers start under start_workers' deadline, not under AppTest's
+    # for one script run (on a busy machine two workers loading the model took longer than its 120 s then)
     from app_pages._server import manager
 
     manager()
