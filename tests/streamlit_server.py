@@ -114,3 +114,15 @@ def browser_page(width: int = 1400, height: int = 1000, shot: Path | None = None
             raise
         finally:
             browser.close()
+
+
+def expect_url(page, has: tuple[str, ...] = (), lacks: tuple[str, ...] = (), timeout: int = 90_000) -> None:
+    """Wait until the page's address holds every part of ``has`` and none of ``lacks``. A page writes its state
+    into the address during its script run, after the widgets above that line are drawn: the address can trail
+    what the screen shows by a moment, so a bare ``in page.url`` right after a widget check races it."""
+    import re
+
+    from playwright.sync_api import expect
+
+    pattern = "".join(f"(?=.*{re.escape(s)})" for s in has) + "".join(f"(?!.*{re.escape(s)})" for s in lacks)
+    expect(page).to_have_url(re.compile(f"^{pattern}.*$"), timeout=timeout)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.streamlit_server import browser_page, require_chromium, streamlit_server, tiny_gallery
+from tests.streamlit_server import browser_page, expect_url, require_chromium, streamlit_server, tiny_gallery
 from viz import LAYER_NAMES
 
 SHOTS = Path(__file__).resolve().parents[2] / "test-output" / "e2e"
@@ -70,7 +70,7 @@ def _journey(server, page):
     button.click()
     expect(page.get_by_text("conv1_1 · channel 2")).to_be_visible(timeout=90_000)
     expect(page.get_by_text("Final activation", exact=True).first).to_be_visible()
-    assert "channel=2" in page.url  # the view is a shareable link
+    expect_url(page, has=("channel=2",))  # the view is a shareable link
     page.screenshot(path=str(SHOTS / "channel.png"), full_page=True)
 
     page.goto(f"{server}/generator?layer=conv2_1&channel=3")
@@ -154,7 +154,7 @@ def test_walk_a_circuit_down_and_back(server, page):
     def settled(layer: str, channel: str) -> None:
         expect(page.get_by_role("spinbutton", name=re.compile(r"Channel"))).to_have_value(channel, timeout=120_000)
         expect(page.get_by_role("combobox", name="Layer")).to_have_value(re.compile(rf"^{layer} "), timeout=90_000)
-        assert f"layer={layer}" in page.url and f"channel={channel}" in page.url
+        expect_url(page, has=(f"layer={layer}&", f"channel={channel}&"))  # the address follows the screen
         # the last row of links is this centre's (a link to the page keeps the last page's elements on screen until
         # the new run replaces them: its rows two levels down would otherwise be taken for this page's)
         names = list(LAYER_NAMES)

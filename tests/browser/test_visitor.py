@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from tests.browser.conftest import SHOTS
-from tests.streamlit_server import browser_page
+from tests.streamlit_server import browser_page, expect_url
 from viz.atlas.gallery import Gallery
 from viz.base.images import image_mime
 
@@ -37,7 +37,7 @@ def test_gallery_pages_survive_a_channel_a_reload_and_reset_with_the_layer(serve
     page.get_by_role("button", name="← Back to the grid").click()  # item 1: back to page 5, and the box says 5
     expect(on_page(page, 5)).to_be_visible(timeout=90_000)
     expect(page_box(page)).to_have_value("5")
-    assert "page=5" in page.url and "channel" not in page.url
+    expect_url(page, has=("page=5",), lacks=("channel",))
     page.get_by_role("button", name="Next page ›").first.click()
     expect(on_page(page, 6)).to_be_visible(timeout=90_000)
     expect(page.get_by_role("link", name=re.compile(r"^ch 120\b"))).to_be_visible()
@@ -58,7 +58,7 @@ def test_gallery_pages_survive_a_channel_a_reload_and_reset_with_the_layer(serve
     page.get_by_label("Layer", exact=True).click()
     page.get_by_role("option", name="conv4_3").click()  # a new layer starts at its first page
     expect(on_page(page, 1)).to_be_visible(timeout=90_000)
-    assert "page=" not in page.url and "layer=conv4_3" in page.url
+    expect_url(page, has=("layer=conv4_3",), lacks=("page=",))
 
 
 def test_forms_remember_and_bad_numbers_say_why(server, page):
@@ -144,7 +144,7 @@ def test_the_gallery_walks_like_a_website(server, page):
     expect(page.get_by_text(f"conv5_1 · channel {second}")).to_be_visible(timeout=90_000)
     page.get_by_role("button", name="← Back to the grid").click()
     expect(on_page(page, 1)).to_be_visible(timeout=90_000)
-    assert "order=strongest" in page.url
+    expect_url(page, has=("order=strongest",))
     page.get_by_test_id("stMainMenu").click()
     expect(page.get_by_test_id("stMainMenuItem-theme-Dark")).to_be_visible(timeout=30_000)
     for tool in ("Deploy", "Rerun", "Clear cache", "Record screen"):
@@ -166,7 +166,8 @@ def test_links_open_in_new_tabs_and_reproduce_what_was_seen(server, page):
         picture.click(modifiers=["Control"])
     tab = opened.value
     expect(tab.get_by_text("conv5_1 · channel 7")).to_be_visible(timeout=90_000)
-    assert "channel=7" in tab.url and "channel=" not in page.url  # the first tab stays on its grid
+    expect_url(tab, has=("channel=7",))
+    expect_url(page, lacks=("channel=",))  # the first tab stays on its grid
     tab.goto(f"{server}/generator?layer=conv3_1&channel=7&view=neuron&x=0.25&y=0.75")
     expect(tab.get_by_role("heading", name="Generator")).to_be_visible(timeout=120_000)
     expect(tab.get_by_role("slider", name=re.compile("Position across"))).to_have_value("0.25", timeout=90_000)
@@ -189,7 +190,7 @@ def test_what_a_page_shows_is_what_it_says(server, page):
     expect(link).to_be_visible(timeout=90_000)
     link.click()
     expect(on_page(page, 1)).to_be_visible(timeout=120_000)
-    assert "layer=conv5_1" in page.url
+    expect_url(page, has=("layer=conv5_1",))
     expect(page.get_by_role("combobox", name="Layer")).to_have_value(re.compile("conv5_1"))
     picture = page.locator("img[alt='conv5_1 channel 7']")
     expect(picture).to_be_visible()
