@@ -92,11 +92,12 @@ TESTS = Path(__file__).resolve().parent
 # the files whose module-scoped fixtures are a server or a Ray cluster (GROUPED: a whole file on one worker, so
 # its server starts once). Work is handed out in this order (longest first, measured in a clean-clone run), so that
 # no long test starts last and runs alone at the end; the rest keep their order.
-GROUPED = ("browser/", "serving/test_cluster.py")
-LONGEST_FIRST = ("browser/test_load.py", "serving/test_budget.py", "browser/test_e2e.py", "serving/test_cluster.py",
-                 "browser/test_visitor.py", "serving/test_hostile.py", "browser/test_appearance.py",
-                 "atlas/test_examples.py", "bench/test_bench.py", "atlas/test_gallery.py", "serving/test_jobs.py",
-                 "dashboard/test_app.py", "atlas/test_factors.py", "engine/test_views.py", "cli/test_cli.py")
+GROUPED = ("browser/", "serving/test_cluster.py", "serving/test_cluster_runs.py")
+LONGEST_FIRST = ("browser/test_load.py", "serving/test_cluster_runs.py", "browser/test_e2e.py",
+                 "serving/test_cluster.py", "browser/test_visitor.py", "serving/test_budget.py",
+                 "serving/test_hostile.py", "browser/test_appearance.py", "atlas/test_examples.py",
+                 "bench/test_bench.py", "atlas/test_gallery.py", "serving/test_jobs.py", "dashboard/test_app.py",
+                 "atlas/test_factors.py", "engine/test_views.py", "cli/test_cli.py")
 
 
 @pytest.hookimpl(optionalhook=True)

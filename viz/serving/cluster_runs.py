@@ -43,18 +43,24 @@ class RayExecutor:
     the run fails only when no worker is left. ``events(kind, info)`` sees ``dispatch``, ``done`` and ``lost``
     (with the actor's pid; tests kill a worker with it)."""
 
-    def __init__(self, actors: list, device: str = "auto",
+    def __init__(self, start: Callable[[], list], device: str = "auto",
                  notice: Callable[[str], None] | None = None,
                  events: Callable[[str, dict], None] | None = None):
-        self.actors = list(actors)
+        self.start = start  # starts the actors: only once there is a batch to render
+        self.actors: list = []
+        self.started: list = []
         self.device = device
         self.notice = notice
         self.events = events
         self.lost_workers = 0
         self.requeued = 0
         self.batches = 0
-        ray = ray_module()
-        self.pids = dict(zip(map(id, self.actors), ray.get([a.pid.remote() for a in self.actors])))
+        self.pids: dict[int, int] = {}
+
+    def _start(self) -> None:
+        self.started = list(self.start())
+        self.actors = list(self.started)
+        self.pids = dict(zip(map(id, self.actors), ray_module().get([a.pid.remote() for a in self.actors])))
 
     def _event(self, kind: str, actor, batch) -> None:
         if self.events:
@@ -65,6 +71,10 @@ class RayExecutor:
         from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
         ray = ray_module()
+        first = take()
+        if first is None:  # nothing left to render (a finished gallery): no worker is started
+            return False
+        self._start()
         idle = list(self.actors)
         inflight: dict = {}  # ref -> (batch, actor, key)
         again: deque = deque()  # batches whose worker died
@@ -76,8 +86,9 @@ class RayExecutor:
                         actor.cancel.remote(key)
                     ray.wait(list(inflight), num_returns=len(inflight), timeout=60)
                     return True
-                while idle and (again or True):
-                    b = again.popleft() if again else take()
+                while idle:
+                    b = again.popleft() if again else first if first is not None else take()
+                    first = None
                     if b is None:
                         break
                     actor, key = idle.pop(0), f"batch-{n}"
@@ -126,20 +137,19 @@ def precompute(address: str, root, settings, layers: dict[str, list[int]], batch
                retries: int = 1, workers: int | None = None, progress=None, cancel=None, notice=None,
                events=None, cpus_per_worker: float = 1.0, image_format: str = "png"):
     """:func:`viz.atlas.precompute.precompute` with its batches rendered on ``workers`` Ray actors (default: one per CPU of
-    the cluster, or one per GPU with ``device`` cuda). Returns its report with ``workers``, ``lost_workers`` and
-    ``requeued`` added."""
+    the cluster, or one per GPU with ``device`` cuda), started once there is something to render. Returns its report
+    with ``workers`` (0 when nothing was left to do), ``lost_workers`` and ``requeued`` added."""
     ray = connect(address, notice=notice)
     n = workers or default_workers(ray, str(device).startswith("cuda"))
-    actors = start_workers(n, settings.weights, device, cpus=cpus_per_worker)
+    ex = RayExecutor(lambda: start_workers(n, settings.weights, device, cpus=cpus_per_worker), device, notice, events)
     try:
-        ex = RayExecutor(actors, device, notice, events)
         report = gallery_precompute(root, settings, layers, batch=batch, device=device, retries=retries,
                                     progress=progress, cancel=cancel, notice=notice, executor=ex,
                                     image_format=image_format)
-        report.workers, report.lost_workers, report.requeued = n, ex.lost_workers, ex.requeued
+        report.workers, report.lost_workers, report.requeued = len(ex.started), ex.lost_workers, ex.requeued
         return report
     finally:
-        for a in actors:
+        for a in ex.started:
             ray.kill(a)
 
 
