@@ -89,10 +89,11 @@ TESTS = Path(__file__).resolve().parent
 
 
 # `make test` spreads the tests over parallel workers (pytest-xdist, --dist loadgroup): each test on its own, except
-# the files whose module-scoped fixtures are a server or a Ray cluster (GROUPED: a whole file on one worker, so
-# its server starts once). Work is handed out in this order (longest first, measured in a clean-clone run), so that
-# no long test starts last and runs alone at the end; the rest keep their order.
-GROUPED = ("browser/", "serving/test_cluster.py", "serving/test_cluster_runs.py")
+# the files whose fixtures are a server or a Ray cluster (GROUPED: a browser file on one worker, so that its server
+# starts once; the two Ray files on one worker, one after the other, so that no two clusters compete). Work is
+# handed out in this order (longest first, measured in a clean-clone run), so that no long test starts last and
+# runs alone at the end; the rest keep their order.
+GROUPED = {"browser/": None, "serving/test_cluster": "ray"}  # a file's prefix: its group (None: the file's own)
 LONGEST_FIRST = ("browser/test_load.py", "serving/test_cluster_runs.py", "browser/test_e2e.py",
                  "serving/test_cluster.py", "browser/test_visitor.py", "serving/test_budget.py",
                  "serving/test_hostile.py", "browser/test_appearance.py", "atlas/test_examples.py",
@@ -112,7 +113,9 @@ def pytest_xdist_make_scheduler(config, log):
     class ByFile(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             path = nodeid.split("::", 1)[0]
-            return path if path.removeprefix("tests/").startswith(GROUPED) else nodeid
+            rel = path.removeprefix("tests/")
+            prefix = next((p for p in GROUPED if rel.startswith(p)), None)
+            return nodeid if prefix is None else GROUPED[prefix] or path
 
     return ByFile(config, log)
 

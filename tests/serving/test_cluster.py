@@ -1,6 +1,6 @@
 """Issue 14: the app's job manager on a local 2-worker Ray cluster (the job rules' own tests, live progress, the
 Generator and Compare pages), and Ray never imported unless asked for. The batch workloads (precompute, the
-examples scan) are tests/serving/test_cluster_runs.py, on a cluster of their own. Select them with ``-m ray``."""
+examples scan) are tests/serving/test_cluster_runs.py. Select them with ``-m ray``."""
 
 import os
 import subprocess

@@ -2,7 +2,7 @@
 
 Precompute (the same images and records; resumable, and a finished one starts no worker; a worker killed mid-batch
 loses only its batch) and the examples scan as a Ray Data pipeline (the same top lists, maxima and percentiles).
-The app's job manager on Ray is tests/serving/test_cluster.py (its own cluster: the two files run side by side).
+The app's job manager on Ray is tests/serving/test_cluster.py.
 Select them with ``-m ray``."""
 
 import hashlib
