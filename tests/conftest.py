@@ -103,7 +103,7 @@ LONGEST_FIRST = ("browser/test_load.py", "serving/test_cluster_runs.py", "browse
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
-    """--dist loadgroup with the groups named here, by file. xdist's own groups (``xdist_group`` marks) do not hold
+    """--dist loadgroup with the groups of :data:`GROUPED` (by a test file's path). xdist's own groups (``xdist_group`` marks) do not hold
     under pytest 9.2: it tags a test's id through an attribute pytest no longer reads, so a grouped file's tests
     spread over the workers and each worker started the file's server or Ray cluster again."""
     if config.getvalue("dist") != "loadgroup":

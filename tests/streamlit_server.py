@@ -1,6 +1,7 @@
 """Start and stop a real `streamlit run app.py` for browser tests (loopback only)."""
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -120,8 +121,6 @@ def expect_url(page, has: tuple[str, ...] = (), lacks: tuple[str, ...] = (), tim
     """Wait until the page's address holds every part of ``has`` and none of ``lacks``. A page writes its state
     into the address during its script run, after the widgets above that line are drawn: the address can trail
     what the screen shows by a moment, so a bare ``in page.url`` right after a widget check races it."""
-    import re
-
     from playwright.sync_api import expect
 
     pattern = "".join(f"(?=.*{re.escape(s)})" for s in has) + "".join(f"(?!.*{re.escape(s)})" for s in lacks)
