@@ -48,8 +48,10 @@ def test_gallery_pages_survive_a_channel_a_reload_and_reset_with_the_layer(serve
     page.get_by_role("link", name=re.compile("Render it bigger")).click()  # with its settings filled in
     expect(page.get_by_role("heading", name="Generator")).to_be_visible(timeout=120_000)
     expect(page.get_by_role("spinbutton", name="Channel")).to_have_value("300", timeout=90_000)
-    expect(page.get_by_role("spinbutton", name="Size (px)")).to_have_value("224")
-    expect(page.get_by_role("spinbutton", name="Steps")).to_have_value("128")
+    g = Gallery(ROOT / "gallery")  # bigger than the gallery's picture of it: twice its size, at least 224 px
+    shown = g.layer("oxford", g.config_for("oxford", "conv5_1"), "conv5_1").settings
+    expect(page.get_by_role("spinbutton", name="Size (px)")).to_have_value(str(max(224, 2 * shown["size"])))
+    expect(page.get_by_role("spinbutton", name="Steps")).to_have_value(str(shown["steps"]))
     page.goto(f"{server}/gallery?layer=conv5_1&page=6")
     expect(on_page(page, 6)).to_be_visible(timeout=120_000)
     page.reload()  # item 2: a reload keeps the page
