@@ -103,9 +103,10 @@ LONGEST_FIRST = ("browser/test_load.py", "serving/test_cluster_runs.py", "browse
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
-    """--dist loadgroup with the groups of :data:`GROUPED` (by a test file's path). xdist's own groups (``xdist_group`` marks) do not hold
-    under pytest 9.2: it tags a test's id through an attribute pytest no longer reads, so a grouped file's tests
-    spread over the workers and each worker started the file's server or Ray cluster again."""
+    """--dist loadgroup with the groups of :data:`GROUPED` (by a test file's path). xdist's own groups
+    (``xdist_group`` marks) do not hold under pytest 9.2: it tags a test's id through an attribute pytest no longer
+    reads, so a grouped file's tests spread over the workers and each worker started the file's server or Ray
+    cluster again."""
     if config.getvalue("dist") != "loadgroup":
         return None
     from xdist.scheduler import LoadScopeScheduling
@@ -132,7 +133,7 @@ def pytest_collection_modifyitems(items):
 
     items.sort(key=rank)  # stable: within a file, and among the rest, the order is kept
     for item in items:
-        if Path(str(item.fspath)).resolve().relative_to(TESTS).parts[0] == "browser":
+        if where(item).startswith("browser/"):
             item.add_marker(pytest.mark.browser)
         elif not any(item.get_closest_marker(m) for m in ("unit", "ray", "load")):
             item.add_marker(pytest.mark.integration)
