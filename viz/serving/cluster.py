@@ -26,6 +26,7 @@ from ..engine.model import load_model
 from ..engine.render import render
 from ..engine.settings import parse_int
 from ..engine.weights import cache_dir
+from .heap import give_back
 
 ENV_ADDRESS = "VIZ_RAY_ADDRESS"
 ENV_WORKERS = "VIZ_RAY_WORKERS"
@@ -122,7 +123,6 @@ class RenderWorker:
 
     def __init__(self, env: dict[str, str] | None = None):
         os.environ.update(env or {})
-
         threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)  # Ray sets it to the actor's CPUs
         if threads > 0:
             torch.set_num_threads(threads)
@@ -160,6 +160,7 @@ class RenderWorker:
         finally:
             self._cancel.pop(key, None)
             self._progress.pop(key, None)
+            give_back()  # what the render freed, as the server's own process does after each job (heap.py)
 
     def progress(self, key: str, since: int = 0, snapshots_seen: int = 0) -> dict | None:
         """The render ``key``'s step, timing, history from ``since`` on, preview and new snapshots (None: none)."""

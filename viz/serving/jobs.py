@@ -48,6 +48,7 @@ from . import budget
 from .budget import Limits, fmt_seconds
 from .cluster import env_address
 from .executor import LocalExecutor, RayJobExecutor  # imports no Ray: RayJobExecutor does, when it is made
+from .heap import give_back
 from .job import ANONYMOUS, Job, JobSpec, attribution_image
 from .results import Result, ResultCache
 
@@ -356,6 +357,8 @@ class JobManager:
                 self._running -= slot
                 self._active.pop(job.key, None)
                 job.state = state
+            if slot:  # the memory this job freed, so that the next one peaks as in a fresh process (heap.py)
+                give_back()
 
     def _take_short(self) -> Job | None:
         """The first queued job short enough to run between another job's steps, taken from the queue."""
