@@ -94,8 +94,8 @@ TESTS = Path(__file__).resolve().parent
 # handed out in this order (longest first, measured in a clean-clone run), so that no long test starts last and
 # runs alone at the end; the rest keep their order.
 GROUPED = {"browser/": None, "serving/test_cluster": "ray"}  # a file's prefix: its group (None: the file's own)
-LONGEST_FIRST = ("browser/test_load.py", "serving/test_cluster_runs.py", "browser/test_e2e.py",
-                 "serving/test_cluster.py", "browser/test_visitor.py", "serving/test_budget.py",
+LONGEST_FIRST = ("browser/test_load.py", "serving/test_budget.py", "serving/test_cluster_runs.py",
+                 "browser/test_e2e.py", "serving/test_cluster.py", "browser/test_visitor.py",
                  "serving/test_hostile.py", "browser/test_appearance.py", "atlas/test_examples.py",
                  "bench/test_bench.py", "atlas/test_gallery.py", "serving/test_jobs.py", "dashboard/test_app.py",
                  "atlas/test_factors.py", "engine/test_views.py", "cli/test_cli.py")

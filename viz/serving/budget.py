@@ -2,7 +2,7 @@
 
 - **Time.** :func:`estimate_seconds` predicts a render's wall time from its layer, size, steps and method with
   per-layer rates measured on this project's 2-core CPU (:data:`STEP_SECONDS_128`), times a speed factor that
-  the job manager corrects with every finished job (a faster CPU or a GPU is learnt after its first render).
+  the job manager corrects with finished jobs, by at most 1.3x each (a GPU is learnt over its first renders).
 - **Memory.** A job's resident memory grows with its pixels: :data:`BYTES_PER_PIXEL` per method (peak RSS of the
   largest jobs run through the job manager, previews and result included), more per image for a view of several
   images (:data:`BATCH_FACTOR`), with a :data:`MEMORY_MARGIN`. :func:`max_size` derives the largest side a server
@@ -37,8 +37,9 @@ START_SECONDS = 0.1  # a render's set-up in a warm process (a fresh process's fi
 STEP_OVERHEAD = 0.004  # per step, whatever the size (transforms, optimizer, callback)
 # Peak RSS growth per image pixel of the largest job a method may run (conv5_3, the deepest cut), measured through
 # the job manager (render, previews, result) in a process holding what the dashboard holds (base: 956 MiB):
-# fourier and maco (same image parameterization) at 944 px: 1,940 B; seed (pixels) at 944 px: 1,690 B.
-BYTES_PER_PIXEL = {"fourier": 1950, "maco": 1950, "seed": 1700}
+# fourier and maco (same image parameterization) at 944 px: 1,940 B; seed (pixels) at 944 px: 1,690 B alone, but
+# up to 1,960 B at 880 px as Compare's pair (two seed jobs in turn in one request, after other jobs in the process).
+BYTES_PER_PIXEL = {"fourier": 1950, "maco": 1950, "seed": 1960}
 BATCH_FACTOR = 1.2  # a view of several images, per image pixel: diversity of 16 at 224 px measured 2,300 B
 MEMORY_MARGIN = 1.1  # what one run's peak does not show (allocator state after other jobs, longer runs)
 SERVER_BASE_GB = 1.0  # the dashboard's resident memory with torch, the model and the pages loaded
