@@ -1,6 +1,7 @@
 """The server-side job manager: queue, sharing, ownership, budgets, the result cache. Every wait has a deadline."""
 
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -305,7 +306,8 @@ def test_a_short_render_runs_between_a_long_ones_steps(managers):
     until(lambda: long_job.step >= 2, 120, "the long render to start")
     short = m.submit_many([JobSpec(s(4), 1, "cpu")], session="b", tag="generator")[0]
     assert wait(short, 120).state == "done"
-    assert long_job.state == "running" and long_job.step < 3000 and long_job.paused > 0
+    until(lambda: long_job.paused > 0, 60, "the long render to count its pause")  # just after the short one ends
+    assert long_job.state == "running" and long_job.step < 3000
     m.cancel(long_job, "a")
     assert wait(long_job, 120).state == "cancelled"
 
@@ -355,3 +357,26 @@ def test_tiny_renders_cannot_teach_the_server_a_false_speed(managers):
     assert budget.compute_seconds(heavy) > 0.5 * budget.render_seconds(heavy) >= 1.0
     m._learn_speed(Job("h", JobSpec(heavy, 0, "cpu")), budget.render_seconds(heavy) / 10)
     assert before[0] < m.speed <= before[0] * 2
+
+
+@pytest.mark.parametrize("device_speed", [30.0, 0.25])
+def test_a_faster_or_slower_device_is_learnt_from_renders_of_real_work(managers, device_speed):
+    """A GPU (here: renders taking 1/30 of the reference CPU's time) or a slow CPU (4x its time) is learnt from
+    the renders it runs, a bounded step each (so one render cannot swing the limits), within 20 renders, and the
+    largest conv5_3 render allowed then follows: never beyond what the device can do in the limit."""
+    from viz.serving import budget
+    from viz.serving.job import Job
+
+    m = managers()
+    s = make_settings("conv5_3", "fourier", size=256, steps=128)
+    big = make_settings("conv5_3", "fourier", size=512, steps=5000)
+    speeds = []
+    for _ in range(20):
+        m._learn_speed(Job("g", JobSpec(s, 0, "cpu")), budget.render_seconds(s) / device_speed)
+        speeds.append(m.speed)
+    steps = [1.0, *speeds]
+    assert all(0.84 <= b / a <= 1.31 for a, b in zip(steps, steps[1:]))  # at most 1.3x per render
+    assert speeds[-1] == pytest.approx(device_speed, rel=0.05)  # learnt
+    allowed = budget.largest_steps(big, m.limits.max_job_seconds, m.speed)
+    true_seconds = budget.estimate_seconds(replace(big, steps=allowed)) / device_speed
+    assert true_seconds <= m.limits.max_job_seconds * 1.05  # what it then allows fits the limit on this device
