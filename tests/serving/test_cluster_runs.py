@@ -17,6 +17,7 @@ ray = pytest.importorskip("ray", reason="Ray is an optional extra (requirements-
 
 
 from viz import make_settings, render
+from viz.atlas import examples as ex
 from viz.atlas.examples import examples_dir, scan
 from viz.atlas.precompute import precompute
 from viz.atlas.records import LayerDir, config_name, load_valid_record, validate_manifest
@@ -98,12 +99,18 @@ def same_examples(one: list[dict], other: list[dict]) -> bool:
         sorted(map(key, (e for e in other if e["activation"] != last)))
 
 
-def test_examples_scan_as_ray_data_matches_one_process(tmp_path, local_cluster, model):
+def test_examples_scan_as_ray_data_matches_one_process(tmp_path, local_cluster, model, monkeypatch):
     layers = ["conv1_1", "conv5_3"]  # the first layer and the whole network
-    corpus = replace(bundled(), images=bundled().images[:5])  # 5 of the 11 photos, one block each, 2 workers
+    # 3 of the 11 photos in windows of 2 (the scan's checkpoint interval, 8 by default): two windows, one per
+    # worker, merged here in corpus order, one of them of two photos
+    monkeypatch.setattr(ex, "CHECKPOINT_EVERY", 2)
+    corpus = replace(bundled(), images=bundled().images[:3])
     one = scan(model, corpus, tmp_path / "one", layers)
-    two = cluster_runs.scan("local", "oxford", corpus, tmp_path / "ray", layers, workers=2)
-    assert two.images == one.images == 5 and two.skipped == one.skipped == {}
+    seen: list[tuple[int, int]] = []
+    two = cluster_runs.scan("local", "oxford", corpus, tmp_path / "ray", layers, workers=2,
+                            progress=lambda count, total, name: seen.append((count, total)))
+    assert seen == [(2, 3), (3, 3)]  # two windows came back and were merged in order
+    assert two.images == one.images == 3 and two.skipped == one.skipped == {}
     a, b = examples_dir(tmp_path / "one", "oxford", "bundled"), examples_dir(tmp_path / "ray", "oxford", "bundled")
     for layer in layers:
         x, y = json.loads((a / f"{layer}.json").read_text()), json.loads((b / f"{layer}.json").read_text())

@@ -186,8 +186,6 @@ class ScanWorker:
 
     def __init__(self, weights: str, device: str, layers: list[str], top: int, env: dict[str, str]):
         os.environ.update(env)
-
-
         threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
         if threads > 0:
             torch.set_num_threads(threads)
@@ -196,7 +194,6 @@ class ScanWorker:
         self.layers, self.top = layers, top
 
     def __call__(self, batch: dict) -> dict:
-
         windows, states_out, done_out, skipped_out = [], [], [], []
         for window, payload in zip(batch["window"], batch["payload"]):
             states = {n: LayerState(LAYERS[n].channels, self.top) for n in self.layers}
