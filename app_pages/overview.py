@@ -111,7 +111,7 @@ missing = [n for n in LAYER_NAMES if not any(n in present for w, c, present in r
 if missing:
     st.markdown("Make the missing layers (resumable; rerun to continue after an interruption):")
     st.code(f"python -m viz precompute --weights oxford --layers {','.join(missing)} --channels all "
-            "--size 96 --steps 128 --out gallery", language="bash")
+            "--size 128 --steps 128 --image-format jpeg --out gallery", language="bash")
 else:
     st.caption("Every layer has a precomputed oxford gallery. `python -m viz precompute` makes more (other "
                "weights, sizes or steps); see the README.")
