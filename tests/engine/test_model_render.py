@@ -6,11 +6,13 @@ import torch
 import torchvision
 
 from viz import VizError, get_layer, make_settings, render
+from viz.engine.model import build_features
 from viz.engine.weights import CAFFE_NORM
 
 
 def test_cut_model_matches_torchvision_and_stops_at_the_layer(model, oxford_state_dict):
     tv = torchvision.models.vgg16(weights=None).features
+    assert [repr(m) for m in build_features()] == [repr(m) for m in tv]  # ours, built without torchvision
     tv.load_state_dict({k.removeprefix("features."): v for k, v in oxford_state_dict.items()})
     tv.eval()
     x = torch.rand(2, 3, 48, 48)

@@ -20,7 +20,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torchvision.transforms.functional import adjust_brightness, adjust_contrast, adjust_saturation, gaussian_blur
 
 from ..base.corpus import bundled, load_rgb
 from ..engine.model import VGGFeatures
@@ -314,11 +313,15 @@ ROBUSTNESS_FAMILIES = ("standard", "wide")
 def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     if sigma <= 0.05:
         return x
+    from torchvision.transforms.functional import gaussian_blur  # heavy: only robustness measures need it
+
     k = 2 * math.ceil(3 * sigma) + 1
     return gaussian_blur(x, [k, k], [sigma, sigma])
 
 
 def _colour_jitter(x: torch.Tensor, brightness: float, contrast: float, saturation: float) -> torch.Tensor:
+    from torchvision.transforms.functional import adjust_brightness, adjust_contrast, adjust_saturation
+
     return adjust_saturation(adjust_contrast(adjust_brightness(x, brightness), contrast), saturation).clamp(0, 1)
 
 

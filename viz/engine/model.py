@@ -11,7 +11,6 @@ import threading
 
 import torch
 from torch import nn
-from torchvision.models.vgg import cfgs, make_layers
 
 from .layers import Layer
 from .weights import Normalization, Weights, load_weights, notice_fallback, resolve_weights_name
@@ -33,10 +32,23 @@ class Normalize(nn.Module):
         return (x * self.scale - self.mean) / self.std
 
 
+# VGG16's conv base, configuration "D" of Simonyan & Zisserman (2014): output channels of each 3x3 conv, "M" a 2x2
+# max pool. Built here as torchvision's ``make_layers(cfgs["D"])`` builds it (tests/engine/test_model_render.py
+# checks the two match): importing torchvision costs every process 1.3 s (its ops import torch's compiler).
+VGG16_D = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+
+
 def build_features() -> nn.Sequential:
-    """``torchvision.models.vgg16().features`` (configuration "D": the same 31 modules and indices), without the
-    classifier."""
-    return make_layers(cfgs["D"], batch_norm=False)
+    """``torchvision.models.vgg16().features``: the same 31 modules at the same indices, without the classifier."""
+    modules: list[nn.Module] = []
+    channels = 3
+    for v in VGG16_D:
+        if v == "M":
+            modules.append(nn.MaxPool2d(kernel_size=2, stride=2))
+        else:
+            modules += [nn.Conv2d(channels, v, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
+            channels = v
+    return nn.Sequential(*modules)
 
 
 class VGGFeatures(nn.Module):
