@@ -173,7 +173,7 @@ def test_one_reference_whatever_the_size_and_the_page(tmp_path, model):
             assert job.result.natural == pytest.approx(ref[104])
     finally:
         m.shutdown()
-    rec = Gallery(ROOT / "gallery").layer("oxford", "fourier-96px-128st", "conv5_1").records[104]
+    rec = Gallery(ROOT / "gallery").layer("oxford", "fourier-128px-128st", "conv5_1").records[104]
     assert rec["natural_max"] == pytest.approx(ref[104], abs=1e-3)
     assert rec["activation_ratio"] == pytest.approx(rec["final_activation"] / ref[104], rel=1e-3)
 

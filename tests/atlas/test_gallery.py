@@ -257,46 +257,36 @@ def test_reader_refuses_hostile_names(tmp_path):
     assert g.configs("..") == [] and g.layers("oxford", "../../..") == []
 
 
-# The committed galleries. Recipe version 4 became the default before its 128 px gallery (hours of CPU) was
-# rendered: it is rendered layer by layer into its own config, each layer committed once complete, while the 96 px
-# version 3 gallery keeps serving the layers not yet redone (the app says so on each of them: ``recipe_note``).
-# When every layer is redone, the old config goes and this test checks the new one alone.
-OLD_GALLERY = (96, 3)  # (size, recipe version)
-NEW_GALLERY = (128, METHODS["fourier"].version)
+# The committed gallery: the default recipe's, 128 px (regenerated layer by layer with recipe version 4 in December
+# 2026; the 96 px version 3 gallery served the layers not yet redone until the last one was done, then went).
+GALLERY = (128, METHODS["fourier"].version)  # (size, recipe version)
 
 
 def test_the_committed_gallery_is_whole_and_current():
-    """What a clean clone serves: every layer, each from the newest recipe's config holding it; every listed layer
-    complete, every image intact, made by one recipe of the default method (today's, or the one before for the
-    layers not yet redone), never a mix."""
+    """What a clean clone serves: every layer from one config of today's recipe; every layer complete, every image
+    intact, every record made by today's recipe, never a mix."""
     g = Gallery(Path(__file__).resolve().parents[2] / "gallery")  # the app's default gallery
-    configs = {config_name(make_settings("conv1_1", "fourier", size=size, steps=128)): (size, recipe)
-               for size, recipe in (OLD_GALLERY, NEW_GALLERY)}
-    old, new = configs
-    assert sorted(g.configs("oxford")) == sorted(configs)
-    assert g.layers("oxford", old) == g.all_layers("oxford") == list(LAYERS)  # all 13 conv layers are served
-    assert g.layers("oxford", new), "the 128 px gallery has no complete layer yet"
-    assert METHODS["fourier"].version - 1 == OLD_GALLERY[1]
-    for layer in LAYERS:  # a redone layer replaces the old one
-        assert g.config_for("oxford", layer) == (new if layer in g.layers("oxford", new) else old), layer
-    for config, (size, recipe) in configs.items():
-        for layer in g.layers("oxford", config):
-            view = g.layer("oxford", config, layer)
-            current = {**make_settings(layer, "fourier", size=size, steps=128, weights="oxford").to_dict(),
-                       "recipe": recipe}
-            assert not view.problems and view.settings == current, (config, layer)
-            assert (recipe_note(view.settings) is None) == (recipe == METHODS["fourier"].version)
-            assert all(r["settings"] == view.settings for r in view.records.values()), layer  # never a mix
-            assert view.channels() == list(range(get_layer(layer).channels)), (config, layer)  # complete
-            broken = [c for c in view.channels() if view.image_bytes(c) is None]
-            assert not broken, f"{config}/{layer}: images missing or not matching their sha256: {broken[:10]}"
-            # channels the recipe cannot render well stay flagged with their evidence; few may. The most: in the
-            # 96 px version 3 gallery conv2_2, 7 of 128; in the 128 px version 4 one conv2_1, 10 of 128. Both are
-            # channels whose image is a fine dot texture, flagged `noise` (high-frequency share 0.40-0.75: the
-            # texture's own frequency) and still flagged after their retry.
-            flagged = {c: r for c, r in view.records.items() if r["flags"]}
-            assert all(r["evidence"] for r in flagged.values()), layer
-            assert len(flagged) <= 0.08 * len(view.records), f"{layer}: {len(flagged)} flagged: {sorted(flagged)}"
+    size, recipe = GALLERY
+    config = config_name(make_settings("conv1_1", "fourier", size=size, steps=128))
+    assert g.configs("oxford") == [config]
+    assert g.layers("oxford", config) == g.all_layers("oxford") == list(LAYERS)  # all 13 conv layers are served
+    for layer in LAYERS:
+        assert g.config_for("oxford", layer) == config, layer
+        view = g.layer("oxford", config, layer)
+        current = {**make_settings(layer, "fourier", size=size, steps=128, weights="oxford").to_dict(),
+                   "recipe": recipe}
+        assert not view.problems and view.settings == current, layer
+        assert recipe_note(view.settings) is None
+        assert all(r["settings"] == view.settings for r in view.records.values()), layer  # never a mix
+        assert view.channels() == list(range(get_layer(layer).channels)), layer  # complete
+        broken = [c for c in view.channels() if view.image_bytes(c) is None]
+        assert not broken, f"{layer}: images missing or not matching their sha256: {broken[:10]}"
+        # channels the recipe cannot render well stay flagged with their evidence; few may. The most: conv2_1, 10
+        # of 128, channels whose image is a fine dot texture, flagged `noise` (high-frequency share 0.40-0.75: the
+        # texture's own frequency) and still flagged after their retry.
+        flagged = {c: r for c, r in view.records.items() if r["flags"]}
+        assert all(r["evidence"] for r in flagged.values()), layer
+        assert len(flagged) <= 0.08 * len(view.records), f"{layer}: {len(flagged)} flagged: {sorted(flagged)}"
     served = {layer: g.layer("oxford", g.config_for("oxford", layer), layer) for layer in LAYERS}
     total_flagged = sum(1 for view in served.values() for r in view.records.values() if r["flags"])
     assert total_flagged <= 0.01 * sum(get_layer(n).channels for n in LAYERS)  # of what the app shows

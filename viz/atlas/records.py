@@ -48,7 +48,7 @@ def recipe_note(settings: dict) -> str | None:
         return None
     return (f"These images were made with {method} recipe version {version}; renders now use version "
             f"{METHODS[method].version} (fixed contrast, no clipped colours), so a render of the same channel "
-            "looks calmer. The gallery is being regenerated with it.")
+            "looks calmer (`python -m viz precompute` into a new folder makes the layer again).")
 
 
 def config_name(s: RenderSettings) -> str:
