@@ -61,11 +61,12 @@ print(json.dumps(out))
 m.shutdown()
 """
 # The largest job of each kind a server accepts, run as a server runs them: one request after another in one
-# process (three processes, so that the parallel run spreads them). One slot: each method, a 16-image view, and
-# Compare's pair at seed's cap (one request: the two jobs in turn in one slot, the right side keeping a snapshot),
-# after a seed render. Two slots: two visitors' largest renders at once.
-ROUNDS = {"one-slot-seed": (1, [["seed:channel"], ["fourier:channel"], ["seed:channel+seed:negative"]]),
-          "one-slot-maco-views": (1, [["maco:channel"], ["fourier:diversity(n=16,w=1)"]]),
+# process (three processes of about equal work, so that the parallel run spreads them: a seed render costs about
+# two fourier ones, every step at full size). One slot: each method, a 16-image view, and Compare's pair at seed's
+# cap (one request: the two jobs in turn in one slot, the right side keeping a snapshot), after a fourier render.
+# Two slots: two visitors' largest renders at once.
+ROUNDS = {"one-slot-compare": (1, [["fourier:channel"], ["seed:channel+seed:negative"]]),
+          "one-slot-methods-views": (1, [["maco:channel"], ["seed:channel"], ["fourier:diversity(n=16,w=1)"]]),
           "two-slots": (2, [["fourier:channel", "fourier:channel"]])}
 
 
