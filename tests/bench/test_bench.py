@@ -137,3 +137,39 @@ def test_bench_without_lucent_says_so_in_one_line(tmp_path, monkeypatch):
     assert said == [viz.bench.peers.LUCENT_MISSING] and "torch-lucent" in said[0]
     assert res["peer"] == {"skipped": viz.bench.peers.LUCENT_MISSING}
     assert "Not measured in this run" in (tmp_path / "BENCHMARKS.md").read_text()
+
+
+def test_the_precision_verdict_reads_the_numbers_as_shown():
+    """bf16 is "a loss" only where a number it is judged on is lower at the two decimals shown: a difference in
+    the third decimal (the run's noise) must not turn equal numbers into a verdict against it."""
+    from viz.bench.report import precision_line
+
+    res = {"machine": {"bf16_native": True, "default_precision": "fp32"}, "variants": []}
+    fp32 = {"ratio": 1.3012, "robust": 0.6521, "flagged": 0}
+    same = precision_line(res, {"fourier": fp32, "fourier bf16": {"ratio": 1.2981, "robust": 0.6498, "flagged": 0}})
+    assert "1.30 vs 1.30" in same and "no loss" in same and "a loss" not in same
+    lower = precision_line(res, {"fourier": fp32, "fourier bf16": {"ratio": 1.30, "robust": 0.63, "flagged": 0}})
+    assert "a loss, so fp32 stays" in lower
+    flagged = precision_line(res, {"fourier": fp32, "fourier bf16": {**fp32, "flagged": 1}})
+    assert "a loss" in flagged
+
+
+def test_the_report_names_only_render_configs_of_the_committed_gallery():
+    """gallery/oxford also holds examples/ and circuits/ (data, not renders): the chosen defaults name neither."""
+    from viz.bench.report import committed_gallery
+
+    text = committed_gallery("oxford")
+    assert "fourier-128px-128st" in text and "circuits" not in text and "examples" not in text
+
+
+def test_a_child_process_reports_its_own_peak_not_its_parents():
+    """The bench measures memory in fresh processes while it holds gigabytes itself; each must report its own."""
+    from viz.bench.sections import child_peak
+
+    ballast = bytearray(600 * 2**20)  # the parent's peak: over 600 MB, every page touched
+    ballast[::4096] = b"\1" * len(ballast[::4096])
+    small = child_peak("x = bytearray(20 * 2**20)")
+    big = child_peak("x = bytearray(200 * 2**20); x[::4096] = b'\\1' * len(x[::4096])")
+    del ballast
+    assert 0 < small["rss_mb"] < 300  # a bare Python with 20 MB, far below the parent's 600 MB
+    assert big["rss_mb"] - small["rss_mb"] > 150  # and it sees what it touches itself

@@ -290,20 +290,24 @@ def circuits_section(b: Bench) -> dict:
     return out
 
 
+def child_peak(code: str, weights: str | None = None) -> dict:
+    """Run ``code`` in a fresh Python process (after loading ``weights``' model, if given): its seconds and its
+    own peak resident memory in MB. VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over an exec, so
+    a child of a large process (the bench itself) would report its parent's peak (a full run measured "+0 MB")."""
+    load = f"from viz.engine.model import load_model\nm = load_model({weights!r})\n" if weights else ""
+    probe = (f"import json, re, time\n{load}t0 = time.perf_counter()\n{code}\n"
+             "hwm = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())\n"
+             "print(json.dumps({'s': time.perf_counter() - t0, 'rss_mb': int(hwm.group(1)) / 1024}))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=1800,
+                          cwd=PROJECT_ROOT)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def _table_build_cost(weights: str) -> dict:
     """Seconds and peak resident memory of reading the bundled photos for the contribution table, in a fresh
     process, beside a process that only loads the model (the difference is the table's own cost)."""
-    def run(code: str) -> dict:
-        probe = (f"import json, resource, time\nfrom viz.engine.model import load_model\nm = load_model({weights!r})\n"
-                 f"t0 = time.perf_counter()\n{code}\n"
-                 "print(json.dumps({'s': time.perf_counter() - t0, "
-                 "'rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))")
-        done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=1800,
-                              cwd=PROJECT_ROOT)
-        return json.loads(done.stdout.strip().splitlines()[-1])
-
-    base = run("pass")
-    built = run("from viz.atlas.contributions import measure_contributions\nmeasure_contributions(m)")
+    base = child_peak("pass", weights)
+    built = child_peak("from viz.atlas.contributions import measure_contributions\nmeasure_contributions(m)", weights)
     return {"seconds": built["s"], "peak_rss_mb": built["rss_mb"], "model_only_rss_mb": base["rss_mb"],
             "extra_mb": built["rss_mb"] - base["rss_mb"]}
 
