@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from .errors import VizError
 from .files import safe_name
@@ -165,6 +165,13 @@ def load_rgb(path: Path) -> np.ndarray:
     return decode(data)
 
 
+EXIF_ORIENTATION = 0x0112
+# EXIF orientation -> the transposition that shows the image upright (as ``ImageOps.exif_transpose``)
+ORIENTATIONS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+                5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+                8: Image.Transpose.ROTATE_90}
+
+
 def decode(data: bytes, max_bytes: int = MAX_BYTES, max_side: int | None = None) -> np.ndarray:
     """Image bytes (any format Pillow reads; EXIF orientation applied) as RGB uint8 (H, W, 3), or
     :class:`VizError` saying in a few words why not: empty, too large, too many pixels, too thin, not an image.
@@ -184,7 +191,11 @@ def decode(data: bytes, max_bytes: int = MAX_BYTES, max_side: int | None = None)
                 raise VizError(f"too thin ({w} x {h}): the long side may be at most {MAX_ASPECT} times the short one")
             if max_side and max(w, h) > max_side and im.format == "JPEG":
                 im.draft("RGB" if im.mode == "RGB" else None, (max_side, max_side))  # DCT scaling: 1/2 to 1/8
-            return to_rgb(ImageOps.exif_transpose(shrink(im, max_side) if max_side else im))
+            turn = ORIENTATIONS.get(im.getexif().get(EXIF_ORIENTATION, 1))  # read before a shrink drops the EXIF
+            small = shrink(im, max_side) if max_side else im
+            if small is not im:
+                im.close()  # the full-size pixels go before the small image is converted
+            return to_rgb(small.transpose(turn) if turn is not None else small)
     except VizError:
         raise
     except Image.DecompressionBombError:
@@ -195,15 +206,26 @@ def decode(data: bytes, max_bytes: int = MAX_BYTES, max_side: int | None = None)
 
 def shrink(im: Image.Image, max_side: int) -> Image.Image:
     """``im`` reduced by a whole factor (box filter) until its longer side is at most ``max_side``, in its own mode
-    where Pillow can (16-bit images through a strided view, palette and 1-bit ones through RGB or L)."""
+    where Pillow can (16-bit images through a strided view, palette and 1-bit ones through RGB or L).
+
+    The work is done band by band (``k`` x 64 rows at a time), so beside the decoded image it takes only one band:
+    Pillow's ``reduce`` of a whole RGBA image first makes a premultiplied copy as large as the image, and a 16-bit
+    image's array view copies all of it. The bands' heights are multiples of ``k``, so the result is the same as
+    one ``reduce`` of the whole image."""
     k = math.ceil(max(im.size) / max_side)
     if k <= 1:
         return im
-    if im.mode.startswith("I;16"):
-        return Image.fromarray(np.asarray(im)[::k, ::k].astype(np.int32))
     if im.mode in ("P", "1"):
         im = im.convert("RGBA" if "transparency" in im.info else "RGB" if im.mode == "P" else "L")
-    return im.reduce(k)
+    sixteen = im.mode.startswith("I;16")
+    w, h = im.size
+    out = Image.new("I" if sixteen else im.mode, (math.ceil(w / k), math.ceil(h / k)))
+    band = 64 * k
+    for top in range(0, h, band):
+        part = im.crop((0, top, w, min(h, top + band)))
+        small = Image.fromarray(np.asarray(part)[::k, ::k].astype(np.int32)) if sixteen else part.reduce(k)
+        out.paste(small, (0, top // k))
+    return out
 
 
 def to_rgb(im: Image.Image) -> np.ndarray:
