@@ -60,6 +60,9 @@ SMALL_SCREENS = """<style>
   /* a row of links only (the Overview's "Browse…", "Generate…", "Compare…"): one per line, no word broken */
   .stMainBlockContainer [data-testid="stHorizontalBlock"]:has([data-testid="stPageLink"]):not(:has(img))
       > [data-testid="stColumn"] { min-width: 100% !important; flex-basis: 100% !important; }
+  /* an empty column (a place kept for a widget that is not needed, as the gallery's config choice when there
+     is one config) takes no line of its own */
+  .stMainBlockContainer [data-testid="stColumn"]:not(:has([data-testid="stElementContainer"])) { display: none !important; }
   /* the numbers of a metric never cut to "4…" */
   .stMainBlockContainer [data-testid="stMetricValue"] { font-size: 1.6rem; }
 }

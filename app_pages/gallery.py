@@ -79,9 +79,12 @@ def _pick_config() -> None:
 configs = g.configs_with(weights, layer)
 picked = ss.get("_gal_config_pick")
 ss["gal_config"] = picked if picked in configs else g.config_for(weights, layer)
-config = c3.selectbox("Config (method, size, steps)", configs, key="gal_config", on_change=_pick_config,
-                      help="the galleries that hold this layer; a regenerated layer replaces the old one here as "
-                           "soon as it is complete")
+if len(configs) > 1:  # a choice only where there is one (the caption under the filters names the config anyway)
+    config = c3.selectbox("Config (method, size, steps)", configs, key="gal_config", on_change=_pick_config,
+                          help="the galleries that hold this layer; a regenerated layer replaces the old one here "
+                               "as soon as it is complete")
+else:
+    config = ss["gal_config"]
 st.query_params["layer"] = layer
 ss["_gal_link_layer"] = layer
 

@@ -83,7 +83,10 @@ def test_the_chosen_theme_sticks_to_pages_opened_by_url(server):
         first.wait_for_function(f"() => getComputedStyle(document.querySelector('.stApp')).backgroundColor "
                                 f"!= '{light}'", timeout=30_000)
         dark = background(first)
-        first.wait_for_timeout(1500)  # the shared key follows within a second
+        # the app's script copies the choice to its shared key a moment after the click (a deadline, not a sleep:
+        # a fixed 1.5 s was once too short on a busy machine)
+        first.wait_for_function("() => /dark/i.test((JSON.parse(localStorage.getItem('vgg16-atlas-theme') || "
+                                "'null') || {}).value || '')", timeout=30_000)
         second = first.context.new_page()
         second.goto(f"{server}/gallery?layer=conv5_1")
         second.get_by_role("heading", name="Layer gallery").wait_for(timeout=120_000)

@@ -225,7 +225,14 @@ def test_the_picture_is_where_the_visitor_looks(server):
         # .first: while the script reruns, the result's caption can briefly be on screen twice (the last run's
         # element, stale, beside the new one)
         expect(pg.get_by_text("200 steps", exact=True).first).to_be_visible(timeout=120_000)
-        pg.wait_for_timeout(3500)  # the page brings the live view into sight (0.4, 1.5 and 3 s after the click)
+        # the page brings the live view into sight (0.4, 1.5 and 3 s after the click): wait for it, with a deadline
+        # (a fixed wait would fail on a busy machine, whose timers run late)
+        try:
+            pg.wait_for_function("() => { const i = document.querySelector(\"[data-testid='stImage'] img\"); "
+                                 "if (!i) return false; const b = i.getBoundingClientRect(); "
+                                 "return b.top >= 0 && b.top + b.height / 2 <= 900; }", timeout=30_000)
+        except Exception:  # noqa: BLE001 - the assertion below says where the picture is
+            pass
         box = pg.locator("[data-testid='stImage'] img").first.bounding_box()
         assert box is not None and 0 <= box["y"] and box["y"] + box["height"] / 2 <= 900, box
         pg.goto(f"{server}/compare?layer=conv2_1&channel=3&size=32&steps=8")
