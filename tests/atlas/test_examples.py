@@ -3,6 +3,7 @@ the committed examples, and the Your photo page."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -189,8 +190,10 @@ def test_your_photo_page(tmp_path):
     at.selectbox(key="photo_layer").set_value("conv5_1").run()
     assert not at.exception
     assert any("The 12 channels of conv5_1 that fire most" in s.value for s in at.subheader)
-    links = [el for el in at.get("page_link")]
-    assert len(links) >= 12
+    # each of the 12 ranked channels links to its gallery detail (the groups below have links of their own)
+    ranked = [pl.proto for pl in at.get("page_link") if re.fullmatch(r"channel \d+", pl.proto.label)]
+    assert len(ranked) == 12 and all("layer=conv5_1" in q.query_string for q in ranked)
+    assert len({q.label for q in ranked}) == 12
 
 
 def _pending(maps):

@@ -188,7 +188,8 @@ def test_cli_count_writes_one_file_per_image(tmp_path):
     assert json.loads(p.stdout.strip().splitlines()[-1])["channels"] == [5, 7]  # each image's own channel
     p = cli("render", "--layer", "conv3_1", "--channel", "5", "--objective", "accent", "--start", "coffee", "--size", "32",
                 "--steps", "3", "--out", str(tmp_path / "acc.png"))
-    assert p.returncode == 0, p.stderr and (tmp_path / "acc.png").is_file()
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "acc.png").is_file()
 
 
 def test_negative_reads_before_the_relu_whatever_the_method():

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -24,8 +25,11 @@ from viz.serving.budget import Limits
 def one_line_error(p, msg):
     assert p.returncode == 2, (p.returncode, p.stderr[-500:])
     assert "Traceback" not in p.stderr
-    lines = [ln for ln in p.stderr.strip().splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1 and msg in lines[0], p.stderr[-500:]
+    lines = p.stderr.strip().splitlines()
+    errors = [ln for ln in lines if ln.startswith("error:")]
+    assert len(errors) == 1 and msg in errors[0], p.stderr[-500:]
+    # and it is the last word: what comes before it is the run's own header, notes and progress, never more error
+    assert lines[-1] == errors[0], p.stderr[-500:]
 
 
 @pytest.mark.parametrize("args,msg", [
@@ -62,10 +66,12 @@ def test_precompute_out_is_checked_before_rendering(tmp_path):
     afile.write_text("x")
     base = ["precompute", "--layers", "conv5_3", "--channels", "0-7", "--size", "128", "--steps", "400",
             "--weights", "oxford"]
-    one_line_error(cli(*base, "--out", str(afile)), "is a file, not a directory")
-    one_line_error(cli(*base, "--out", str(afile / "sub")), "a part of that path is a file")
-    one_line_error(cli(*base, "--out", "/proc/gallery"), "cannot write in --out")
-    one_line_error(cli(*base, "--out", ""), "--out must name a directory")
+    for out, msg in ((str(afile), "is a file, not a directory"), (str(afile / "sub"), "a part of that path is a file"),
+                     ("/proc/gallery", "cannot write in --out"), ("", "--out must name a directory")):
+        p = cli(*base, "--out", out)
+        one_line_error(p, msg)
+        # refused before any of the 8 channels' 400 steps: the precompute's progress bar never started
+        assert "img-step" not in p.stderr and "note:" not in p.stderr, p.stderr[-500:]
 
 
 def _weights_file(tmp_path, oxford_state_dict, change):
@@ -154,7 +160,6 @@ def test_markdown_in_evidence_is_shown_as_plain_text():
 
     hostile = "![x](http://127.0.0.1:9/pixel.png) [link](http://evil) **bold** <img src=x>"
     shown = plain(hostile)
-    import re
 
     # CommonMark: a backslash before ASCII punctuation makes it literal; nothing may be left unescaped
     assert not re.search(r"(?<!\\)[\[\]()<>!*_`]", shown), shown
@@ -236,17 +241,24 @@ from pathlib import Path
 from viz import VizError
 from viz.atlas.photo import network_input
 from viz.base.corpus import UPLOAD_SIDE, decode
-def peak_kb():  # this process's own peak (VmHWM); getrusage's ru_maxrss starts at the parent's peak after an exec
-    return int(re.search(r"VmHWM:\\s+(\\d+)", Path("/proc/self/status").read_text()).group(1))
+def kb(field):  # this process's own (getrusage's ru_maxrss starts at the parent's peak after an exec)
+    return int(re.search(field + r":\\s+(\\d+)", Path("/proc/self/status").read_text()).group(1))
+def reset_peak():  # VmHWM back to what is resident now (Linux), so the next step's peak is its own
+    Path("/proc/self/clear_refs").write_text("5")
+    return kb("VmRSS")
 data = Path(sys.argv[1]).read_bytes()
-before = decoded = peak_kb()
+before = reset_peak()
+decode_kb = input_kb = 0
 try:
     image = decode(data, 1 << 30, UPLOAD_SIDE)
-    decoded = peak_kb()
+    decode_kb = kb("VmHWM") - before
+    resident = reset_peak()
     shape = tuple(network_input(image)[0].shape)
+    input_kb = kb("VmHWM") - resident
 except VizError as exc:
+    decode_kb = kb("VmHWM") - before
     shape = str(exc)
-print((decoded - before) // 1024, (peak_kb() - decoded) // 1024, shape)
+print(decode_kb // 1024, input_kb // 1024, shape)
 """
 
 

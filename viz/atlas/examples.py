@@ -65,7 +65,7 @@ def resized(image: np.ndarray, short: int) -> tuple[torch.Tensor, float]:
     """(1, 3, H, W) in [0, 1] with the short side ``short``, and the resize factor."""
     h, w = image.shape[:2]
     f = short / min(h, w)
-    x = torch.tensor(image).permute(2, 0, 1)[None].float().div(255)
+    x = torch.tensor(image).permute(2, 0, 1)[None].float().div_(255)  # in place: one float copy of the image
     size = (max(1, round(h * f)), max(1, round(w * f)))
     return F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False), f
 
