@@ -87,13 +87,17 @@ def test_negative_lowers_the_channel(model):
 
 def test_diversity_gives_different_images_of_one_channel():
     r = render(settings("diversity(n=3,w=1)"), [CH], "cpu")
-    plain = render(settings("channel"), [CH], "cpu")
     assert r.images.shape == (3, SIZE, SIZE, 3) and r.channels == [CH] * 3
     assert (r.final_activation > 0).all()
-    diffs = [np.abs(r.images[i].astype(int) - r.images[j]).mean() for i, j in ((0, 1), (0, 2), (1, 2))]
-    assert min(diffs) > 5, diffs
-    # without the diversity term, two images of one channel differ only by their start (keyed per image)
-    assert not np.array_equal(r.images[0], plain.images[0])
+
+    def spread(images):
+        return np.mean([np.abs(images[i].astype(int) - images[j]).mean() for i, j in ((0, 1), (0, 2), (1, 2))])
+
+    assert spread(r.images) > 5
+    # the images differ by their starts (keyed per image) even with next to no diversity term; the term pushes
+    # them further apart (here 92 against 74 of 255 on average)
+    weak = render(settings("diversity(n=3,w=0.001)"), [CH], "cpu")
+    assert spread(r.images) > 1.1 * spread(weak.images), (spread(r.images), spread(weak.images))
 
 
 def test_mix_sums_channels_and_interpolates(model):
