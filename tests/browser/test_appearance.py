@@ -67,6 +67,13 @@ def test_a_phone_reads_every_page(server, path, ready):
     print(f"{path}: {height} px tall on a phone")
 
 
+def background_test(op: str, colour: str) -> str:
+    """A page function: the app's background compared with ``colour``; false while the page has no app (the theme
+    script reloads a new tab once, and between the two loads getComputedStyle(null) would throw, ending the wait)."""
+    return (f"() => {{ const app = document.querySelector('.stApp'); "
+            f"return !!app && getComputedStyle(app).backgroundColor {op} '{colour}'; }}")
+
+
 def test_the_chosen_theme_sticks_to_pages_opened_by_url(server):
     """Choose Dark in Streamlit's main menu on one page; a link opened in a new tab is dark too."""
     def background(pg) -> str:
@@ -80,8 +87,7 @@ def test_the_chosen_theme_sticks_to_pages_opened_by_url(server):
         first.get_by_role("button", name="Main menu").click()
         first.get_by_test_id("stMainMenuItem-theme-Dark").click()
         first.keyboard.press("Escape")
-        first.wait_for_function(f"() => getComputedStyle(document.querySelector('.stApp')).backgroundColor "
-                                f"!= '{light}'", timeout=30_000)
+        first.wait_for_function(background_test("!=", light), timeout=30_000)
         dark = background(first)
         # the app's script copies the choice to its shared key a moment after the click (a deadline, not a sleep:
         # a fixed 1.5 s was once too short on a busy machine)
@@ -90,7 +96,6 @@ def test_the_chosen_theme_sticks_to_pages_opened_by_url(server):
         second = first.context.new_page()
         second.goto(f"{server}/gallery?layer=conv5_1")
         second.get_by_role("heading", name="Layer gallery").wait_for(timeout=120_000)
-        second.wait_for_function(f"() => getComputedStyle(document.querySelector('.stApp')).backgroundColor "
-                                 f"== '{dark}'", timeout=60_000)
+        second.wait_for_function(background_test("==", dark), timeout=60_000)  # across its one reload
         second.screenshot(path=str(SHOTS / "dark-gallery.png"))
     assert light != dark
