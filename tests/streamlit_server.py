@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from viz.base.memory import peak_bytes
+
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
@@ -51,10 +53,8 @@ def free_port() -> int:
 
 def peak_rss_mb(pid: int) -> float:
     """The process's peak resident memory so far (VmHWM)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    peak = peak_bytes(pid)
+    return float("nan") if peak is None else peak / 2**20
 
 
 @contextmanager

@@ -19,14 +19,11 @@ import numpy as np
 from viz import make_settings
 from viz.atlas.metrics import summarize
 from viz.base.images import png_bytes, unstrip
+from viz.base.memory import peak_bytes, reset_peak
 from viz.engine.views import parse_view
 from viz.serving.budget import Limits
 from viz.serving.jobs import JobManager, JobSpec, wait
 
-
-def peak_bytes():
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
 
 
 lim = Limits.from_env()
@@ -42,8 +39,7 @@ for requests in json.loads(sys.argv[1]):  # rounds, one after another; a round's
                  for i, (method, view) in enumerate(sides)]
         m.check_request(specs)  # the server accepts it
         asked.append((request, size, specs))
-    with open("/proc/self/clear_refs", "w") as f:  # the peak from here: what is resident now, and this round
-        f.write("5")
+    reset_peak()  # the peak from here: what is resident now, and this round
     # no session: the probe sends no heartbeats (a visitor's jobs would stop once its session timed out)
     jobs = [m.submit_many(specs) for _, _, specs in asked]
     for (request, size, specs), request_jobs in zip(asked, jobs):

@@ -5,15 +5,11 @@ import sys
 import numpy as np
 import pytest
 
+from viz.base.memory import resident_bytes
 from viz.serving.heap import give_back
 
 pytestmark = [pytest.mark.unit,
               pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim, Linux's RSS")]
-
-
-def resident_bytes() -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
 
 
 def test_freed_heap_memory_goes_back_to_the_system():

@@ -236,29 +236,25 @@ def test_a_second_precompute_on_the_same_out_is_refused_and_deletes_nothing(tmp_
 
 
 DECODE_PROBE = """
-import re, sys
+import sys
 from pathlib import Path
 from viz import VizError
 from viz.atlas.photo import network_input
 from viz.base.corpus import UPLOAD_SIDE, decode
-def kb(field):  # this process's own (getrusage's ru_maxrss starts at the parent's peak after an exec)
-    return int(re.search(field + r":\\s+(\\d+)", Path("/proc/self/status").read_text()).group(1))
-def reset_peak():  # VmHWM back to what is resident now (Linux), so the next step's peak is its own
-    Path("/proc/self/clear_refs").write_text("5")
-    return kb("VmRSS")
+from viz.base.memory import peak_bytes, reset_peak
 data = Path(sys.argv[1]).read_bytes()
-before = reset_peak()
-decode_kb = input_kb = 0
+before = reset_peak()  # each step's peak its own, from what is resident before it
+decode_b = input_b = 0
 try:
     image = decode(data, 1 << 30, UPLOAD_SIDE)
-    decode_kb = kb("VmHWM") - before
+    decode_b = peak_bytes() - before
     resident = reset_peak()
     shape = tuple(network_input(image)[0].shape)
-    input_kb = kb("VmHWM") - resident
+    input_b = peak_bytes() - resident
 except VizError as exc:
-    decode_kb = kb("VmHWM") - before
+    decode_b = peak_bytes() - before
     shape = str(exc)
-print(decode_kb // 1024, input_kb // 1024, shape)
+print(decode_b >> 20, input_b >> 20, shape)
 """
 
 

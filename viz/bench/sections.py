@@ -293,7 +293,9 @@ def circuits_section(b: Bench) -> dict:
 def child_peak(code: str, weights: str | None = None) -> dict:
     """Run ``code`` in a fresh Python process (after loading ``weights``' model, if given): its seconds and its
     own peak resident memory in MB. VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over an exec, so
-    a child of a large process (the bench itself) would report its parent's peak (a full run measured "+0 MB")."""
+    a child of a large process (the bench itself) would report its parent's peak (a full run measured "+0 MB").
+    The probe reads /proc itself rather than through :mod:`viz.base.memory`: importing ``viz`` would load torch
+    into the process it measures."""
     load = f"from viz.engine.model import load_model\nm = load_model({weights!r})\n" if weights else ""
     probe = (f"import json, re, time\n{load}t0 = time.perf_counter()\n{code}\n"
              "hwm = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())\n"
