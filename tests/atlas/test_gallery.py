@@ -257,26 +257,33 @@ def test_reader_refuses_hostile_names(tmp_path):
     assert g.configs("..") == [] and g.layers("oxford", "../../..") == []
 
 
-# The committed gallery: the default recipe's, 128 px (regenerated layer by layer with recipe version 4 in December
-# 2026; the 96 px version 3 gallery served the layers not yet redone until the last one was done, then went).
+# The committed gallery: the default recipe's, 128 px. It is regenerated layer by layer when the recipe changes
+# (docs/galleries.md): a finished layer replaces its old one whole, in the order of LAYERS, so until the last is
+# done the first layers are today's recipe and the rest the previous one, each labelled (recipe version 5 from
+# December 2026; version 4's 128 px gallery serves the layers not yet redone).
 GALLERY = (128, METHODS["fourier"].version)  # (size, recipe version)
 
 
 def test_the_committed_gallery_is_whole_and_current():
-    """What a clean clone serves: every layer from one config of today's recipe; every layer complete, every image
-    intact, every record made by today's recipe, never a mix."""
+    """What a clean clone serves: every layer from one config of today's recipe (or, while a regeneration is under
+    way, the previous recipe's for the layers not yet redone, with a note); every layer complete, every image
+    intact, every record of one recipe, never a mix."""
     g = Gallery(Path(__file__).resolve().parents[2] / "gallery")  # the app's default gallery
     size, recipe = GALLERY
     config = config_name(make_settings("conv1_1", "fourier", size=size, steps=128))
     assert g.configs("oxford") == [config]
     assert g.layers("oxford", config) == g.all_layers("oxford") == list(LAYERS)  # all 13 conv layers are served
+    versions = []
     for layer in LAYERS:
         assert g.config_for("oxford", layer) == config, layer
         view = g.layer("oxford", config, layer)
+        version = view.settings.get("recipe")
+        versions.append(version)
         current = {**make_settings(layer, "fourier", size=size, steps=128, weights="oxford").to_dict(),
-                   "recipe": recipe}
+                   "recipe": version}
         assert not view.problems and view.settings == current, layer
-        assert recipe_note(view.settings) is None
+        assert version in (recipe, recipe - 1), f"{layer}: recipe version {version}"
+        assert (recipe_note(view.settings) is None) == (version == recipe), layer  # an older layer says so
         assert all(r["settings"] == view.settings for r in view.records.values()), layer  # never a mix
         assert view.channels() == list(range(get_layer(layer).channels)), layer  # complete
         broken = [c for c in view.channels() if view.image_bytes(c) is None]
@@ -287,6 +294,8 @@ def test_the_committed_gallery_is_whole_and_current():
         flagged = {c: r for c, r in view.records.items() if r["flags"]}
         assert all(r["evidence"] for r in flagged.values()), layer
         assert len(flagged) <= 0.08 * len(view.records), f"{layer}: {len(flagged)} flagged: {sorted(flagged)}"
+    # a regeneration goes in the order of the layers: today's recipe on a first run of them, the previous after
+    assert versions == sorted(versions, reverse=True) and versions[0] == recipe, versions
     served = {layer: g.layer("oxford", g.config_for("oxford", layer), layer) for layer in LAYERS}
     total_flagged = sum(1 for view in served.values() for r in view.records.values() if r["flags"])
     assert total_flagged <= 0.01 * sum(get_layer(n).channels for n in LAYERS)  # of what the app shows

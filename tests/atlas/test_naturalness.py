@@ -151,3 +151,51 @@ def test_the_first_layer_kernel_is_what_conv1_1_computes(model):
     pic = kernel_picture(np.zeros((3, 3, 3)), 96)
     assert pic.shape == (96, 96, 3) and (pic == 128).all()
     assert kernel_picture(rgb_kernel(model, 0), 96).std() > 10
+
+
+def test_no_one_colour_takes_more_than_its_cap_of_the_contrast():
+    gens = make_generators(0, [1, 2])
+    img = NaturalImage(FFTImage(gens, 32), ColorDecorrelation(), "sigmoid", contrast=3.0, colour_cap=1.25)
+    with torch.no_grad():
+        img.spatial.spectrum.normal_()
+        img.spatial.spectrum[0, 1:].mul_(0.01)  # image 0: nearly all its contrast in the first colour
+        x = img.spatial_values()
+    sd = x.std(dim=(2, 3))
+    assert sd.max() <= 3.0 * 1.25 + 1e-3
+    assert sd[0, 0] > 3.0 * 1.2  # the dominant colour keeps up to its cap (sqrt(3) x 3 without it)
+    free = NaturalImage(FFTImage(gens, 32), ColorDecorrelation(), "sigmoid", contrast=3.0)
+    free.spatial.load_state_dict(img.spatial.state_dict())
+    with torch.no_grad():
+        assert free.spatial_values()[0, 0].std() > 3.0 * 1.6
+        # image 1 spreads its contrast over the colours: the cap leaves it exactly as it was
+        assert torch.allclose(free.spatial_values()[1], x[1], atol=1e-4)
+
+
+def test_the_step_renewal_at_an_octave_shrinks_the_spectrum_and_changes_no_image():
+    gens = make_generators(0, [1, 2])
+    img = NaturalImage(FFTImage(gens, 32), ColorDecorrelation(), "sigmoid", contrast=3.0, step_rms=0.4)
+    spec = img.spatial.spectrum
+    assert spec.pow(2).mean().sqrt() < 0.4
+    img.set_scale(0.5)
+    assert torch.equal(spec, img.spatial.spectrum)  # a fresh start is smaller than 0.4: left alone
+    with torch.no_grad():
+        spec.normal_()
+        spec[1].mul_(0.1)  # image 1 is under 0.4 (about 0.1): left alone
+        before, kept = img.full_image(), spec[1].clone()
+        img.set_scale(1.0)
+        rms = spec.pow(2).mean(dim=(1, 2, 3, 4)).sqrt()
+        assert abs(float(rms[0]) - 0.4) < 1e-4 and torch.equal(spec[1], kept)
+        assert torch.allclose(img.full_image(), before, atol=1e-3)  # standardized: the same picture
+    maco = maco_image(gens, 32)
+    maco.step_rms = 0.4
+    maco.set_scale(1.0)  # a phase has no scale to renew: nothing happens
+
+
+def test_a_capped_image_still_starts_exactly_at_a_photo():
+    photo = torch.from_numpy(_photo("chelsea")[:48, :48].copy()).permute(2, 0, 1)[None].float() / 255
+    img = NaturalImage(FFTImage(make_generators(0, [0]), 48), ColorDecorrelation(), "sigmoid", contrast=3.25,
+                       colour_cap=1.0, step_rms=0.4)
+    img.start_from(photo)
+    img.set_scale(0.25)
+    with torch.no_grad():
+        assert (img.full_image() - photo).abs().max() < 3e-3

@@ -40,15 +40,25 @@ def check_name(kind: str, name: object) -> str:
     return name
 
 
+# What each version of a recipe changed that a visitor would see, for the note on an older gallery layer.
+RECIPE_CHANGES = {
+    ("fourier", 4): "fixed contrast, no clipped colours: calmer images",
+    ("fourier", 5): "a slight blur in training and a renewed step at each size: stronger images that hold up "
+                    "better when moved, zoomed or blurred",
+}
+
+
 def recipe_note(settings: dict) -> str | None:
     """One line when a gallery layer was made by an older version of its method's recipe than today's (its
     images do not look like what a render makes now), else None."""
     method, version = settings.get("method"), settings.get("recipe")
     if method not in METHODS or not isinstance(version, int) or version >= METHODS[method].version:
         return None
-    return (f"These images were made with {method} recipe version {version}; renders now use version "
-            f"{METHODS[method].version} (fixed contrast, no clipped colours), so a render of the same channel "
-            "looks calmer (`python -m viz precompute` into a new folder makes the layer again).")
+    now = METHODS[method].version
+    change = RECIPE_CHANGES.get((method, now))
+    return (f"These images were made with {method} recipe version {version}; renders now use version {now}"
+            + (f" ({change})" if change else "") + ", so a render of the same channel will differ "
+            "(`python -m viz precompute` into a new folder makes the layer again).")
 
 
 def config_name(s: RenderSettings) -> str:

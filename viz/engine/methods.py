@@ -11,7 +11,7 @@ import torch
 
 from .objectives import Objective, channel, rectified, seed_mse
 from .param import Parameterization, fourier_image, maco_image, pixel_image
-from .transforms import Compose, standard_transforms
+from .transforms import Compose, blurred_transforms, standard_transforms
 
 
 @dataclass(frozen=True)
@@ -44,16 +44,17 @@ def natural_channel(layer: str, channels: list[int]) -> Objective:
 METHODS: dict[str, Method] = {
     "fourier": Method(
         "fourier",
-        "modern: Fourier-space image with decorrelated colour, each colour's contrast fixed as in photos before "
-        "the sigmoid (no value pushed to 0 or 255), coarse-to-fine (1/4, 1/2, 3/4, full size), random "
-        "jitter/scale/rotation each step, Adam (lr 0.2) on the pre-ReLU channel mean (rectified at conv1_1)",
+        "modern: Fourier-space image with decorrelated colour, its contrast fixed as in photos before the "
+        "sigmoid (no value pushed to 0 or 255), coarse-to-fine (1/4, 1/2, 3/4, full size) with the step renewed "
+        "at each size, random jitter/scale/rotation and a slight blur each step, Adam (lr 0.2) on the pre-ReLU "
+        "channel mean (rectified at conv1_1)",
         fourier_image,
         natural_channel,
-        standard_transforms,
+        blurred_transforms,
         "pre",
         0.2,
         OCTAVES,
-        4,
+        5,
     ),
     "maco": Method(
         "maco",

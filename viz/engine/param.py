@@ -48,6 +48,10 @@ class Spatial(nn.Module):
     def set_scale(self, scale: float) -> bool:
         return scale == 1.0
 
+    def rescale(self, rms: float) -> None:
+        """Shrink each image's parameters to root mean square ``rms`` where they are larger (see
+        :class:`NaturalImage`'s ``step_rms``); by default there is nothing to shrink."""
+
     @contextlib.contextmanager
     def at_full_size(self):
         yield
@@ -102,6 +106,12 @@ class FFTImage(Spatial):
         self.render_size = min(n, self.size)
         return True
 
+    @torch.no_grad()
+    def rescale(self, rms: float) -> None:
+        p = self.spectrum
+        now = p.pow(2).mean(dim=tuple(range(1, p.dim())), keepdim=True).sqrt()
+        p.mul_(torch.where(now > rms, rms / now.clamp_min(1e-12), torch.ones_like(now)))
+
     @contextlib.contextmanager
     def at_full_size(self):
         n, self.render_size = self.render_size, self.size
@@ -154,6 +164,9 @@ class PhaseImage(FFTImage):
         phase = torch.angle(torch.fft.rfft2(image.float(), norm="ortho"))
         self.phase.copy_(phase.expand_as(self.phase))
 
+    def rescale(self, rms: float) -> None:
+        pass  # the phase is an angle: its scale is its meaning
+
     def full_spectrum(self) -> torch.Tensor:
         p = self.phase
         p = (p - p.mean(dim=(1, 2, 3), keepdim=True)) / (p.std(dim=(1, 2, 3), keepdim=True) + 1e-4)
@@ -196,15 +209,26 @@ class NaturalImage(Parameterization):
     raise without end, so the sigmoid is never driven to its ends (at ``c`` = 1 a value reaches 0 or 255 only
     about 5 standard deviations out). ``clamp=True`` projects the result into [0, 1] after every step instead
     (for an unsquashed pixel image).
+
+    With the colours standardized together (``per_channel=False``), ``colour_cap=k`` keeps any one decorrelated
+    colour's standard deviation at most ``k`` times the image's: an image that puts all its contrast into one
+    colour would otherwise have sqrt(3) times the contrast there and be pushed to 0 or 255 (conv1_1 and conv1_2).
+    ``step_rms=r`` shrinks the spatial parameters to root mean square ``r`` at each octave's start
+    (:meth:`set_scale`) where they have grown beyond it. It changes no image, since the image is standardized, but
+    Adam's steps have a fixed size, so they become larger again relative to the coefficients: the learning rate
+    alone cannot do this (with a standardized image its scale is irrelevant).
     """
 
     def __init__(self, spatial: Spatial, decorrelate: ColorDecorrelation | None = None, squash: str = "sigmoid",
-                 clamp: bool = False, contrast: float | None = None, per_channel: bool = False):
+                 clamp: bool = False, contrast: float | None = None, per_channel: bool = False,
+                 colour_cap: float | None = None, step_rms: float | None = None):
         super().__init__()
         self.spatial, self.decorrelate, self.squash_name = spatial, decorrelate, squash
         self.squash, self.unsquash = SQUASHES[squash]
         self.clamp = clamp
         self.contrast, self.per_channel = contrast, per_channel
+        self.colour_cap = colour_cap if contrast is not None and not per_channel else None
+        self.step_rms = step_rms if contrast is not None else None
         # A start photo's own mean and spread (start_from): standardized values are mapped back onto them, so the
         # first image is the photo exactly; noise starts keep mean 0 and spread ``contrast``.
         self.register_buffer("offset", torch.zeros(1, 1, 1, 1))
@@ -213,7 +237,10 @@ class NaturalImage(Parameterization):
     def spatial_values(self) -> torch.Tensor:
         x = self.spatial()
         if self.contrast is not None:
-            x = standardize(x, self.per_channel) * (self.contrast * self.gain) + self.offset
+            x = standardize(x, self.per_channel)
+            if self.colour_cap is not None:
+                x = x * torch.clamp(self.colour_cap / (x.std(dim=(2, 3), keepdim=True) + 1e-6), max=1.0)
+            x = x * (self.contrast * self.gain) + self.offset
         return x
 
     def forward(self) -> torch.Tensor:
@@ -223,6 +250,8 @@ class NaturalImage(Parameterization):
         return self.squash(x)
 
     def set_scale(self, scale: float) -> bool:
+        if self.step_rms is not None:
+            self.spatial.rescale(self.step_rms)
         return self.spatial.set_scale(scale)
 
     def full_image(self) -> torch.Tensor:
@@ -247,6 +276,7 @@ class NaturalImage(Parameterization):
             x = self.decorrelate.inverse(x)
         if self.contrast is not None:
             dims = (2, 3) if self.per_channel else (1, 2, 3)
+            self.colour_cap = None  # the photo keeps its own balance of colours, so the first image is the photo
             self.offset = x.mean(dim=dims, keepdim=True)
             self.gain = x.std(dim=dims, keepdim=True) / self.contrast
         if isinstance(self.spatial, FFTImage):
@@ -255,22 +285,28 @@ class NaturalImage(Parameterization):
             next(self.spatial.parameters()).copy_(x.expand_as(next(self.spatial.parameters())))
 
 
-# Each decorrelated colour's standard deviation before the sigmoid (recipe version 4). The bundled photos, mapped
-# back through the sigmoid and the colour decorrelation, have 1-4 (median about 2.5) per colour; at 3 the
-# renders' colourfulness is that of photos and under 1 % of their values are clipped (docs/BENCHMARKS.md).
-CONTRAST = 3.0
+# The image's standard deviation before the sigmoid, over its three decorrelated colours (recipe version 5). The
+# bundled photos, mapped back through the sigmoid and the colour decorrelation, have 1-4 (median about 2.5) per
+# colour; at 3.25 the renders' colourfulness stays under Lucent's in every layer and the median clipped share
+# under 1 % (docs/BENCHMARKS.md). Version 4 standardized each colour to 3 on its own: standardizing them together
+# lets an image put its contrast where the channel wants it (+4 % activation).
+CONTRAST = 3.25
+COLOUR_CAP = 1.25  # no one colour above 1.25x the image's standard deviation (clipping at conv1_1 0.045 -> 0.005)
+STEP_RMS = 0.4  # the spectrum's root mean square at each octave's start: more activation at no cost
+MACO_CONTRAST = 3.0  # MACO (version 1) standardizes the colours together at 3, as recipe version 4 did
 
 
 def fourier_image(gens: list[torch.Generator], size: int, sd: float = 0.01,
                   contrast: float | None = CONTRAST) -> NaturalImage:
-    """The modern default: a 1/f-scaled Fourier spectrum, decorrelated colour, each colour standardized to
-    ``contrast`` (None: free, as Lucid and recipe version 3), sigmoid."""
+    """The modern default: a 1/f-scaled Fourier spectrum, decorrelated colour, the colours standardized together
+    to ``contrast`` (None: free, as Lucid and recipe version 3) with no one colour above ``COLOUR_CAP`` of it, the
+    spectrum rescaled to ``STEP_RMS`` at each octave's start, sigmoid."""
     return NaturalImage(FFTImage(gens, size, sd=sd), ColorDecorrelation(), "sigmoid", contrast=contrast,
-                        per_channel=True)
+                        colour_cap=COLOUR_CAP, step_rms=STEP_RMS)
 
 
 def maco_image(gens: list[torch.Generator], size: int, spectrum: str | None = None,
-               contrast: float = CONTRAST) -> NaturalImage:
+               contrast: float = MACO_CONTRAST) -> NaturalImage:
     """MACO: a natural magnitude spectrum (:mod:`viz.engine.spectra`) with an optimized phase, decorrelated colour,
     standardized to ``contrast``, sigmoid."""
     magnitude = natural_spectrum(spectrum or DEFAULT_SPECTRUM)

@@ -107,6 +107,32 @@ class Pad(Transform):
         return F.pad(x, (p, p, p, p), mode="constant", value=self.value)
 
 
+class RandomBlur(Transform):
+    """Gaussian blur, each image's standard deviation drawn uniformly from [0, ``frac``] of the side (below a
+    tenth of a pixel the image is left as it is). Separable, with reflected borders; one grouped convolution for
+    the whole batch."""
+
+    def __init__(self, frac: float):
+        self.frac = frac
+
+    def __call__(self, x: torch.Tensor, rng: BatchRNG) -> torch.Tensor:
+        b, c, h, w = x.shape
+        sigma = rng.uniform(0.0, self.frac * max(h, w))
+        if float(sigma.max()) < 0.1:
+            return x
+        r = min(math.ceil(2.5 * float(sigma.max())), h - 1, w - 1)
+        t = torch.arange(-r, r + 1, dtype=torch.float32)
+        s = sigma.clamp_min(0.1)[:, None]
+        k = torch.exp(-0.5 * (t[None, :] / s) ** 2)
+        k = torch.where(sigma[:, None] < 0.1, (t[None, :] == 0).float(), k)  # too small to matter: identity
+        k = (k / k.sum(dim=1, keepdim=True)).to(device=x.device, dtype=x.dtype)
+        k = k.repeat_interleave(c, dim=0)  # (B * C, 2r + 1): one kernel per image and colour
+        y = F.pad(x, (r, r, r, r), mode="reflect").reshape(1, b * c, h + 2 * r, w + 2 * r)
+        y = F.conv2d(y, k[:, None, None, :], groups=b * c)
+        y = F.conv2d(y, k[:, None, :, None], groups=b * c)
+        return y.reshape(b, c, h, w)
+
+
 class Compose(Transform):
     """Apply transforms in order, fusing each run of consecutive affine transforms into one resampling."""
 
@@ -150,3 +176,15 @@ def standard_transforms() -> Compose:
         RandomRotate(list(range(-12, 13)) + 5 * [0]),
         Jitter(6 / 224),
     ])
+
+
+# The largest blur of the default recipe (version 5), as a fraction of the side: 0.6 px at 128 px.
+BLUR = 0.6 / 128
+
+
+def blurred_transforms() -> Compose:
+    """The default recipe's stack (version 5): :func:`standard_transforms`, then a Gaussian blur of up to
+    ``BLUR`` of the side. An image that must excite the channel when slightly blurred cannot rest on single-pixel
+    detail: at the same activation it holds up better under every transform a judge may try (wide robustness
+    0.69 against 0.66 without it) and has fewer high frequencies (docs/methods.md)."""
+    return Compose([*standard_transforms().transforms, RandomBlur(BLUR)])
