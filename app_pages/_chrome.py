@@ -9,11 +9,16 @@ import streamlit as st
 
 from app_pages._server import manager, session_id
 from viz import DEFAULT_METHOD, METHODS
-
-METHOD_WORDS = {"fourier": "modern", "maco": "magnitude-constrained", "seed": "naive baseline"}
 from viz.engine.weights import default_weights_name, torchvision_checkpoint
 
+METHOD_WORDS = {"fourier": "modern", "maco": "magnitude-constrained", "seed": "naive baseline"}
 WEIGHT_CHOICES = ["oxford", "torchvision"]
+
+# Widgets that take a whole line on a phone, never cut short: a page's Layer choice ("conv5_1 (5"), the circuit's
+# "Rank the links" ("by contribu") and the gallery's Show and Order ("flagg", "str"); keyed widgets carry an
+# st-key-KEY class.
+FULL_LINE_KEYS = ("gen_layer", "cmp_layer", "photo_layer", "cir_layer", "cir_by", "gal_show", "gal_order")
+_FULL_LINE = ", ".join(f".st-key-{k}" for k in FULL_LINE_KEYS)
 
 
 # On a phone Streamlit stacks every column, so a 6-wide grid page becomes 24 full-width images (11,000 px) and the
@@ -40,12 +45,9 @@ SMALL_SCREENS = """<style>
   /* the Overview's strips (a layer's name and 8 pictures): the name and 5 pictures */
   .stMainBlockContainer [data-testid="stHorizontalBlock"]:has(> [data-testid="stColumn"]:nth-child(9):last-child)
       > [data-testid="stColumn"]:nth-child(n+7) { display: none !important; }
-  /* on lines of their own, never cut short: a page's Layer choice ("conv5_1 (5"), the circuit's "Rank the links"
-     ("by contribu") and the gallery's Show and Order ("flagg", "str"); keyed widgets carry an st-key-KEY class */
-  .stMainBlockContainer [data-testid="stHorizontalBlock"]:has(> [data-testid="stColumn"] :is(.st-key-gen_layer,
-      .st-key-cmp_layer, .st-key-photo_layer, .st-key-cir_layer, .st-key-cir_by, .st-key-gal_show, .st-key-gal_order))
-      > [data-testid="stColumn"]:has(:is(.st-key-gen_layer, .st-key-cmp_layer, .st-key-photo_layer,
-      .st-key-cir_layer, .st-key-cir_by, .st-key-gal_show, .st-key-gal_order)) {
+  /* on lines of their own, never cut short: the keyed widgets listed above */
+  .stMainBlockContainer [data-testid="stHorizontalBlock"]:has(> [data-testid="stColumn"] :is(FULL_LINE))
+      > [data-testid="stColumn"]:has(:is(FULL_LINE)) {
     min-width: 100% !important; flex-basis: 100% !important;
   }
   /* the gallery's pager: both buttons whole ("‹ Previous page"), the page between them narrow */
@@ -66,7 +68,7 @@ SMALL_SCREENS = """<style>
   /* the numbers of a metric never cut to "4…" */
   .stMainBlockContainer [data-testid="stMetricValue"] { font-size: 1.6rem; }
 }
-</style>"""
+</style>""".replace("FULL_LINE", _FULL_LINE)
 
 
 # Streamlit keeps the theme a visitor chose in localStorage under a key named after the path the tab was opened

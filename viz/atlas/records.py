@@ -40,25 +40,25 @@ def check_name(kind: str, name: object) -> str:
     return name
 
 
-# What each version of a recipe changed that a visitor would see, for the note on an older gallery layer.
+# What each version of a recipe changed that a visitor would see, for the note on an older gallery layer (short:
+# on a phone the note sits above the grid).
 RECIPE_CHANGES = {
-    ("fourier", 4): "fixed contrast, no clipped colours: calmer images",
-    ("fourier", 5): "a slight blur in training and a renewed step at each size: stronger images that hold up "
-                    "better when moved, zoomed or blurred",
+    ("fourier", 4): "calmer colours",
+    ("fourier", 5): "stronger, more robust images",
 }
 
 
 def recipe_note(settings: dict) -> str | None:
     """One line when a gallery layer was made by an older version of its method's recipe than today's (its
-    images do not look like what a render makes now), else None."""
+    images do not look like what a render makes now), else None. How to make the layer again is in
+    docs/galleries.md (``python -m viz precompute`` into a new folder)."""
     method, version = settings.get("method"), settings.get("recipe")
     if method not in METHODS or not isinstance(version, int) or version >= METHODS[method].version:
         return None
     now = METHODS[method].version
     change = RECIPE_CHANGES.get((method, now))
-    return (f"These images were made with {method} recipe version {version}; renders now use version {now}"
-            + (f" ({change})" if change else "") + ", so a render of the same channel will differ "
-            "(`python -m viz precompute` into a new folder makes the layer again).")
+    return (f"Made with {method} recipe version {version}; renders now use version {now}"
+            + (f" ({change})" if change else "") + ", so a new render of a channel will differ.")
 
 
 def config_name(s: RenderSettings) -> str:

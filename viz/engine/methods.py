@@ -59,8 +59,8 @@ METHODS: dict[str, Method] = {
     "maco": Method(
         "maco",
         "MACO (Fel et al. 2023): the Fourier magnitude fixed to ImageNet's mean spectrum, only the phase "
-        "optimized, decorrelated colour and sigmoid, coarse-to-fine, the same transforms and objective as "
-        "fourier; returns its attribution (transparency) map",
+        "optimized, decorrelated colour and sigmoid, coarse-to-fine, the same objective and geometric transforms as "
+        "fourier (no blur); returns its attribution (transparency) map",
         maco_image,
         natural_channel,
         standard_transforms,
