@@ -9,14 +9,14 @@ from viz.engine.transforms import BLUR, BatchRNG, RandomBlur, blurred_transforms
 pytestmark = pytest.mark.unit
 
 
-def _checker(b: int = 3, side: int = 32) -> torch.Tensor:
+def _stripes(b: int = 3, side: int = 32) -> torch.Tensor:
     yy, xx = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
     board = ((yy + xx) // 3 % 2).float()  # diagonal stripes 3 px wide
     return torch.stack([board, 1 - board, 0.5 + 0 * board])[None].repeat(b, 1, 1, 1)
 
 
 def test_the_blur_smooths_each_image_by_its_own_draw_and_keeps_its_mean():
-    x = _checker()
+    x = _stripes()
     out = RandomBlur(2.0 / 32)(x, BatchRNG(make_generators(0, [1, 2, 3])))
     assert out.shape == x.shape
     assert torch.allclose(out.mean(dim=(1, 2, 3)), x.mean(dim=(1, 2, 3)), atol=1e-4)  # reflected borders: no grey
@@ -30,11 +30,11 @@ def test_the_blur_smooths_each_image_by_its_own_draw_and_keeps_its_mean():
 
 
 def test_a_blur_under_a_tenth_of_a_pixel_leaves_the_image_alone():
-    x = _checker(2)
+    x = _stripes(2)
     assert torch.equal(RandomBlur(0.05 / 32)(x, BatchRNG(make_generators(0, [1, 2]))), x)
     # at the 1/4 octave of a 128-px render the default blur is at most 0.15 px: mostly nothing, never much
-    small = RandomBlur(BLUR)(_checker(4, 32), BatchRNG(make_generators(0, [1, 2, 3, 4])))
-    assert (small - _checker(4, 32)).abs().max() < 0.2
+    small = RandomBlur(BLUR)(_stripes(4, 32), BatchRNG(make_generators(0, [1, 2, 3, 4])))
+    assert (small - _stripes(4, 32)).abs().max() < 0.2
 
 
 def test_the_default_stack_is_the_standard_one_then_the_blur():
