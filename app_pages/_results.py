@@ -102,9 +102,10 @@ LEGEND = """
 - **∞×**: no position of any photo activates the channel (its best is 0 or below) while the image does.
 - **n/a**: neither the image nor any photo activates it, or the photo reference is unknown.
 - **⚠ flags**: `dead` never positive, neither on photos nor after optimization; `no_rise` the objective did not
-  rise; `blank` a nearly uniform image; `noise` mostly high-frequency noise; `saturated` more of its pixel values
-  clipped to black or white (0-2, 253-255) than in any bundled photo. A flagged channel was retried
-  (another seed and twice the steps each time) before it was kept flagged.
+  rise; `blank` a nearly uniform image; `noise` mostly high frequencies, finer than any photo (pixel noise, or
+  a texture at the pixel scale); `saturated` more of its pixel values clipped to black or white (0-2, 253-255)
+  than in any bundled photo. A flagged channel was retried (another seed and twice the steps each time) before
+  it was kept flagged.
 - **Dotted line** in a curve: the channel's strongest response in the bundled photos, for scale.
 - **Final activation** is measured on the final image as shown; the curve on transformed copies during the run.
 - **Clipped, Colourfulness, Colour distance** (naturalness): how much of the image is blown out to black or
