@@ -247,7 +247,8 @@ for row in range(0, len(shown), COLUMNS):
             continue
         ratio, why = versus_photos(rec, digits=1)
         label = f"ch {ch} · {ratio}" + (" ⚠" if rec["flags"] else "")
-        tip = (f"Flagged: {', '.join(rec['flags'])}" if rec["flags"] else why) + "; opens its detail"
+        # a flag's tooltip gives its evidence (what `noise` cannot tell apart, which photo threshold was passed)
+        tip = (f"Flagged: {rec['evidence'] or ', '.join(rec['flags'])}" if rec["flags"] else why) + "; opens its detail"
         # picture and caption are real links to the channel's detail (click, middle-click, copy link all work);
         # the picture is the stored file itself, never re-encoded
         target = {"layer": layer, "channel": str(ch), **grid_state}

@@ -321,6 +321,21 @@ def test_gallery_order_and_filter_live_in_the_url(paged_gallery):
     assert any("show must be all or flagged or unflagged" in w.value for w in at.warning)
 
 
+def test_a_flagged_channels_tooltip_gives_its_evidence(paged_gallery):
+    from viz.atlas.gallery import Gallery
+
+    view = Gallery(paged_gallery).layer("oxford", config_name(make_settings("conv1_1", "fourier", size=32,
+                                                                            steps=2)), "conv1_1")
+    flagged = view.channels("flagged", "channel")
+    assert flagged, "two steps at 32 px should leave some channel flagged"
+    at = open_page("app_pages/gallery.py", layer="conv1_1", show="flagged")
+    helps = {int(pl.proto.label.split()[1]): pl.proto.help for pl in at.get("page_link")
+             if pl.proto.label.startswith("ch ")}
+    assert sorted(helps) == flagged[:24]
+    for ch, text in helps.items():  # the reason, not only the flag's name (shown as plain text: escaped Markdown)
+        assert view.records[ch]["evidence"] and view.records[ch]["evidence"] in text.replace("\\", ""), (ch, text)
+
+
 def test_detail_walks_the_grids_order_and_returns_to_its_page(paged_gallery):
     from viz.atlas.gallery import Gallery
 
