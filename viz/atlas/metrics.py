@@ -226,7 +226,7 @@ def quality_flags(image: np.ndarray, history: np.ndarray, final_activation: floa
     - ``blank``: the image is nearly uniform (pixel std below ``BLANK_STD``);
     - ``noise``: the image is mostly high frequencies (share above ``NOISE_HF``), finer than any photo: pixel noise,
       or a texture at the pixel scale. No statistic of the spectrum's shape tells the two apart (a dot lattice puts
-      15-60 % of its high-frequency power into the strongest 2 % of frequencies, white noise blurred by 0.7 px 20 %),
+      15-63 % of its high-frequency power into the strongest 2 % of frequencies, white noise blurred by 0.7 px 20 %),
       so the evidence says both;
     - ``saturated``: more of its 8-bit values are clipped (0-2 or 253-255) than in any bundled photo.
     """
