@@ -18,6 +18,14 @@ def on_page(pg, n):
     return pg.get_by_text(re.compile(rf"channels · .*page {n} of 22"))
 
 
+def settled(pg):
+    """The script run has ended (Streamlit's running indicator is gone): the address and the history are final. A
+    Back pressed while a run still goes may be undone by its end (a clean-clone CI run stayed on page 4)."""
+    from playwright.sync_api import expect
+
+    expect(pg.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=120_000)
+
+
 def page_box(pg):
     return pg.get_by_label(re.compile(r"^Page \(of \d+\)$"))
 
@@ -118,12 +126,12 @@ def test_the_gallery_walks_like_a_website(server, page):
     for n in (2, 3, 4):  # at once, as a quick visitor turns: a page on the screen is a page in the history
         page.get_by_role("button", name="Next page ›").first.click()
         expect(on_page(page, n)).to_be_visible(timeout=90_000)
-        # the grid is drawn while the script still runs; the address follows when the run ends (a Back pressed in
-        # between goes back from the page before: one CI run did)
         expect(page).to_have_url(re.compile(rf"[?&]page={n}(&|$)"), timeout=90_000)
     for n in (3, 2, 1):  # the issue's walk stopped at page 2
+        settled(page)  # the grid is drawn while the script still runs; Back waits for the run's end
         page.go_back()
         expect(on_page(page, n)).to_be_visible(timeout=90_000)
+    settled(page)
     page.go_forward()
     expect(on_page(page, 2)).to_be_visible(timeout=90_000)
     bottom = page.get_by_role("button", name="Next page ›").last
