@@ -17,7 +17,7 @@ from viz.engine.methods import METHODS  # noqa: E402
 
 
 def deepest_redone_layer() -> str | None:
-    """The deepest layer the committed gallery serves from today's recipe (all 13 once a regeneration is done; its front while one runs)."""
+    """The deepest layer the committed gallery serves from today's recipe (a regeneration's front while it runs)."""
     g = Gallery(HERE.parent.parent / "gallery")
     redone = [layer for layer in g.all_layers("oxford")
               if g.layer("oxford", g.config_for("oxford", layer), layer).settings.get("recipe")
